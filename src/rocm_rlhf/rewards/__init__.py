@@ -1,0 +1,69 @@
+"""One registry for training rewards and evaluation metrics.
+
+Every scorer is a ``torch.nn.Module`` whose ``forward(images, prompts)`` takes images in [0, 1] with shape
+(B, 3, H, W) and a list of B prompts and returns one score per image, shape (B,). Preprocessing (resize, crop,
+normalise) is done in torch so that gradients flow to the pixels. Scorers are created by name:
+
+    scorer = load_scorer("pickscore", model_id="yuvalkirstain/PickScore_v1")
+
+A new scorer is one class decorated with ``@register("name")`` whose constructor takes keyword arguments from the
+config. Modules defining scorers are imported lazily by :func:`load_scorer`, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+
+_REGISTRY: dict[str, Callable[..., "Scorer"]] = {}
+# modules that define scorers, imported on first lookup
+_PROVIDERS = ("rocm_rlhf.rewards.sandbox", "rocm_rlhf.rewards.hub")
+
+
+class Scorer(torch.nn.Module):
+    """Base class: images in [0, 1] (B, 3, H, W) and B prompts -> scores (B,)."""
+
+    name: str = "scorer"
+    #: whether gradients w.r.t. the pixels are meaningful (training rewards must be differentiable)
+    differentiable: bool = True
+    #: one line saying exactly what is computed (checkpoint, preprocessing, scale); written to run.json and README
+    definition: str = ""
+
+    def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def register(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
+    def deco(factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"scorer '{name}' is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def _import_providers() -> None:
+    for mod in _PROVIDERS:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:  # a provider module not written yet is not an error
+            if err.name != mod:
+                raise
+
+
+def available() -> list[str]:
+    _import_providers()
+    return sorted(_REGISTRY)
+
+
+def load_scorer(name: str, **kwargs) -> Scorer:
+    """Create the scorer registered as ``name`` with the given keyword arguments (from config)."""
+    _import_providers()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown scorer '{name}'; known scorers: {', '.join(sorted(_REGISTRY))}")
+    scorer = _REGISTRY[name](**kwargs)
+    scorer.name = name
+    return scorer
