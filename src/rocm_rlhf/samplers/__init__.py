@@ -1,0 +1,9 @@
+"""Samplers shared by training, evaluation and benchmarks, for sandbox and hub models alike.
+
+- :mod:`.consistency`: the reparameterised K-step LCM sampler (ROCM, RLCM).
+- :mod:`.diffusion`: the stochastic DDIM sampler with per-step log-probabilities (DDPO, D3PO, DPOK).
+"""
+
+from .common import encode_prompts, gaussian_log_prob
+
+__all__ = ["encode_prompts", "gaussian_log_prob"]
