@@ -1,0 +1,284 @@
+"""Prompt sets: the sandbox grammar's train / eval splits and Pick-a-Pic v1 captions; CSV files a person can open.
+
+Prompt tables are pandas DataFrames with at least ``prompt_id`` (a stable string) and ``prompt``, plus ``split``.
+
+Sandbox (:func:`sandbox_prompts`): the prompts are the distinct captions of the grammar in
+:mod:`rocm_rlhf.sandbox.world` (816 texts). ``prompt_id = "sbx-%04d" % i`` with i the caption's index in
+``all_captions()``, so the same text has the same id in every split, seed and run. Captions whose (colour, shape) is
+a held-out pair never enter the train split; the eval split mixes held-out-pair captions (``heldout = True``) with
+in-distribution captions that are not in train (``heldout = False``).
+
+Pick-a-Pic (:func:`pickapic_prompts`): captions of Pick-a-Pic v1 read with the ``datasets`` library from a hub
+dataset id or a local .parquet / .csv file (the same ``load_dataset`` call, with the "parquet" or "csv" builder for
+files). Cleaning, in this order: non-strings dropped; whitespace runs collapsed to one space and stripped; captions
+with fewer than ``min_words`` words or more than ``max_chars`` characters dropped; case-insensitive duplicates
+dropped (the first occurrence, in dataset order, is kept with its casing). ``prompt_id = "pap-%05d" % i`` with i the
+caption's index in that cleaned pool (stable for a given source, split and filters, whatever n and seed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from rocm_rlhf.hub import ModelNotAvailableError, is_offline
+from rocm_rlhf.utils import atomic_path
+
+DEFAULT_HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (("yellow", "triangle"), ("green", "circle"))
+SANDBOX_COLUMNS: tuple[str, ...] = (
+    "prompt_id",
+    "prompt",
+    "split",
+    "shape",
+    "color",
+    "size",
+    "position",
+    "heldout",
+    "template_id",
+)
+PICKAPIC_COLUMNS: tuple[str, ...] = ("prompt_id", "prompt", "split")
+# The paper's prompt source. The same captions without the images (a few MB instead of hundreds of GB) are in the
+# hub dataset "yuvalkirstain/pickapic_v1_no_images"; prefer it for staging.
+PICKAPIC_DEFAULT = "yuvalkirstain/pickapic_v1"
+PICKAPIC_NO_IMAGES = "yuvalkirstain/pickapic_v1_no_images"
+CAPTION_COLUMN = "caption"
+
+
+# ------------------------------------------------------------------------------------------------------- sandbox
+def sandbox_prompts(
+    world,
+    n_train: int,
+    n_eval: int,
+    heldout_pairs: Sequence[Sequence[str]] = DEFAULT_HELDOUT_PAIRS,
+    seed: int = 0,
+    eval_heldout_fraction: float = 0.5,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and eval prompt tables from the sandbox grammar.
+
+    Args:
+        world: the :class:`~rocm_rlhf.sandbox.world.World` (its grammar; kept for a uniform interface).
+        n_train: train prompts, drawn uniformly without replacement from the captions of non-held-out pairs.
+        n_eval: eval prompts: ``round(n_eval * eval_heldout_fraction)`` drawn from the held-out-pair captions and the
+            rest from the in-distribution captions left after the train draw.
+        heldout_pairs: (colour, shape) pairs kept out of train entirely (may be empty; then eval is all
+            in-distribution).
+        seed: seed of the draw (numpy ``default_rng``).
+
+    Returns ``(train_df, eval_df)`` with columns ``SANDBOX_COLUMNS``; ``size`` / ``position`` are "" when the caption
+    does not mention them. Rows are in the (random) order of the draw.
+    """
+    from rocm_rlhf.sandbox.world import COLOR_NAMES, SHAPES, World, all_captions
+
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a rocm_rlhf.sandbox.world.World, got {type(world).__name__}")
+    pairs = set()
+    for pair in heldout_pairs:
+        if len(pair) != 2 or pair[0] not in COLOR_NAMES or pair[1] not in SHAPES:
+            raise ValueError(
+                f"held-out pair {pair!r} must be (colour, shape) with colour in {COLOR_NAMES} and shape in {SHAPES}"
+            )
+        pairs.add((pair[0], pair[1]))
+    if len(pairs) == len(COLOR_NAMES) * len(SHAPES):
+        raise ValueError("heldout_pairs holds out every (colour, shape) pair: nothing is left to train on")
+    for name, value in (("n_train", n_train), ("n_eval", n_eval)):
+        if int(value) != value or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if not 0.0 <= eval_heldout_fraction <= 1.0:
+        raise ValueError(f"eval_heldout_fraction must be in [0, 1], got {eval_heldout_fraction!r}")
+
+    captions = all_captions()
+    heldout_ids = [i for i, c in enumerate(captions) if (c.color, c.shape) in pairs]
+    indist_ids = [i for i, c in enumerate(captions) if (c.color, c.shape) not in pairs]
+    n_eval_heldout = int(round(n_eval * eval_heldout_fraction)) if pairs else 0
+    n_eval_indist = n_eval - n_eval_heldout
+    if n_train + n_eval_indist > len(indist_ids):
+        raise ValueError(
+            f"the grammar has {len(indist_ids)} in-distribution captions (outside the held-out pairs "
+            f"{sorted(pairs)}), but n_train + in-distribution eval prompts = {n_train} + {n_eval_indist} = "
+            f"{n_train + n_eval_indist}; lower n_train or n_eval (or raise eval_heldout_fraction)"
+        )
+    if n_eval_heldout > len(heldout_ids):
+        raise ValueError(
+            f"the grammar has {len(heldout_ids)} captions of the held-out pairs {sorted(pairs)}, but "
+            f"round(n_eval * eval_heldout_fraction) = {n_eval_heldout}; lower n_eval or eval_heldout_fraction"
+        )
+
+    rng = np.random.default_rng(seed)
+    indist = rng.permutation(np.asarray(indist_ids, dtype=np.int64))
+    train_ids = indist[:n_train]
+    eval_indist_ids = indist[n_train : n_train + n_eval_indist]
+    eval_heldout_ids = rng.permutation(np.asarray(heldout_ids, dtype=np.int64))[:n_eval_heldout]
+    eval_ids = rng.permutation(np.concatenate([eval_heldout_ids, eval_indist_ids]))
+
+    def table(ids: np.ndarray, split: str) -> pd.DataFrame:
+        rows = []
+        for i in ids:
+            c = captions[int(i)]
+            rows.append(
+                {
+                    "prompt_id": f"sbx-{int(i):04d}",
+                    "prompt": c.text,
+                    "split": split,
+                    "shape": c.shape,
+                    "color": c.color,
+                    "size": c.size,
+                    "position": c.position,
+                    "heldout": (c.color, c.shape) in pairs,
+                    "template_id": c.template_id,
+                }
+            )
+        df = pd.DataFrame(rows, columns=list(SANDBOX_COLUMNS))
+        return df.astype({"heldout": bool, "template_id": np.int64})
+
+    return table(train_ids, "train"), table(eval_ids, "eval")
+
+
+# ----------------------------------------------------------------------------------------------------- Pick-a-Pic
+def _local_builder(source: str) -> tuple[str, dict] | None:
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        if path.exists():
+            raise ValueError(f"local prompt source {source!r} must be a .parquet or .csv file with a 'caption' column")
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {source!r} does not exist")
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        columns = list(pq.read_schema(path).names)
+    else:
+        columns = list(pd.read_csv(path, nrows=0).columns)
+    if CAPTION_COLUMN not in columns:
+        raise ValueError(f"{source}: no '{CAPTION_COLUMN}' column (columns: {columns})")
+    if suffix == ".parquet":
+        return "parquet", {"data_files": str(path), "columns": [CAPTION_COLUMN]}
+    # keep_default_na=False: a caption such as "NA" stays a string; empty cells still come back as None.
+    return "csv", {"data_files": str(path), "usecols": [CAPTION_COLUMN], "keep_default_na": False}
+
+
+def _load_captions(source: str, split: str, cache_dir: str | os.PathLike | None) -> list:
+    """All values of the caption column of ``source`` (hub dataset id or local .parquet/.csv), in dataset order."""
+    import datasets
+
+    local = _local_builder(source)
+    kwargs = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
+    if local is not None:
+        builder, extra = local
+        # Local files always land in datasets' "train" split, whatever the caller's split label.
+        ds = datasets.load_dataset(builder, split="train", **extra, **kwargs)
+    else:
+        try:
+            # Only the caption column is read; note that for "yuvalkirstain/pickapic_v1" the download still
+            # includes the images (hundreds of GB): stage "yuvalkirstain/pickapic_v1_no_images" (same captions).
+            ds = datasets.load_dataset(source, split=split, columns=[CAPTION_COLUMN], **kwargs)
+        except (OSError, ConnectionError, FileNotFoundError) as err:
+            where = "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache" if is_offline() else "not reachable"
+            lighter = (
+                f" (the same captions without images: '{PICKAPIC_NO_IMAGES}')" if source == PICKAPIC_DEFAULT else ""
+            )
+            raise ModelNotAvailableError(
+                f"dataset '{source}' (split '{split}') is {where}. Stage it once on a machine with network access: "
+                f'`snakemake --cores 1 stage_models --configfile <your config>` or `python -c "import datasets; '
+                f"datasets.load_dataset('{source}', split='{split}', columns=['{CAPTION_COLUMN}'])\"`, then run "
+                f"offline with HF_HUB_OFFLINE=1{lighter}, or pass a local .parquet/.csv file with a "
+                f"'{CAPTION_COLUMN}' column."
+            ) from err
+    if CAPTION_COLUMN not in ds.column_names:
+        raise ValueError(f"{source}: no '{CAPTION_COLUMN}' column (columns: {ds.column_names})")
+    return list(ds[CAPTION_COLUMN])
+
+
+def clean_captions(captions: Sequence, min_words: int = 3, max_chars: int = 300) -> list[str]:
+    """The cleaned, case-insensitively deduplicated pool of captions (rules in the module docstring)."""
+    pool: list[str] = []
+    seen: set[str] = set()
+    for text in captions:
+        if not isinstance(text, str):
+            continue
+        text = " ".join(text.split())
+        if not text or len(text.split(" ")) < min_words or len(text) > max_chars:
+            continue
+        key = text.casefold()
+        if key in seen:
+            continue
+        seen.add(key)
+        pool.append(text)
+    return pool
+
+
+def pickapic_prompts(
+    source: str = PICKAPIC_DEFAULT,
+    n: int = 4000,
+    seed: int = 0,
+    split: str = "train",
+    min_words: int = 3,
+    max_chars: int = 300,
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """``n`` distinct Pick-a-Pic captions drawn with ``seed``: columns ``prompt_id``, ``prompt``, ``split``.
+
+    ``source`` is a hub dataset id (paper: "yuvalkirstain/pickapic_v1"; "yuvalkirstain/pickapic_v1_no_images" holds
+    the same captions without images) or a local .parquet / .csv file with a "caption" column. ``split`` is the
+    hub split to read (and the label written in the ``split`` column). ``cache_dir`` is passed to
+    ``datasets.load_dataset``. Raises :class:`~rocm_rlhf.hub.ModelNotAvailableError` when a hub dataset is not
+    available (e.g. offline and not cached), ``ValueError`` when fewer than ``n`` captions survive the cleaning.
+    Rows are in the (random) order of the draw.
+    """
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if min_words < 0 or max_chars < 1:
+        raise ValueError(f"need min_words >= 0 and max_chars >= 1, got {min_words}, {max_chars}")
+    raw = _load_captions(str(source), split, cache_dir)
+    pool = clean_captions(raw, min_words=min_words, max_chars=max_chars)
+    if n > len(pool):
+        raise ValueError(
+            f"{source} ({split}): only {len(pool)} captions remain after cleaning (of {len(raw)} rows; "
+            f"min_words={min_words}, max_chars={max_chars}, case-insensitive dedup), fewer than n={n}"
+        )
+    chosen = np.random.default_rng(seed).choice(len(pool), size=int(n), replace=False)
+    return pd.DataFrame(
+        {
+            "prompt_id": [f"pap-{int(i):05d}" for i in chosen],
+            "prompt": [pool[int(i)] for i in chosen],
+            "split": [split] * int(n),
+        },
+        columns=list(PICKAPIC_COLUMNS),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ I/O
+def write_prompts(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a prompt table as CSV (UTF-8, no index), atomically; prompt ids must be unique."""
+    missing = [c for c in ("prompt_id", "prompt") if c not in df.columns]
+    if missing:
+        raise ValueError(f"a prompt table needs the columns prompt_id and prompt; missing {missing}")
+    dup = df["prompt_id"][df["prompt_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"prompt_id must be unique; duplicated: {sorted(set(dup))[:5]}")
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, encoding="utf-8")
+
+
+def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by :func:`write_prompts`: text columns stay strings ("" stays "", never NaN);
+    ``heldout`` comes back as bool and ``template_id`` as int when present."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist (written by the prompts rule)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    missing = [c for c in ("prompt_id", "prompt") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a prompt table, missing columns {missing} (has {list(df.columns)})")
+    if "heldout" in df.columns:
+        bad = ~df["heldout"].isin(["True", "False"])
+        if bad.any():
+            raise ValueError(f"{path}: column heldout must be True/False, got {df['heldout'][bad].iloc[0]!r}")
+        df["heldout"] = df["heldout"] == "True"
+    if "template_id" in df.columns:
+        df["template_id"] = df["template_id"].astype(np.int64)
+    return df

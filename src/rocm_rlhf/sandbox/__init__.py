@@ -1,0 +1,10 @@
+"""The offline sandbox: a small, honest text-to-image world that runs the pipeline's code paths on CPU.
+
+Modules (import them directly; this package imports nothing heavy on purpose):
+
+- :mod:`rocm_rlhf.sandbox.world`: the procedural renderer (shapes with known attributes) and the caption grammar.
+- :mod:`rocm_rlhf.sandbox.judge`: the gold judge (prompt fidelity x realism from the renderer's ground truth); it
+  stands in for human evaluation and never feeds training.
+- the tiny base models (tokenizer, text encoder, VAE, teacher diffusion UNet, LCM distillation) and the learned
+  proxy rewards live in the other modules of this package.
+"""

@@ -1,0 +1,205 @@
+"""Prompt sets: sandbox splits with held-out pairs, the Pick-a-Pic loader, CSV round trips."""
+
+import pandas as pd
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from rocm_rlhf.hub import ModelNotAvailableError  # noqa: E402
+from rocm_rlhf.prompts import (  # noqa: E402
+    DEFAULT_HELDOUT_PAIRS,
+    SANDBOX_COLUMNS,
+    pickapic_prompts,
+    read_prompts,
+    sandbox_prompts,
+    write_prompts,
+)
+from rocm_rlhf.sandbox.world import World, all_captions, parse_caption  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World()
+
+
+# ------------------------------------------------------------------------------------------------------- sandbox
+def test_sandbox_splits_hold_out_pairs(world):
+    train, evl = sandbox_prompts(world, n_train=300, n_eval=100, heldout_pairs=DEFAULT_HELDOUT_PAIRS, seed=0)
+    assert list(train.columns) == list(SANDBOX_COLUMNS) == list(evl.columns)
+    assert len(train) == 300 and len(evl) == 100
+    assert set(train["split"]) == {"train"} and set(evl["split"]) == {"eval"}
+    held = set(DEFAULT_HELDOUT_PAIRS)
+    assert not any((c, s) in held for c, s in zip(train["color"], train["shape"]))
+    assert not train["heldout"].any()
+    assert evl["heldout"].sum() == 50
+    assert {(c, s) for c, s, h in zip(evl["color"], evl["shape"], evl["heldout"]) if h} == held
+    assert all(((c, s) in held) == h for c, s, h in zip(evl["color"], evl["shape"], evl["heldout"]))
+    # disjoint, deduplicated, ids stable (index in the grammar) and attributes as the caption says
+    assert not set(train["prompt"]) & set(evl["prompt"])
+    both = pd.concat([train, evl])
+    assert both["prompt"].is_unique and both["prompt_id"].is_unique
+    captions = all_captions()
+    for row in both.itertuples():
+        assert captions[int(row.prompt_id[4:])].text == row.prompt
+        parsed = parse_caption(row.prompt)
+        assert (row.shape, row.color, row.size, row.position) == tuple(
+            parsed.get(k, "") for k in ("shape", "color", "size", "position")
+        )
+
+
+def test_sandbox_prompts_are_deterministic_for_the_seed(world):
+    a = sandbox_prompts(world, 50, 20, seed=1)
+    b = sandbox_prompts(world, 50, 20, seed=1)
+    c = sandbox_prompts(world, 50, 20, seed=2)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+    assert set(a[0]["prompt"]) != set(c[0]["prompt"])
+
+
+def test_sandbox_custom_pairs_and_limits(world):
+    pairs = [("red", "square")]
+    n_held = sum((c.color, c.shape) == ("red", "square") for c in all_captions())
+    n_in = len(all_captions()) - n_held
+    train, evl = sandbox_prompts(world, n_train=n_in - 10, n_eval=20, heldout_pairs=pairs, seed=0)
+    assert len(train) == n_in - 10 and not ((train["color"] == "red") & (train["shape"] == "square")).any()
+    assert evl["heldout"].sum() == 10 and set(evl.loc[evl["heldout"], "prompt"]) <= {
+        c.text for c in all_captions() if (c.color, c.shape) == ("red", "square")
+    }
+    with pytest.raises(ValueError, match=f"{n_in} in-distribution captions"):
+        sandbox_prompts(world, n_train=n_in - 9, n_eval=20, heldout_pairs=pairs)
+    with pytest.raises(ValueError, match=f"{n_held} captions of the held-out pairs"):
+        sandbox_prompts(world, n_train=10, n_eval=2 * n_held + 2, heldout_pairs=pairs)
+    with pytest.raises(ValueError, match="held-out pair"):
+        sandbox_prompts(world, 10, 10, heldout_pairs=[("purple", "circle")])
+    train, evl = sandbox_prompts(world, 10, 10, heldout_pairs=[])
+    assert not evl["heldout"].any() and len(evl) == 10
+
+
+def test_write_read_round_trip(world, tmp_path):
+    train, evl = sandbox_prompts(world, 40, 20, seed=3)
+    path = tmp_path / "sub" / "eval.csv"
+    write_prompts(evl, path)
+    back = read_prompts(path)
+    pd.testing.assert_frame_equal(back, evl.reset_index(drop=True), check_dtype=False)
+    assert back["heldout"].dtype == bool and back["template_id"].dtype == "int64"
+    assert (evl["size"] == "").any() and (evl["position"] == "").any()  # "" must come back as "", not NaN
+    assert [p.name for p in path.parent.iterdir()] == ["eval.csv"]  # no temporary file left
+    odd = pd.DataFrame({"prompt_id": ["pap-00000", "pap-00001"], "prompt": ["NA", 'a "quoted", comma\nline']})
+    write_prompts(odd, tmp_path / "odd.csv")
+    pd.testing.assert_frame_equal(read_prompts(tmp_path / "odd.csv"), odd, check_dtype=False)
+    with pytest.raises(ValueError, match="unique"):
+        write_prompts(pd.concat([odd, odd]), tmp_path / "dup.csv")
+    with pytest.raises(FileNotFoundError):
+        read_prompts(tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------------------------------------------- Pick-a-Pic
+LONG = "a " + "very " * 60 + "long caption"  # 312 characters
+RAW_CAPTIONS = [
+    "A cat wearing a hat",
+    "a  cat wearing a HAT ",  # duplicate (case, whitespace)
+    "",  # empty
+    "   ",  # blank
+    "two words",  # too short
+    None,  # not a string
+    LONG,  # too long
+    "x" * 290 + " y z",  # 294 characters: kept
+    "an astronaut riding a horse\non the moon",  # newline collapsed
+    "An astronaut riding a horse on the moon",  # duplicate after normalisation
+    "a watercolor painting of a fox",
+    "NA is not missing here",
+    "a watercolor painting of a fox",  # exact duplicate
+    "cyberpunk city at night, neon lights",
+    "portrait of an old sailor, oil painting",
+]
+EXPECTED_POOL = [
+    "A cat wearing a hat",
+    "x" * 290 + " y z",
+    "an astronaut riding a horse on the moon",
+    "a watercolor painting of a fox",
+    "NA is not missing here",
+    "cyberpunk city at night, neon lights",
+    "portrait of an old sailor, oil painting",
+]
+
+
+def _pickapic_frame():
+    n = len(RAW_CAPTIONS)
+    return pd.DataFrame(
+        {
+            "are_different": [True] * n,
+            "best_image_uid": [f"uid-{i}" for i in range(n)],
+            "caption": RAW_CAPTIONS,
+            "created_at": pd.Timestamp("2023-05-01") + pd.to_timedelta(range(n), unit="min"),
+            "has_label": [True] * n,
+            "image_0_uid": [f"a{i}" for i in range(n)],
+            "image_0_url": [f"https://example.org/a{i}.png" for i in range(n)],
+            "image_1_uid": [f"b{i}" for i in range(n)],
+            "image_1_url": [f"https://example.org/b{i}.png" for i in range(n)],
+            "jpg_0": [bytes([255, 216, i]) for i in range(n)],
+            "jpg_1": [bytes([255, 216, 100 + i]) for i in range(n)],
+            "label_0": [1.0, 0.0, 0.5] * (n // 3) + [1.0] * (n % 3),
+            "label_1": [0.0, 1.0, 0.5] * (n // 3) + [0.0] * (n % 3),
+            "model_0": ["sdxl"] * n,
+            "model_1": ["sd-2.1"] * n,
+            "ranking_id": list(range(n)),
+            "user_id": [7] * n,
+            "num_example_per_prompt": [1] * n,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def pickapic_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pickapic")
+    df = _pickapic_frame()
+    df.to_parquet(d / "train.parquet", index=False)
+    df[["caption", "best_image_uid", "ranking_id"]].to_csv(d / "train.csv", index=False)
+    return d
+
+
+@pytest.mark.parametrize("name", ["train.parquet", "train.csv"])
+def test_pickapic_loader_cleans_dedups_and_samples(pickapic_files, tmp_path, name):
+    path = pickapic_files / name
+    kw = dict(cache_dir=tmp_path / "cache")
+    full = pickapic_prompts(str(path), n=len(EXPECTED_POOL), seed=0, **kw)
+    assert list(full.columns) == ["prompt_id", "prompt", "split"] and set(full["split"]) == {"train"}
+    assert sorted(full["prompt"]) == sorted(EXPECTED_POOL)
+    # ids are indices in the cleaned pool, whatever the draw
+    assert dict(zip(full["prompt_id"], full["prompt"])) == {f"pap-{i:05d}": p for i, p in enumerate(EXPECTED_POOL)}
+    a = pickapic_prompts(path, n=4, seed=5, **kw)
+    b = pickapic_prompts(path, n=4, seed=5, **kw)
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 4 and a["prompt"].is_unique and set(a["prompt"]) <= set(EXPECTED_POOL)
+    draws = {tuple(pickapic_prompts(path, n=4, seed=s, **kw)["prompt"]) for s in range(6)}
+    assert len(draws) > 1
+    with pytest.raises(ValueError, match=r"only 7 captions remain .* fewer than n=8"):
+        pickapic_prompts(path, n=8, seed=0, **kw)
+    short = pickapic_prompts(path, n=8, seed=0, min_words=2, **kw)  # "two words" now passes
+    assert "two words" in set(short["prompt"])
+    assert LONG in set(pickapic_prompts(path, n=9, seed=0, min_words=2, max_chars=400, **kw)["prompt"])
+
+
+def test_pickapic_local_file_errors(tmp_path):
+    pd.DataFrame({"text": ["a b c"]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="caption"):
+        pickapic_prompts(tmp_path / "bad.parquet", n=1, seed=0, cache_dir=tmp_path / "cache")
+    with pytest.raises(FileNotFoundError):
+        pickapic_prompts(tmp_path / "nothing.parquet", n=1, seed=0)
+
+
+def test_pickapic_hub_id_offline_raises_model_not_available(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    # both libraries read HF_HUB_OFFLINE at import time
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(ModelNotAvailableError, match="yuvalkirstain/pickapic_v1.*offline.*HF_HUB_OFFLINE=1") as err:
+        pickapic_prompts("yuvalkirstain/pickapic_v1", n=10, seed=0, cache_dir=tmp_path / "hf" / "datasets")
+    assert "pickapic_v1_no_images" in str(err.value) and "load_dataset" in str(err.value)
