@@ -1,0 +1,22 @@
+# rocm-rlhf: ROCM (RLHF on consistency models, arXiv 2503.06171) and its baselines as a Snakemake workflow.
+#
+#   snakemake --cores 8 --resources gpu=2            # everything (rule all is the default target)
+#   snakemake --cores 2 --configfile config/config.yaml config/ci.yaml   # the smallest real run
+#
+# The rules only move files; everything that computes is in the rocm_rlhf package (src/rocm_rlhf).
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/sandbox.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

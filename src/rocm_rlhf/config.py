@@ -1,0 +1,106 @@
+"""Configuration: validation against workflow/schemas/config.schema.yaml with defaults filled in.
+
+Snakemake's common.smk calls :func:`validate_config` before any job is scheduled, so bad input fails at once with
+one message naming every offending key (as a dotted path) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration does not match the schema."""
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:
+    """Fill defaults into ``config`` (in place) and validate it; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for e in errors:
+            if e.validator == "additionalProperties":
+                allowed = sorted(e.schema.get("properties", {}))
+                hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
+                lines.append(f"config key '{_path(e)}': {e.message}{hint}")
+            else:
+                lines.append(f"config key '{_path(e)}': {e.message}")
+        raise ConfigError(
+            "invalid configuration (see config/README.md for every key):\n  - " + "\n  - ".join(lines)
+        )
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    """Rules the schema cannot express."""
+    problems = []
+    betas = config["rocm"]["betas"]
+    for d in config["rocm"]["divergences"]:
+        if d not in betas:
+            problems.append(f"config key 'rocm.betas': no beta grid for divergence '{d}' listed in rocm.divergences")
+    sb = config["sandbox"]
+    if sb["lcm"]["w_min"] > sb["lcm"]["w_max"]:
+        problems.append("config key 'sandbox.lcm': w_min must not exceed w_max")
+    if config["setting"] == "hub" and not config["model"]["lcm"]:
+        problems.append("config key 'model.lcm': the hub setting needs an LCM hub id or folder")
+    if config["setting"] == "sandbox" and config["prompts"]["source"] != "sandbox":
+        problems.append("config key 'prompts.source': the sandbox setting needs sandbox prompts (its judge reads them)")
+    if config["model"]["num_steps"] < 2 and config["rocm"]["final_step"] is False:
+        problems.append("config key 'model.num_steps': with 1 step and rocm.final_step false there is no transition "
+                        "to regularise")
+    if problems:
+        raise ConfigError("invalid configuration (see config/README.md for every key):\n  - " + "\n  - ".join(problems))
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
+    """Merge YAML files (later ones win, recursively, as Snakemake does) and validate."""
+    config: dict[str, Any] = {}
+    for p in paths:
+        with open(p) as fh:
+            _update(config, yaml.safe_load(fh) or {})
+    if overrides:
+        _update(config, overrides)
+    return validate_config(config)
+
+
+def _update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base

@@ -1,0 +1,88 @@
+"""Loading generators (sandbox folders and hub ids alike) and sampling images from them.
+
+The same functions serve the sandbox (``results/models/sandbox/lcm``) and the paper's hub models
+(``SimianLuo/LCM_Dreamshaper_v7``, ``runwayml/stable-diffusion-v1-5``): everything goes through diffusers'
+``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .hub import from_pretrained
+from .samplers.common import encode_prompts
+from .samplers.consistency import consistency_sample, decode_latents, draw_noise
+
+
+def load_lcm_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """A LatentConsistencyModelPipeline (no safety checker), frozen, on ``device``."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    pipe = from_pretrained(
+        LatentConsistencyModelPipeline, model_id, dtype=dtype, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.requires_grad_(False).eval()
+    return pipe.to(device)
+
+
+def load_sd_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """A StableDiffusionPipeline (no safety checker), frozen, on ``device``: the diffusion baselines' base."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = from_pretrained(
+        StableDiffusionPipeline, model_id, dtype=dtype, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.requires_grad_(False).eval()
+    return pipe.to(device)
+
+
+def latent_shape(pipe) -> tuple[int, int, int]:
+    """(C, H, W) of the UNet's latents at the pipeline's default resolution."""
+    s = pipe.unet.config.sample_size
+    return (pipe.unet.config.in_channels, s, s)
+
+
+def initial_noise(pipe, n: int, num_steps: int, seeds: list[int] | None = None, generator=None, device="cpu",
+                  dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents [n, C, H, W], re-noising noise [n, K-1, C, H, W]).
+
+    With ``seeds`` (one per image) every image's noise depends on its own seed only, so the same (prompt, seed) gets
+    the same noise in every run and comparisons are paired.
+    """
+    shape = latent_shape(pipe)
+    if seeds is not None:
+        if len(seeds) != n:
+            raise ValueError(f"got {len(seeds)} seeds for {n} images")
+        lat, noi = [], []
+        for s in seeds:
+            g = torch.Generator().manual_seed(int(s))
+            lat.append(torch.randn((1, *shape), generator=g))
+            noi.append(draw_noise((1, *shape), num_steps, g))
+        return torch.cat(lat).to(device, dtype), torch.cat(noi).to(device, dtype)
+    lat = torch.randn((n, *shape), generator=generator)
+    return lat.to(device, dtype), draw_noise((n, *shape), num_steps, generator).to(device, dtype)
+
+
+@torch.no_grad()
+def lcm_generate(pipe, prompts: list[str], *, num_steps: int, guidance_scale: float, seeds: list[int] | None = None,
+                 generator: torch.Generator | None = None, batch_size: int = 64) -> torch.Tensor:
+    """Images in [0, 1] (B, 3, H, W) from an LCM pipeline through our consistency sampler (no gradients)."""
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        lat, noise = initial_noise(pipe, len(chunk), num_steps, None if seeds is None else seeds[i : i + batch_size],
+                                   generator, device, dtype)
+        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, chunk, device=device, dtype=dtype)
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=num_steps,
+                                  guidance_scale=guidance_scale, latents=lat, noise=noise)
+        out.append(decode_latents(pipe.vae, traj.final).float().cpu())
+    return torch.cat(out)

@@ -1,0 +1,237 @@
+"""The reparameterised K-step consistency (LCM) sampler: one implementation for training, evaluation and benchmarks.
+
+Sampling follows diffusers' ``LatentConsistencyModelPipeline`` + ``LCMScheduler`` exactly (same timesteps, same
+boundary-condition scalings, same guidance w-embedding with ``w = guidance_scale - 1``), but every random number is
+drawn *outside* the computation graph, so the whole chain is a differentiable function of the UNet parameters::
+
+    x_{t_0} = latents ~ N(0, I)
+    for n = 0 .. K-1:
+        x0_n = c_skip(t_n) x_{t_n} + c_out(t_n) pred_x0(x_{t_n}, t_n, c, w)     # consistency function f_theta
+        if n < K-1:                                                             # LCMScheduler re-noises ...
+            x_{t_{n+1}} = sqrt(abar_{t_{n+1}}) x0_n + sqrt(1 - abar_{t_{n+1}}) eps_n,  eps_n = noise[:, n]
+    output = x0_{K-1}                                                           # ... except after the last step
+
+Each re-noising is a Gaussian policy step pi(x_{t_{n+1}} | x_{t_n}) = N(mu_n, sigma_n^2 I) with
+``mu_n = sqrt(abar_{t_{n+1}}) x0_n`` and ``sigma_n = sqrt(1 - abar_{t_{n+1}})``: K - 1 stochastic transitions.
+
+The last step (our stated convention). diffusers returns ``x0_{K-1}`` with no noise, so the last evaluation is not a
+stochastic transition (and K = 1 has none at all). Leaving it out of the regulariser would let a fine-tuned model
+change its final evaluation for free; giving it a tiny fixed noise makes it carry most of the divergence (SPEC,
+section 3). We therefore regularise the last evaluation as if it re-noised to its *own* timestep:
+``mu_{K-1} = sqrt(abar_{t_{K-1}}) x0_{K-1}``, ``sigma_{K-1} = sqrt(1 - abar_{t_{K-1}})``, so its divergence has the
+same signal-to-noise weighting as the step that led to it. ``final_step=False`` in :func:`consistency_sample` drops it
+(the plain diffusers chain). The sampled output is unaffected either way: it is ``x0_{K-1}``.
+
+The reference policy pi_ref is the same UNet with its LoRA adapter disabled, evaluated at the *policy's* states with
+gradients flowing through those states (but not into the reference's parameters, which are frozen anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager
+
+import torch
+import torch.utils.checkpoint
+
+from .common import gaussian_log_prob
+
+
+@dataclass
+class ConsistencyTrajectory:
+    """One batch of K-step consistency samples, with every step's Gaussian transition.
+
+    Shapes: B batch, K steps, latents (C, H, W). Lists are indexed by step n = 0 .. K-1.
+    """
+
+    timesteps: list[int]
+    states: list[torch.Tensor]  # x_{t_n}: the state each evaluation saw (K tensors [B, C, H, W])
+    x0: list[torch.Tensor]  # consistency outputs x0_n (K tensors)
+    means: list[torch.Tensor]  # policy transition means mu_n (K, or K-1 with final_step=False)
+    stds: list[float]  # transition stds sigma_n (same length as means)
+    noise: torch.Tensor  # [B, K-1, C, H, W] the re-noising noise actually used
+    ref_means: list[torch.Tensor] | None = None  # reference transition means at the same states
+    next_states: list[torch.Tensor] = field(default_factory=list)  # x_{t_{n+1}} for the K-1 stochastic steps
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The sampled latents ``x0_{K-1}`` (decode with the VAE)."""
+        return self.x0[-1]
+
+    def log_probs(self) -> torch.Tensor:
+        """[B, K-1]: log pi(x_{t_{n+1}} | x_{t_n}) of the taken stochastic steps (for policy-gradient methods)."""
+        cols = [gaussian_log_prob(nxt, mu, sd) for nxt, mu, sd in zip(self.next_states, self.means, self.stds)]
+        if not cols:
+            return torch.zeros(self.noise.shape[0], 0, device=self.noise.device)
+        return torch.stack(cols, 1)
+
+
+def scalings_for_boundary_conditions(scheduler, timestep: int) -> tuple[float, float]:
+    """(c_skip, c_out) of the LCM consistency parameterisation, from the scheduler's own formula."""
+    return scheduler.get_scalings_for_boundary_condition_discrete(timestep)
+
+
+def guidance_embedding(unet, guidance_scale: float, batch: int, device, dtype) -> torch.Tensor | None:
+    """The LCM w-embedding for ``w = guidance_scale - 1`` (as diffusers), or None for a UNet without one."""
+    dim = getattr(unet.config, "time_cond_proj_dim", None)
+    if dim is None:
+        return None
+    w = torch.full((batch,), float(guidance_scale) - 1.0)
+    return sinusoidal_w_embedding(w, dim).to(device=device, dtype=dtype)
+
+
+def sinusoidal_w_embedding(w: torch.Tensor, embedding_dim: int) -> torch.Tensor:
+    """The guidance-scale embedding of LCM (Luo et al. 2023; diffusers ``get_guidance_scale_embedding``)."""
+    w = w * 1000.0
+    half = embedding_dim // 2
+    emb = torch.log(torch.tensor(10000.0)) / (half - 1)
+    emb = torch.exp(torch.arange(half, dtype=torch.float32) * -emb)
+    emb = w.to(torch.float32)[:, None] * emb[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+    if embedding_dim % 2 == 1:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+def lcm_timesteps(scheduler, num_steps: int) -> list[int]:
+    """The K timesteps diffusers' LCMScheduler uses (e.g. K=4: [999, 759, 499, 259] with 50 original steps)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    scheduler.set_timesteps(num_steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def draw_noise(shape: tuple[int, ...], num_steps: int, generator: torch.Generator | None, device=None, dtype=None):
+    """The K-1 re-noising draws, in the order LCMScheduler.step draws them from the same generator."""
+    draws = [torch.randn(shape, generator=generator, device=device, dtype=dtype) for _ in range(num_steps - 1)]
+    if not draws:
+        return torch.zeros((shape[0], 0, *shape[1:]), device=device, dtype=dtype)
+    return torch.stack(draws, 1)
+
+
+def adapter_disabled(unet) -> ContextManager:
+    """Context in which a diffusers UNet with a peft LoRA adapter runs as its base model."""
+    if not getattr(unet, "_hf_peft_config_loaded", False):
+        raise ValueError("the UNet has no LoRA adapter: there is no separate reference policy to evaluate")
+
+    @contextlib.contextmanager
+    def ctx():
+        unet.disable_adapters()
+        try:
+            yield
+        finally:
+            unet.enable_adapters()
+
+    return ctx()
+
+
+def consistency_sample(
+    unet,
+    scheduler,
+    prompt_embeds: torch.Tensor,
+    *,
+    num_steps: int,
+    guidance_scale: float,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    reference: bool = False,
+    reference_grad: bool = True,
+    final_step: bool = True,
+    grad_steps: int | None = None,
+    checkpoint: bool = False,
+) -> ConsistencyTrajectory:
+    """Run the K-step consistency chain (module docstring) with gradients wherever autograd is enabled.
+
+    Args:
+        unet: diffusers UNet2DConditionModel predicting epsilon (with ``time_cond_proj_dim`` for LCMs).
+        scheduler: the LCMScheduler (its alphas and boundary scalings are used; its state is set).
+        prompt_embeds: [B, L, D] text embeddings.
+        latents: [B, C, H, W] initial noise x_{t_0} (already scaled by init_noise_sigma = 1).
+        noise: [B, K-1, C, H, W] re-noising draws (see :func:`draw_noise`).
+        reference: also evaluate the reference policy (adapter disabled) at every visited state.
+        reference_grad: let gradients flow through the reference's transition (into the visited states); False
+            evaluates it without a graph (enough for logging the divergence when beta = 0).
+        final_step: include the last evaluation's transition in ``means``/``stds`` (module docstring).
+        grad_steps: truncated backpropagation: gradients flow through the last ``grad_steps`` evaluations only
+            (the states before them are detached). None = all K.
+        checkpoint: recompute each policy UNet call in the backward pass (non-reentrant activation checkpointing)
+            to save memory; the reference pass needs no parameter gradients and is never checkpointed.
+    """
+    if latents.ndim != 4:
+        raise ValueError(f"latents must be [B, C, H, W], got shape {tuple(latents.shape)}")
+    bsz = latents.shape[0]
+    if prompt_embeds.shape[0] != bsz:
+        raise ValueError(f"prompt_embeds has batch {prompt_embeds.shape[0]} but latents has {bsz}")
+    if noise.shape[:2] != (bsz, num_steps - 1) or noise.shape[2:] != latents.shape[1:]:
+        raise ValueError(
+            f"noise must have shape {(bsz, num_steps - 1, *latents.shape[1:])} for K={num_steps}, got {tuple(noise.shape)}"
+        )
+    if grad_steps is not None and grad_steps < 1:
+        raise ValueError(f"grad_steps must be >= 1 or None, got {grad_steps}")
+
+    timesteps = lcm_timesteps(scheduler, num_steps)
+    abar = scheduler.alphas_cumprod
+    w_emb = guidance_embedding(unet, guidance_scale, bsz, latents.device, prompt_embeds.dtype)
+    first_grad = 0 if grad_steps is None else max(0, num_steps - grad_steps)
+
+    def consistency_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+        # t is bound as an argument (never closed over) so that checkpoint recomputation uses the right timestep
+        t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+        a_t = abar[t].to(x.device, x.dtype)
+        pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
+        return c_skip * x + c_out * pred_x0
+
+    traj = ConsistencyTrajectory(timesteps=timesteps, states=[], x0=[], means=[], stds=[], noise=noise)
+    if reference:
+        traj.ref_means = []
+    x = latents
+    for n, t in enumerate(timesteps):
+        if n < first_grad:
+            x = x.detach()
+        last = n == num_steps - 1
+        t_next = t if last else timesteps[n + 1]
+        a_next = abar[t_next].to(x.device, x.dtype)
+        sigma = float((1 - abar[t_next]).sqrt())
+        grad_here = torch.is_grad_enabled() and n >= first_grad
+        with torch.set_grad_enabled(grad_here):
+            if checkpoint and grad_here:
+                x0 = torch.utils.checkpoint.checkpoint(consistency_fn, x, t, use_reentrant=False)
+            else:
+                x0 = consistency_fn(x, t)
+            traj.states.append(x)
+            traj.x0.append(x0)
+            if not last or final_step:
+                traj.means.append(a_next.sqrt() * x0)
+                traj.stds.append(sigma)
+                if reference:
+                    with adapter_disabled(unet), torch.set_grad_enabled(grad_here and reference_grad):
+                        traj.ref_means.append(a_next.sqrt() * consistency_fn(x, t))
+        if not last:
+            x = a_next.sqrt() * x0 + sigma * noise[:, n]
+            traj.next_states.append(x)
+    return traj
+
+
+def divergence_per_step(traj: ConsistencyTrajectory, name: str, reduction: str = "mean") -> torch.Tensor:
+    """[B, S]: the divergence between the policy's and the reference's transition at every regularised step."""
+    from rocm_rlhf.divergences import gaussian_divergence
+
+    if traj.ref_means is None:
+        raise ValueError("the trajectory was sampled without reference=True")
+    cols = [
+        gaussian_divergence(name, mu, ref, sd, reduction=reduction)
+        for mu, ref, sd in zip(traj.means, traj.ref_means, traj.stds)
+    ]
+    return torch.stack(cols, 1)
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """VAE-decode latents to images in [0, 1] (B, 3, H, W), differentiably, as the LCM pipeline does."""
+    image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    return (image / 2 + 0.5).clamp(0, 1)
+
+
+Decoder = Callable[[torch.Tensor], torch.Tensor]

@@ -1,0 +1,179 @@
+"""Entry points of the pipeline's stages: ``stage(job)`` reads the job's config and paths and calls the library.
+
+Each function here is what one Snakemake rule runs (through ``workflow/scripts/run_stage.py``); nothing here knows
+about Snakemake, and each can be run by hand with ``rocm-rlhf stage <name> ...``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .utils import write_json
+
+
+def _world(config):
+    from .sandbox.world import World
+
+    sb = config["sandbox"]
+    return World(image_size=sb["image_size"], jitter=sb["jitter"])
+
+
+def _sizes(config):
+    from .sandbox.models import SandboxSizes
+
+    return SandboxSizes()
+
+
+def _stage(config, name, seed_offset):
+    from .sandbox.build import StageSettings
+
+    s = config["sandbox"][name]
+    return StageSettings(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=config["seed"] + seed_offset)
+
+
+# --------------------------------------------------------------------------------------------------------- prompts
+def prepare_prompts(job) -> None:
+    from .prompts import pickapic_prompts, sandbox_prompts, write_prompts
+
+    cfg, p = job.config, job.config["prompts"]
+    if p["source"] == "sandbox":
+        train, evals = sandbox_prompts(_world(cfg), p["n_train"], p["n_eval"], p["heldout_pairs"], cfg["seed"])
+    else:
+        pp = p["pickapic"]
+        kw = dict(min_words=pp["min_words"], max_chars=pp["max_chars"])
+        train = pickapic_prompts(pp["dataset"], p["n_train"], cfg["seed"], split=pp["split"], **kw)
+        evals = pickapic_prompts(pp["dataset"], p["n_eval"], cfg["seed"], split=pp["eval_split"], **kw)
+        evals = evals.assign(split="eval")
+    write_prompts(train, job.output.train)
+    write_prompts(evals, job.output.eval)
+    print(f"wrote {len(train)} train and {len(evals)} eval prompts")
+
+
+# --------------------------------------------------------------------------------------------------------- sandbox
+def sandbox_vae(job) -> None:
+    from .sandbox.build import train_vae
+
+    stats = train_vae(_world(job.config), job.output.model, _stage(job.config, "vae", 0), _sizes(job.config))
+    write_json(job.output.stats, stats)
+    print(json.dumps(stats, indent=1))
+
+
+def sandbox_teacher(job) -> None:
+    from .sandbox.build import train_teacher
+
+    stats = train_teacher(_world(job.config), job.input.vae, job.output.model, _stage(job.config, "teacher", 1),
+                          _sizes(job.config))
+    write_json(job.output.stats, stats)
+    print(json.dumps(stats, indent=1))
+
+
+def sandbox_lcm(job) -> None:
+    from .sandbox.build import StageSettings, distill_lcm
+
+    s = job.config["sandbox"]["lcm"]
+    settings = StageSettings(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=job.config["seed"] + 2)
+    stats = distill_lcm(job.input.teacher, _world(job.config), job.output.model, settings, _sizes(job.config),
+                        w_min=s["w_min"], w_max=s["w_max"])
+    write_json(job.output.stats, stats)
+    print(json.dumps(stats, indent=1))
+
+
+def sandbox_proxy(job) -> None:
+    from .sandbox.proxies import train_proxy
+
+    cfg, s = job.config, job.config["sandbox"]["proxies"]
+    stats = train_proxy(job.wildcards.proxy, job.input.lcm, _world(cfg), job.output.model, steps=s["steps"],
+                        n_base=s["n_base"], batch_size=s["batch_size"], lr=s["lr"],
+                        guidance_scale=cfg["model"]["guidance_scale"], seed=cfg["seed"] + 3,
+                        tau=cfg["sandbox"]["judge_tau"])
+    write_json(job.output.stats, stats)
+    print(json.dumps(stats, indent=1))
+
+
+def sandbox_quality(job) -> None:
+    from .sandbox.quality import assess
+
+    cfg = job.config
+    proxies = {Path(p).name: p for p in job.input.proxies}
+    out = assess(job.input.lcm, proxies, _world(cfg), guidance_scale=cfg["model"]["guidance_scale"],
+                 repeats=cfg["sandbox"]["quality_repeats"], seed=cfg["seed"] + 4, tau=cfg["sandbox"]["judge_tau"])
+    out["build_seconds"] = {Path(p).stem: json.loads(Path(p).read_text())["seconds"] for p in job.input.stats}
+    write_json(job.output[0], out)
+    print(json.dumps(out, indent=1))
+
+
+# -------------------------------------------------------------------------------------------------------- training
+def reward_kwargs(config: dict, name: str, sandbox_rewards_dir: str | None = None) -> dict:
+    """Keyword arguments of a scorer: from config.rewards, with the sandbox's own folders filled in."""
+    kw = dict(config["rewards"].get(name, {}))
+    if name.startswith("proxy_") and "model_id" not in kw and sandbox_rewards_dir:
+        kw["model_id"] = str(Path(sandbox_rewards_dir) / name)
+    if name.startswith("gold"):
+        sb = config["sandbox"]
+        kw.setdefault("image_size", sb["image_size"])
+        kw.setdefault("jitter", sb["jitter"])
+        kw.setdefault("tau", sb["judge_tau"])
+    return kw
+
+
+def train(job) -> None:
+    from .prompts import read_prompts
+    from .training.run import train_run
+
+    cfg, p = job.config, job.params
+    name = cfg["train"]["reward"]
+    rewards_dir = str(Path(job.input.reward).parent) if "reward" in job.input.keys() else None
+    kwargs = {}
+    if p.method == "rocm":
+        kwargs = {"divergence": p.divergence, "beta": float(p.beta)}
+    train_run(cfg, method=p.method, run_id=job.wildcards.run, seed=int(p.seed),
+              run_dir=Path(job.output.run_json).parent, model_id=job.params.model_id, reward_name=name,
+              reward_kwargs=reward_kwargs(cfg, name, rewards_dir),
+              prompts=read_prompts(job.input.prompts)["prompt"].tolist(), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+def sample_eval(job) -> None:
+    """Images of one run (or the base model) on the eval prompts, with paired noise per (prompt, sample seed)."""
+    import torch
+
+    from .evaluation import eval_units, generate_lcm_units, save_samples
+    from .models import load_lcm_pipeline
+    from .prompts import read_prompts
+    from .training.run import DTYPES
+    from .utils import pick_device
+
+    cfg = job.config
+    device = pick_device(cfg["device"])
+    pipe = load_lcm_pipeline(job.params.model_id, dtype=DTYPES[cfg["model"]["dtype"]], device=device)
+    if "adapter" in job.input.keys():
+        pipe.load_lora_weights(job.input.adapter)  # the standard diffusers call a user makes
+    units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
+    images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
+                                guidance_scale=cfg["model"]["guidance_scale"],
+                                batch_size=cfg["evaluation"]["batch_size"])
+    save_samples(images.float().cpu(), units, job.output.images, job.output.grid)
+    print(f"generated {len(units)} images on {device}")
+    del torch
+
+
+def evaluate(job) -> None:
+    """Every configured metric on every image of one run: results/scores/<run>.csv (long format)."""
+    from .evaluation import SCORE_COLUMNS, load_samples, run_identity, score_images
+    from .rewards import load_scorer
+    from .utils import atomic_path, pick_device
+
+    cfg = job.config
+    device = pick_device(cfg["device"])
+    rewards_dir = str(Path(job.input.rewards[0]).parent) if "rewards" in job.input.keys() and job.input.rewards \
+        else None
+    images, units = load_samples(job.input.images)
+    scorers = {m: load_scorer(m, **reward_kwargs(cfg, m, rewards_dir)).to(device)
+               for m in cfg["evaluation"]["metrics"]}
+    scores = score_images(images, units, scorers, batch_size=cfg["evaluation"]["batch_size"], device=device)
+    ident = run_identity(job.wildcards.run)
+    scores = scores.assign(run_id=job.wildcards.run, **ident)[SCORE_COLUMNS]
+    with atomic_path(job.output[0]) as tmp:
+        scores.to_csv(tmp, index=False)
+    print(scores.groupby("metric")["value"].mean().to_string())

@@ -1,0 +1,1 @@
+"""Training: ROCM and the baselines over one shared loop (:mod:`.loop`)."""

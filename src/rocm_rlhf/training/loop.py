@@ -1,0 +1,283 @@
+"""The training loop shared by ROCM and the baselines.
+
+One loop owns everything that is not the method's own mathematics: seeds, the optimizer over the LoRA parameters,
+gradient clipping, mixed precision, reward-query counting, cost accounting (device-hours), logging to ``log.csv``,
+checkpoints with resume, NaN detection, progress, and the final adapter and ``run.json``.
+
+A method is an object with
+
+    setup(ctx)                 once, after the model and adapter exist (e.g. to build a value network)
+    train_step(ctx, step) -> dict     one training step: samples, rewards and one or more optimizer updates
+                                      through ``ctx.update(loss)``; returns scalars to log (reward_mean ...)
+    extra_state() / load_extra_state(d)   optional: state of its own to checkpoint (e.g. a value network)
+
+Randomness: every step draws its prompts and noise from generators seeded by (run seed, step), so a run resumed
+from a checkpoint at step k replays steps k+1 ... exactly as an uninterrupted run does (on CPU, bit for bit).
+
+Cost accounting: ``device_hours`` is accelerator-hours on GPU (wall-clock hours x 1 device) and CPU core-hours on CPU
+(process user + system CPU time, which counts every thread); ``run.json`` names which (``device_hours_unit``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..utils import atomic_path, versions, write_json
+from .lora import load_lora_state_dict, lora_state_dict, save_lora
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CountingScorer(torch.nn.Module):
+    """Wraps a reward model and counts every image it scores (the reward-query budget)."""
+
+    def __init__(self, scorer):
+        super().__init__()
+        self.scorer = scorer
+        self.queries = 0
+
+    def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        self.queries += images.shape[0]
+        return self.scorer(images, prompts)
+
+
+@dataclass
+class TrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 20
+    log_every: int = 1
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    truncated_backprop: int = 0
+    num_steps: int = 4
+    guidance_scale: float = 3.0
+
+    @classmethod
+    def from_config(cls, config: dict, seed: int) -> "TrainSettings":
+        t = config["train"]
+        return cls(steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"], seed=seed,
+                   weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], checkpoint_every=t["checkpoint_every"],
+                   log_every=t["log_every"], mixed_precision=t["mixed_precision"],
+                   gradient_checkpointing=t["gradient_checkpointing"], truncated_backprop=t["truncated_backprop"],
+                   num_steps=config["model"]["num_steps"], guidance_scale=config["model"]["guidance_scale"])
+
+
+@dataclass
+class Context:
+    """What a method sees: the pipeline, the adapter's parameters, the reward, the prompts, the settings."""
+
+    pipe: Any
+    params: list[torch.nn.Parameter]
+    reward: CountingScorer
+    prompts: list[str]
+    settings: TrainSettings
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    updates: int = 0
+    grad_norms: list[float] = field(default_factory=list)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    def autocast(self):
+        mp = self.settings.mixed_precision
+        if mp == "no" or self.device.type != "cuda":
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return torch.autocast(device_type="cuda", dtype=torch.float16 if mp == "fp16" else torch.bfloat16)
+
+    def generator(self, step: int, stream: int = 0) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, stream): the same numbers whenever the step is replayed."""
+        s = np.random.SeedSequence([self.settings.seed, step, stream]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(s))
+
+    def batch_prompts(self, step: int, n: int | None = None) -> list[str]:
+        rng = np.random.default_rng([self.settings.seed, step, 99])
+        n = n or self.settings.batch_size
+        return [self.prompts[i] for i in rng.integers(0, len(self.prompts), size=n)]
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward, clip, step. Raises TrainingDivergedError on a non-finite loss or gradient (before stepping)."""
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(f"loss is {loss.item()} at update {self.updates + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.settings.grad_clip if self.settings.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        if not torch.isfinite(norm):
+            raise TrainingDivergedError(f"gradient norm is {norm.item()} at update {self.updates + 1}")
+        self.optimizer.step()
+        self.updates += 1
+        self.grad_norms.append(float(norm))
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Trainer:
+    """Runs a method for ``settings.steps`` steps in ``run_dir`` with checkpoints and resume."""
+
+    def __init__(self, method, pipe, params, reward, prompts, settings: TrainSettings, run_dir: str | Path,
+                 device: torch.device, run_info: dict | None = None, pipeline_cls=None):
+        self.method = method
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.run_info = dict(run_info or {})
+        self.pipeline_cls = pipeline_cls
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.ctx = Context(pipe=pipe, params=params, reward=CountingScorer(reward), prompts=list(prompts),
+                           settings=settings, device=device, optimizer=opt)
+        self.rows: list[dict] = []
+        self.start_step = 0
+        self.elapsed_wall = 0.0
+        self.elapsed_device_s = 0.0
+
+    # ------------------------------------------------------------------ checkpoints
+    def latest_checkpoint(self) -> Path | None:
+        if not self.ckpt_dir.exists():
+            return None
+        done = sorted((p for p in self.ckpt_dir.glob("step_*") if (p / "state.json").exists()),
+                      key=lambda p: int(p.name.split("_")[1]))
+        return done[-1] if done else None
+
+    def save_checkpoint(self, step: int) -> Path:
+        final = self.ckpt_dir / f"step_{step:06d}"
+        tmp = self.ckpt_dir / f".tmp_step_{step:06d}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in lora_state_dict(self.ctx.unet).items()}, tmp / "adapter.safetensors")
+        extra = self.method.extra_state() if hasattr(self.method, "extra_state") else {}
+        torch.save({"optimizer": self.ctx.optimizer.state_dict(), "extra": extra}, tmp / "trainer.pt")
+        pd.DataFrame(self.rows).to_csv(tmp / "log.csv", index=False)
+        (tmp / "state.json").write_text(json.dumps({
+            "step": step, "reward_queries": self.ctx.reward.queries, "updates": self.ctx.updates,
+            "elapsed_wall": self.elapsed_wall, "elapsed_device_s": self.elapsed_device_s}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.ckpt_dir.glob("step_*"):  # keep the newest two
+            if old != final and int(old.name.split("_")[1]) < step - self.settings.checkpoint_every:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        load_lora_state_dict(self.ctx.unet, load_file(path / "adapter.safetensors"))
+        blob = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        self.ctx.optimizer.load_state_dict(blob["optimizer"])
+        if blob.get("extra") and hasattr(self.method, "load_extra_state"):
+            self.method.load_extra_state(blob["extra"])
+        state = json.loads((path / "state.json").read_text())
+        self.start_step = state["step"]
+        self.ctx.reward.queries = state["reward_queries"]
+        self.ctx.updates = state["updates"]
+        self.elapsed_wall = state["elapsed_wall"]
+        self.elapsed_device_s = state["elapsed_device_s"]
+        self.rows = pd.read_csv(path / "log.csv").to_dict("records") if (path / "log.csv").stat().st_size > 1 else []
+        print(f"resumed from {path} at step {self.start_step}", flush=True)
+
+    # ------------------------------------------------------------------ the loop
+    def batch_arithmetic(self) -> str:
+        s = self.settings
+        per = getattr(self.method, "queries_per_step", lambda: s.batch_size)()
+        return (f"batch arithmetic: {s.steps} steps x {per} reward queries per step = {s.steps * per} reward "
+                f"queries; batch size {s.batch_size}, {s.num_steps} sampler steps, guidance {s.guidance_scale}, "
+                f"lr {s.lr}, {sum(p.numel() for p in self.ctx.params):,} trainable parameters, device "
+                f"{self.ctx.device}, mixed precision {s.mixed_precision}")
+
+    def run(self, max_steps: int | None = None) -> dict:
+        """Train (resuming if a checkpoint exists). ``max_steps`` stops early (used to test kill-and-resume)."""
+        if hasattr(self.method, "setup"):
+            self.method.setup(self.ctx)  # creates the method's own state; a checkpoint then overwrites it
+        ckpt = self.latest_checkpoint()
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        print(self.batch_arithmetic(), flush=True)
+        on_gpu = self.ctx.device.type == "cuda"
+        end = self.settings.steps if max_steps is None else min(self.settings.steps, max_steps)
+        bar = tqdm(total=self.settings.steps, initial=self.start_step, desc=self.run_info.get("run_id", "train"),
+                   mininterval=5.0, ascii=True)
+        for step in range(self.start_step + 1, end + 1):
+            t0, c0 = time.time(), _cpu_seconds()
+            out = self.method.train_step(self.ctx, step)
+            if on_gpu:
+                torch.cuda.synchronize()
+            dt = time.time() - t0
+            self.elapsed_wall += dt
+            self.elapsed_device_s += dt if on_gpu else (_cpu_seconds() - c0)
+            row = {"step": step, "wall_s": self.elapsed_wall, "device_hours": self.elapsed_device_s / 3600,
+                   "device": self.ctx.device.type, "reward_queries": self.ctx.reward.queries,
+                   "updates": self.ctx.updates,
+                   "grad_norm": self.ctx.grad_norms[-1] if self.ctx.grad_norms else float("nan")}
+            row.update({k: (float(v) if not isinstance(v, str) else v) for k, v in out.items()})
+            for k in ("reward_mean", "loss"):
+                if k in row and not math.isfinite(row[k]):
+                    raise TrainingDivergedError(f"{k} is {row[k]} at step {step}; last good checkpoint kept in "
+                                                f"{self.ckpt_dir}")
+            self.rows.append(row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{row.get('reward_mean', float('nan')):.4f}")
+            if step % self.settings.checkpoint_every == 0 or step == self.settings.steps:
+                self.save_checkpoint(step)
+        bar.close()
+        if end < self.settings.steps:
+            return {"stopped_at": end}
+        return self.finish()
+
+    def finish(self) -> dict:
+        df = pd.DataFrame(self.rows)
+        with atomic_path(self.run_dir / "log.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        save_lora(self.ctx.unet, self.run_dir / "adapter", self.pipeline_cls)
+        tail = df.tail(max(1, len(df) // 10))
+        final = {
+            "reward_mean_first": float(df["reward_mean"].iloc[0]),
+            "reward_mean_last10pct": float(tail["reward_mean"].mean()),
+            "divergence_mean_last10pct": float(tail["divergence_mean"].mean()) if "divergence_mean" in df else None,
+            "reward_queries": int(self.ctx.reward.queries),
+            "updates": int(self.ctx.updates),
+            "wall_s": self.elapsed_wall,
+            "device_hours": self.elapsed_device_s / 3600,
+        }
+        info = dict(self.run_info)
+        info.update({
+            "seed": self.settings.seed,
+            "settings": self.settings.__dict__,
+            "device": str(self.ctx.device),
+            "device_hours_unit": "gpu_hours" if self.ctx.device.type == "cuda" else "cpu_core_hours",
+            "batch_arithmetic": self.batch_arithmetic(),
+            "versions": versions(),
+            "final": final,
+        })
+        write_json(self.run_dir / "run.json", info)
+        return info

@@ -1,0 +1,67 @@
+"""ROCM (Shekhar & Zhang, arXiv 2503.06171): first-order reward optimisation through the consistency sampler.
+
+    J(theta) = E[ R(decode(x0_{K-1}), c) ] - beta * E[ sum_n D( pi_theta(.|x_{t_n}) || pi_ref(.|x_{t_n}) ) ]
+
+maximised by plain backpropagation through all K sampler steps (the re-noising noise is drawn outside the graph:
+reparameterisation). The loss minimised is ``-mean_b R + beta * mean_b sum_n D_n``. ``D`` is one of the
+f-divergences of :mod:`rocm_rlhf.divergences` between the Gaussian transitions of the policy and of the reference
+(the same UNet with the LoRA adapter disabled) at the states the policy visited, with gradients flowing through those
+states. beta = 0 is plain ROCM; its divergence is still computed (without gradients) so that the drift is logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..samplers.common import encode_prompts
+from ..samplers.consistency import consistency_sample, decode_latents, divergence_per_step, draw_noise
+
+
+@dataclass
+class ROCM:
+    divergence: str = "kl"
+    beta: float = 0.0
+    reduction: str = "mean"
+    final_step: bool = True
+
+    def __post_init__(self):
+        from ..divergences import available
+
+        if self.divergence not in available():
+            raise ValueError(f"unknown divergence '{self.divergence}'; known: {', '.join(available())}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    def queries_per_step(self):
+        return None
+
+    def train_step(self, ctx, step: int) -> dict:
+        s = ctx.settings
+        pipe = ctx.pipe
+        prompts = ctx.batch_prompts(step)
+        g = ctx.generator(step)
+        shape = (len(prompts), pipe.unet.config.in_channels, pipe.unet.config.sample_size,
+                 pipe.unet.config.sample_size)
+        latents = torch.randn(shape, generator=g).to(ctx.device, pipe.unet.dtype)
+        noise = draw_noise(shape, s.num_steps, g).to(ctx.device, pipe.unet.dtype)
+        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=pipe.unet.dtype)
+        with ctx.autocast():
+            traj = consistency_sample(
+                pipe.unet, pipe.scheduler, emb, num_steps=s.num_steps, guidance_scale=s.guidance_scale,
+                latents=latents, noise=noise, reference=True, reference_grad=self.beta > 0,
+                final_step=self.final_step, grad_steps=s.truncated_backprop or None,
+                checkpoint=s.gradient_checkpointing,
+            )
+            images = decode_latents(pipe.vae, traj.final)
+            reward = ctx.reward(images.float(), prompts).float()
+        div = divergence_per_step(traj, self.divergence, self.reduction).float()  # [B, S]
+        div_total = div.sum(1)
+        loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
+        ctx.update(loss)
+        out = {"loss": loss.item(), "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
+               "divergence_mean": div_total.mean().item()}
+        for n in range(div.shape[1]):
+            out[f"div_step_{n}"] = div[:, n].mean().item()
+        return out

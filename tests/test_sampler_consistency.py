@@ -1,0 +1,178 @@
+"""The reparameterised consistency sampler against diffusers, finite differences and its own invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rocm_rlhf.models import load_lcm_pipeline
+from rocm_rlhf.samplers.common import encode_prompts
+from rocm_rlhf.samplers.consistency import (
+    consistency_sample,
+    decode_latents,
+    divergence_per_step,
+    draw_noise,
+    lcm_timesteps,
+)
+from rocm_rlhf.training.lora import add_lora
+
+PROMPTS = ["a red circle on the left", "a blue square at the top", "a green triangle"]
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 4])
+def test_matches_diffusers_lcm_pipeline(tiny_lcm_dir, num_steps):
+    """Without gradients, the same images as LatentConsistencyModelPipeline for the same latents and noise."""
+    pipe = load_lcm_pipeline(tiny_lcm_dir)
+    shape = (len(PROMPTS), 4, 8, 8)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    ref_latents = pipe(PROMPTS, num_inference_steps=num_steps, guidance_scale=3.0, latents=latents.clone(),
+                       generator=torch.Generator().manual_seed(7), output_type="latent").images
+    ref_images = pipe(PROMPTS, num_inference_steps=num_steps, guidance_scale=3.0, latents=latents.clone(),
+                      generator=torch.Generator().manual_seed(7), output_type="pt").images
+    noise = draw_noise(shape, num_steps, torch.Generator().manual_seed(7))
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    with torch.no_grad():
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=num_steps, guidance_scale=3.0,
+                                  latents=latents, noise=noise)
+        images = decode_latents(pipe.vae, traj.final)
+    torch.testing.assert_close(traj.final, ref_latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(images, ref_images, rtol=1e-5, atol=1e-5)
+    assert len(traj.means) == num_steps and len(traj.next_states) == num_steps - 1
+
+
+def test_timesteps_are_diffusers_lcm_schedule(tiny_lcm_dir):
+    pipe = load_lcm_pipeline(tiny_lcm_dir)
+    assert lcm_timesteps(pipe.scheduler, 4) == [999, 759, 499, 259]
+
+
+def test_guidance_changes_output(tiny_lcm_dir):
+    pipe = load_lcm_pipeline(tiny_lcm_dir)
+    # a random UNet ignores the w-embedding unless cond_proj is non-trivial; it is random here, so outputs differ
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    lat = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = draw_noise(lat.shape, 2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=2, guidance_scale=1.5, latents=lat,
+                               noise=noise).final
+        b = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=2, guidance_scale=8.0, latents=lat,
+                               noise=noise).final
+    assert (a - b).abs().max() > 1e-4
+
+
+def _lora_pipe(tiny_lcm_dir, dtype=torch.float32, randomize=True):
+    pipe = load_lcm_pipeline(tiny_lcm_dir, dtype=dtype)
+    params = add_lora(pipe.unet, rank=4, alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], seed=0)
+    if randomize:  # LoRA starts with B = 0: divergence and its gradient would vanish (DESIGN pitfalls)
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for p in params:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+    return pipe, params
+
+
+def test_zero_lora_gives_base_images_and_zero_divergence(tiny_lcm_dir):
+    base = load_lcm_pipeline(tiny_lcm_dir)
+    pipe, _ = _lora_pipe(tiny_lcm_dir, randomize=False)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    lat = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = draw_noise(lat.shape, 4, torch.Generator().manual_seed(0))
+    traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=4, guidance_scale=3.0, latents=lat,
+                              noise=noise, reference=True)
+    with torch.no_grad():
+        base_traj = consistency_sample(base.unet, base.scheduler, emb, num_steps=4, guidance_scale=3.0, latents=lat,
+                                       noise=noise)
+    assert torch.equal(traj.final.detach(), base_traj.final)
+    for name in ("kl", "js", "hellinger", "fisher"):
+        div = divergence_per_step(traj, name)
+        assert div.shape == (3, 4)
+        assert torch.count_nonzero(div) == 0
+
+
+def test_reparameterised_gradient_matches_finite_differences(tiny_lcm_dir):
+    """d/dtheta of a loss of the final latents plus a KL term, through all K steps, in float64."""
+    pipe, params = _lora_pipe(tiny_lcm_dir, dtype=torch.float64)
+    pipe.unet.to(torch.float64)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS[:2]).double()
+    lat = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = draw_noise(lat.shape, 3, torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def loss_fn():
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=3, guidance_scale=3.0, latents=lat,
+                                  noise=noise, reference=True)
+        return (traj.final * weights).sum() + 0.3 * divergence_per_step(traj, "kl").sum()
+
+    loss = loss_fn()
+    grads = torch.autograd.grad(loss, params)
+    # check several coordinates of several LoRA matrices (A of the first, B of the last ...)
+    checks = [(0, (0, 0)), (1, (1, 2)), (len(params) - 1, (0, 1)), (len(params) // 2, (2, 0))]
+    eps = 1e-6
+    for pi, idx in checks:
+        p = params[pi]
+        with torch.no_grad():
+            old = p[idx].item()
+            p[idx] = old + eps
+            up = loss_fn().item()
+            p[idx] = old - eps
+            down = loss_fn().item()
+            p[idx] = old
+        fd = (up - down) / (2 * eps)
+        assert grads[pi][idx].item() == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+def test_gradient_checkpointing_and_truncation(tiny_lcm_dir):
+    """Checkpointed gradients equal plain ones; truncation removes the early steps' contribution only."""
+    pipe, params = _lora_pipe(tiny_lcm_dir)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    lat = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = draw_noise(lat.shape, 4, torch.Generator().manual_seed(1))
+
+    def grads(**kw):
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=4, guidance_scale=3.0, latents=lat,
+                                  noise=noise, reference=True, **kw)
+        loss = traj.final.square().mean() + divergence_per_step(traj, "kl").sum()
+        return torch.autograd.grad(loss, params)
+
+    plain = grads()
+    ckpt = grads(checkpoint=True)
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    trunc = grads(grad_steps=1)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(plain, trunc))
+    full = grads(grad_steps=4)
+    for a, b in zip(plain, full):
+        torch.testing.assert_close(a, b)
+
+
+def test_log_probs_of_taken_steps(tiny_lcm_dir):
+    pipe, _ = _lora_pipe(tiny_lcm_dir)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    lat = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = draw_noise(lat.shape, 4, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=4, guidance_scale=3.0, latents=lat,
+                                  noise=noise)
+    lp = traj.log_probs()
+    assert lp.shape == (3, 3)
+    # the taken step is mean + sigma * eps, so log p = -|eps|^2/2 - D log sigma - D/2 log 2 pi
+    d = 4 * 8 * 8
+    for n in range(3):
+        sd = traj.stds[n]
+        expect = -0.5 * noise[:, n].flatten(1).square().sum(1) - d * torch.log(torch.tensor(sd)) \
+            - 0.5 * d * torch.log(torch.tensor(2 * torch.pi))
+        torch.testing.assert_close(lp[:, n], expect, rtol=1e-4, atol=1e-3)
+
+
+def test_bad_arguments(tiny_lcm_dir):
+    pipe = load_lcm_pipeline(tiny_lcm_dir)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    lat = torch.randn(3, 4, 8, 8)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=4, guidance_scale=3.0, latents=lat,
+                           noise=torch.randn(3, 2, 4, 8, 8))
+    with pytest.raises(ValueError, match="batch"):
+        consistency_sample(pipe.unet, pipe.scheduler, emb[:2], num_steps=1, guidance_scale=3.0, latents=lat,
+                           noise=torch.randn(3, 0, 4, 8, 8))
+    with pytest.raises(ValueError, match="no LoRA adapter"):
+        consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=1, guidance_scale=3.0, latents=lat,
+                           noise=torch.randn(3, 0, 4, 8, 8), reference=True)

@@ -1,0 +1,86 @@
+# Helpers of the workflow: config validation, grid expansion, run ids, input functions. They live here only.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when it is not installed
+
+from rocm_rlhf.config import validate_config  # noqa: E402
+
+# Validate before any job is scheduled; fills in every default of the schema.
+validate_config(config, str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+
+SANDBOX = config["setting"] == "sandbox"
+SBX = "results/models/sandbox"
+PROXIES = ["proxy_pick", "proxy_aesthetic"]
+
+
+def fmt_beta(beta):
+    """A beta as it appears in run ids: 0.01 -> 0.01, 1e-05 -> 1e-05, 1.0 -> 1."""
+    return f"{float(beta):g}"
+
+
+def rocm_runs():
+    """Run ids of the ROCM grid: rocm-<divergence>-b<beta>-s<seed>, plus rocm-none-b0-s<seed> (beta = 0)."""
+    r = config["rocm"]
+    runs = []
+    for seed in r["seeds"]:
+        if r["unregularised"]:
+            runs.append(f"rocm-none-b0-s{seed}")
+        for div in r["divergences"]:
+            for beta in r["betas"][div]:
+                runs.append(f"rocm-{div}-b{fmt_beta(beta)}-s{seed}")
+    return runs
+
+
+def lcm_model():
+    """The LCM pipeline: the sandbox's own, or the configured hub id / folder."""
+    return config["model"]["lcm"] or f"{SBX}/lcm"
+
+
+def sandbox_inputs(*names):
+    """Sandbox model folders a rule needs (nothing in the hub setting, where models come from the hub cache)."""
+    return [f"{SBX}/{n}" for n in names] if SANDBOX else []
+
+
+def all_runs():
+    """Every trained run of the config."""
+    return rocm_runs()
+
+
+def eval_runs():
+    """Every run that is sampled and scored: the base model and all trained runs."""
+    return ["base"] + all_runs()
+
+
+def sample_eval_inputs(wildcards):
+    inputs = {"prompts": "results/prompts/eval.csv"}
+    if SANDBOX:
+        inputs["lcm"] = f"{SBX}/lcm"
+    if wildcards.run != "base":
+        inputs["adapter"] = f"results/runs/{wildcards.run}/adapter"
+    return inputs
+
+
+def all_targets():
+    targets = ["results/prompts/train.csv", "results/prompts/eval.csv"]
+    if SANDBOX:
+        targets.append(f"{SBX}/quality.json")
+    targets += expand("results/scores/{run}.csv", run=eval_runs())
+    return targets
+
+
+def parse_run(run):
+    """Run id -> its settings: rocm-<div>-b<beta>-s<seed> or <method>-s<seed>."""
+    parts = run.split("-")
+    if parts[0] == "rocm":
+        return {"method": "rocm", "divergence": parts[1], "beta": float(parts[2][1:]), "seed": int(parts[3][1:])}
+    return {"method": parts[0], "divergence": "none", "beta": float("nan"), "seed": int(parts[1][1:])}
+
+
+def run_param(key):
+    return lambda wildcards: parse_run(wildcards.run)[key]
+
+
+def reward_input(name):
+    """The sandbox proxy folder a reward needs (nothing for hub rewards)."""
+    return f"{SBX}/rewards/{name}" if SANDBOX and name in PROXIES else []

@@ -1,0 +1,40 @@
+# Paired samples on the held-out prompts for every run and the base model, then per-image scores.
+
+
+rule sample_eval:
+    input:
+        unpack(sample_eval_inputs),
+    output:
+        images="results/samples/{run}/images.npz",
+        grid=report(
+            "results/samples/{run}/grid.png",
+            caption="../report/samples.rst",
+            category="Samples",
+            labels={"run": "{run}"},
+        ),
+    params:
+        model_id=lcm_model(),
+    resources:
+        gpu=1,
+    log:
+        "logs/sample_eval/{run}.log",
+    benchmark:
+        "results/benchmarks/sample_eval/{run}.tsv"
+    script:
+        "../scripts/sample_eval.py"
+
+
+rule evaluate:
+    input:
+        images="results/samples/{run}/images.npz",
+        rewards=[reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)],
+    output:
+        "results/scores/{run}.csv",
+    resources:
+        gpu=1,
+    log:
+        "logs/evaluate/{run}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{run}.tsv"
+    script:
+        "../scripts/evaluate.py"

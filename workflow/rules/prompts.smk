@@ -1,0 +1,8 @@
+rule prepare_prompts:
+    output:
+        train="results/prompts/train.csv",
+        eval="results/prompts/eval.csv",
+    log:
+        "logs/prepare_prompts.log",
+    script:
+        "../scripts/prepare_prompts.py"

@@ -1,0 +1,71 @@
+# The offline sandbox world's models (setting: sandbox). Each stage reads the previous one with from_pretrained.
+
+
+rule sandbox_vae:
+    output:
+        model=directory(f"{SBX}/vae"),
+        stats=f"{SBX}/vae.json",
+    log:
+        "logs/sandbox/vae.log",
+    benchmark:
+        "results/benchmarks/sandbox/vae.tsv"
+    script:
+        "../scripts/sandbox_vae.py"
+
+
+rule sandbox_teacher:
+    input:
+        vae=f"{SBX}/vae",
+    output:
+        model=directory(f"{SBX}/teacher"),
+        stats=f"{SBX}/teacher.json",
+    log:
+        "logs/sandbox/teacher.log",
+    benchmark:
+        "results/benchmarks/sandbox/teacher.tsv"
+    script:
+        "../scripts/sandbox_teacher.py"
+
+
+rule sandbox_lcm:
+    input:
+        teacher=f"{SBX}/teacher",
+    output:
+        model=directory(f"{SBX}/lcm"),
+        stats=f"{SBX}/lcm.json",
+    log:
+        "logs/sandbox/lcm.log",
+    benchmark:
+        "results/benchmarks/sandbox/lcm.tsv"
+    script:
+        "../scripts/sandbox_lcm.py"
+
+
+rule sandbox_proxy:
+    input:
+        lcm=f"{SBX}/lcm",
+    output:
+        model=directory(f"{SBX}/rewards/{{proxy}}"),
+        stats=f"{SBX}/rewards/{{proxy}}.json",
+    wildcard_constraints:
+        proxy="|".join(PROXIES),
+    log:
+        "logs/sandbox/{proxy}.log",
+    benchmark:
+        "results/benchmarks/sandbox/{proxy}.tsv"
+    script:
+        "../scripts/sandbox_proxy.py"
+
+
+rule sandbox_quality:
+    input:
+        lcm=f"{SBX}/lcm",
+        proxies=expand(f"{SBX}/rewards/{{proxy}}", proxy=PROXIES),
+        stats=[f"{SBX}/vae.json", f"{SBX}/teacher.json", f"{SBX}/lcm.json"]
+        + expand(f"{SBX}/rewards/{{proxy}}.json", proxy=PROXIES),
+    output:
+        f"{SBX}/quality.json",
+    log:
+        "logs/sandbox/quality.log",
+    script:
+        "../scripts/sandbox_quality.py"

@@ -1,0 +1,30 @@
+# Training runs: the ROCM grid (divergence x beta x seed, plus beta = 0). Each run resumes from its latest
+# checkpoint in results/runs/<run>/checkpoints when restarted (after a crash or a preemption).
+
+
+rule train_rocm:
+    input:
+        prompts="results/prompts/train.csv",
+        lcm=sandbox_inputs("lcm"),
+        reward=reward_input(config["train"]["reward"]),
+    output:
+        run_json="results/runs/{run}/run.json",
+        log_csv="results/runs/{run}/log.csv",
+        adapter=directory("results/runs/{run}/adapter"),
+    wildcard_constraints:
+        run=r"rocm-(none|kl|js|hellinger|fisher)-b[0-9.e+-]+-s\d+",
+    params:
+        method="rocm",
+        divergence=run_param("divergence"),
+        beta=run_param("beta"),
+        seed=run_param("seed"),
+        model_id=lcm_model(),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    script:
+        "../scripts/train.py"
