@@ -45,3 +45,35 @@ def from_pretrained(cls: Any, model_id: str | os.PathLike, **kwargs: Any) -> Any
             f"model '{model_id}' ({getattr(cls, '__name__', cls)}) is {where}. "
             + STAGE_HINT.format(model_id=model_id)
         ) from err
+
+
+def hf_file(repo_id: str | os.PathLike, filename: str, **kwargs: Any) -> str:
+    """Local path of one file of a hub repository, turning a missing file into :class:`ModelNotAvailableError`.
+
+    ``repo_id`` is either a local file (returned as is; ``filename`` is then ignored), a local folder (the path
+    ``repo_id/filename``, which must exist) or a hub id (``huggingface_hub.hf_hub_download(repo_id, filename)``: looked
+    up in the cache, downloaded unless HF_HUB_OFFLINE is set). Extra keyword arguments go to ``hf_hub_download``.
+    """
+    path = Path(repo_id).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        target = path / filename
+        if not target.is_file():
+            raise FileNotFoundError(
+                f"local folder '{path}' has no file '{filename}': put the file there or pass its path directly"
+            )
+        return str(target)
+    if os.path.isabs(str(repo_id)) or str(repo_id).startswith((".", "~")):
+        raise FileNotFoundError(f"no local file or folder '{repo_id}' (and it is not a hub repo id)")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    kwargs.setdefault("local_files_only", is_offline())
+    try:
+        return hf_hub_download(str(repo_id), filename, **kwargs)
+    except (OSError, ValueError, EntryNotFoundError) as err:
+        where = "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache" if is_offline() else "not reachable"
+        raise ModelNotAvailableError(
+            f"model '{repo_id}' (file '{filename}') is {where}. " + STAGE_HINT.format(model_id=repo_id)
+        ) from err
