@@ -37,6 +37,11 @@ def lcm_model():
     return config["model"]["lcm"] or f"{SBX}/lcm"
 
 
+def model_id_param(wildcards, input):
+    """The LCM a job loads: its sandbox input folder, or the configured hub id (not a file Snakemake tracks)."""
+    return input.lcm if SANDBOX else config["model"]["lcm"]
+
+
 def sandbox_inputs(*names):
     """Sandbox model folders a rule needs (nothing in the hub setting, where models come from the hub cache)."""
     return [f"{SBX}/{n}" for n in names] if SANDBOX else []

@@ -13,9 +13,11 @@ rule sample_eval:
             labels={"run": "{run}"},
         ),
     params:
-        model_id=lcm_model(),
+        model_id=model_id_param,
     resources:
         gpu=1,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/sample_eval/{run}.log",
     benchmark:
@@ -32,6 +34,8 @@ rule evaluate:
         "results/scores/{run}.csv",
     resources:
         gpu=1,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/evaluate/{run}.log",
     benchmark:

@@ -5,6 +5,8 @@ rule sandbox_vae:
     output:
         model=directory(f"{SBX}/vae"),
         stats=f"{SBX}/vae.json",
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/sandbox/vae.log",
     benchmark:
@@ -19,6 +21,8 @@ rule sandbox_teacher:
     output:
         model=directory(f"{SBX}/teacher"),
         stats=f"{SBX}/teacher.json",
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/sandbox/teacher.log",
     benchmark:
@@ -33,6 +37,8 @@ rule sandbox_lcm:
     output:
         model=directory(f"{SBX}/lcm"),
         stats=f"{SBX}/lcm.json",
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/sandbox/lcm.log",
     benchmark:
@@ -49,6 +55,8 @@ rule sandbox_proxy:
         stats=f"{SBX}/rewards/{{proxy}}.json",
     wildcard_constraints:
         proxy="|".join(PROXIES),
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/sandbox/{proxy}.log",
     benchmark:
@@ -65,6 +73,8 @@ rule sandbox_quality:
         + expand(f"{SBX}/rewards/{{proxy}}.json", proxy=PROXIES),
     output:
         f"{SBX}/quality.json",
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/sandbox/quality.log",
     script:

@@ -18,10 +18,12 @@ rule train_rocm:
         divergence=run_param("divergence"),
         beta=run_param("beta"),
         seed=run_param("seed"),
-        model_id=lcm_model(),
+        model_id=model_id_param,
     threads: config["train"]["threads"]
     resources:
         gpu=1,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/train/{run}.log",
     benchmark:

@@ -209,7 +209,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def batch_arithmetic(self) -> str:
         s = self.settings
-        per = getattr(self.method, "queries_per_step", lambda: s.batch_size)()
+        per = getattr(self.method, "queries_per_step", lambda: None)() or s.batch_size
         return (f"batch arithmetic: {s.steps} steps x {per} reward queries per step = {s.steps * per} reward "
                 f"queries; batch size {s.batch_size}, {s.num_steps} sampler steps, guidance {s.guidance_scale}, "
                 f"lr {s.lr}, {sum(p.numel() for p in self.ctx.params):,} trainable parameters, device "

@@ -1,0 +1,277 @@
+"""GPU assignment for local multi-GPU runs: one free device per training job, by file lock.
+
+Snakemake never assigns GPU ids: ``snakemake --cores 8 --resources gpu=2`` only caps how many jobs that declare
+``resources: gpu=1`` run at once. Without more, every job would start on ``cuda:0``. So each GPU job takes a free
+device itself::
+
+    from rocm_rlhf.devices import acquire_gpu
+
+    with acquire_gpu() as gpu:          # BEFORE any torch.cuda call
+        device = pick_device("auto")    # cuda:0 is now the locked GPU (the only visible one)
+        ...train...
+
+How it works (conventions pinned here):
+
+- Candidate devices: the entries of ``CUDA_VISIBLE_DEVICES`` when it lists two or more devices (indices or
+  UUIDs, e.g. MIG slices); otherwise the indices ``0 .. n-1`` with n = ``n_gpus`` if given, else the integer in
+  ``$ROCM_RLHF_NUM_GPUS`` (override for tests and for machines without ``nvidia-smi``), else the number of
+  ``GPU <i>:`` lines printed by ``nvidia-smi -L``, else 0. The count never asks torch:
+  ``torch.cuda.device_count()`` may initialise the CUDA driver, after which ``CUDA_VISIBLE_DEVICES`` is ignored.
+- Locks: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<lock_dir>/gpu<id>.lock``, trying the candidates in order and
+  polling every ``poll_s`` seconds until one is free or ``timeout_s`` has passed (then ``GpuLockTimeout``, naming
+  the devices, their holders' pids and the remedies). The lock is released when the ``with`` block ends, on
+  exceptions, and by the kernel when the process dies (no stale locks). ``lock_dir`` defaults to
+  ``$ROCM_RLHF_LOCK_DIR`` or ``<tempdir>/rocm_rlhf_gpu_locks``, plus ``/slurm-<job id>`` inside a Slurm job. It
+  must be on a local file system (flock is per machine, and unreliable over NFS).
+- On success ``CUDA_VISIBLE_DEVICES`` is set to the locked id (inherited by child processes), so inside the job
+  the GPU is ``cuda:0``; ``CUDA_DEVICE_ORDER`` is set to ``PCI_BUS_ID`` unless already set, so ids match
+  ``nvidia-smi``. Both variables are restored when the block ends.
+- No lock is taken, and nothing changed, when no GPU is visible (``CUDA_VISIBLE_DEVICES`` empty or no device
+  found), when ``CUDA_VISIBLE_DEVICES`` names exactly one device (pinned by the user, or bound by Slurm with
+  ``--gpus=1``, as the cluster profile requests), and inside a Slurm job (``SLURM_JOB_ID`` set) without
+  ``CUDA_VISIBLE_DEVICES`` (the scheduler gave no GPU: do not grab the node's devices). Inside an interactive
+  allocation with several GPUs (``salloc --gpus=2`` then a local ``snakemake``), jobs share them by lock as on a
+  workstation.
+- Order: call it before any ``torch.cuda`` call. If torch has already initialised CUDA, a later change of
+  ``CUDA_VISIBLE_DEVICES`` has no effect, so ``acquire_gpu`` raises instead of silently sharing a device.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR_ENV = "ROCM_RLHF_LOCK_DIR"
+NUM_GPUS_ENV = "ROCM_RLHF_NUM_GPUS"
+DEFAULT_TIMEOUT_S = 3600.0
+DEFAULT_POLL_S = 2.0
+
+DeviceId = int | str
+
+
+class GpuLockTimeout(TimeoutError):
+    """No candidate GPU became free within the timeout."""
+
+
+def _parse_visible(value: str) -> list[DeviceId]:
+    """Entries of a CUDA_VISIBLE_DEVICES value: ints for indices, strings for UUIDs ('' -> [])."""
+    out: list[DeviceId] = []
+    for item in value.split(","):
+        item = item.strip()
+        if item:
+            out.append(int(item) if item.isdigit() else item)
+    return out
+
+
+def count_gpus_nvidia_smi() -> int:
+    """Number of GPUs listed by ``nvidia-smi -L`` (lines ``GPU <i>: ...``); 0 if it is absent or fails.
+
+    Does not touch CUDA in this process. MIG slices are not counted separately: list their UUIDs in
+    ``CUDA_VISIBLE_DEVICES`` to share them by lock.
+    """
+    try:
+        res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, PermissionError, subprocess.TimeoutExpired):
+        return 0
+    if res.returncode != 0:
+        log.warning("nvidia-smi -L failed (exit %d): %s; assuming no GPU", res.returncode, res.stderr.strip())
+        return 0
+    return sum(1 for line in res.stdout.splitlines() if re.match(r"^GPU \d+:", line))
+
+
+def _num_gpus_from_env() -> int | None:
+    raw = os.environ.get(NUM_GPUS_ENV)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{NUM_GPUS_ENV}={raw!r} is not a number of GPUs: set it to an integer >= 0 or unset it")
+    return n
+
+
+def candidate_gpus(n_gpus: int | None = None) -> list[DeviceId]:
+    """The devices ``acquire_gpu`` chooses among, in the order it tries them (see the module docstring).
+
+    An empty list means: take no lock (no GPU, a single pinned device, or a Slurm job without GPU).
+    """
+    if n_gpus is not None and (isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 0):
+        raise ValueError(f"n_gpus must be an integer >= 0 or None (detect), got {n_gpus!r}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = _parse_visible(visible)
+        if len(ids) <= 1:
+            return []
+        if n_gpus is not None and n_gpus != len(ids):
+            raise ValueError(
+                f"n_gpus={n_gpus} contradicts CUDA_VISIBLE_DEVICES={visible!r} ({len(ids)} devices): "
+                "pass n_gpus=None to share the listed devices, or unset CUDA_VISIBLE_DEVICES"
+            )
+        return ids
+    if "SLURM_JOB_ID" in os.environ:
+        return []
+    if n_gpus is None:
+        n_gpus = _num_gpus_from_env()
+    if n_gpus is None:
+        n_gpus = count_gpus_nvidia_smi()
+    return list(range(n_gpus))
+
+
+def default_lock_dir() -> Path:
+    """``$ROCM_RLHF_LOCK_DIR`` or ``<tempdir>/rocm_rlhf_gpu_locks``; inside a Slurm job ``.../slurm-<job id>``."""
+    base = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "rocm_rlhf_gpu_locks")
+    job = os.environ.get("SLURM_JOB_ID")
+    return base / f"slurm-{job}" if job else base
+
+
+def _lock_path(lock_dir: Path, dev: DeviceId) -> Path:
+    return lock_dir / f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', str(dev))}.lock"
+
+
+def _make_lock_dir(lock_dir: Path) -> None:
+    """Create the lock folder shared by all users of the machine (sticky and world-writable, as /tmp)."""
+    if lock_dir.is_dir():
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(lock_dir, 0o1777)
+    except PermissionError:  # created concurrently by another user: theirs is fine
+        pass
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file: flock works on a read-only descriptor too
+        return os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o666)
+    except PermissionError:
+        pass
+    return fd
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive flock on ``path``, or None if another process holds it."""
+    fd = _open_lock_file(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    try:  # record the holder for the timeout message (best effort: read-only for other users' files)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
+    return fd
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid else "unknown process"
+
+
+def _cuda_already_initialised() -> bool:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch.cuda.is_initialized())
+    except Exception:  # a torch build without cuda module state
+        return False
+
+
+@contextmanager
+def acquire_gpu(
+    n_gpus: int | None = None,
+    lock_dir: str | os.PathLike | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+) -> Iterator[DeviceId | None]:
+    """Lock one free GPU for the duration of the block and make it this process's only visible device.
+
+    Yields the locked device id as it appears in ``CUDA_VISIBLE_DEVICES`` (an int index, or a UUID string), or
+    None when no lock was taken (no GPU, a single device already pinned, or a Slurm job: see the module
+    docstring). In every case the job then uses the default CUDA device (``cuda:0``) if
+    ``torch.cuda.is_available()``, else the CPU.
+
+    n_gpus: number of devices (ids 0..n_gpus-1) when ``CUDA_VISIBLE_DEVICES`` is unset; None detects it.
+    lock_dir: folder of the lock files (default ``default_lock_dir()``), on a local file system.
+    timeout_s: give up with ``GpuLockTimeout`` after this many seconds without a free device.
+    poll_s: seconds between attempts while all devices are taken.
+
+    Raises RuntimeError if torch has already initialised CUDA (call this before any ``torch.cuda`` call).
+    """
+    if timeout_s < 0 or poll_s <= 0:
+        raise ValueError(f"timeout_s must be >= 0 and poll_s > 0, got timeout_s={timeout_s}, poll_s={poll_s}")
+    candidates = candidate_gpus(n_gpus)
+    if not candidates:
+        log.info(
+            "acquire_gpu: no lock taken (CUDA_VISIBLE_DEVICES=%r, SLURM_JOB_ID=%r)",
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            os.environ.get("SLURM_JOB_ID"),
+        )
+        yield None
+        return
+    if _cuda_already_initialised():
+        raise RuntimeError(
+            "acquire_gpu() was called after torch initialised CUDA, so setting CUDA_VISIBLE_DEVICES can no "
+            "longer choose the device and jobs would share one GPU: call acquire_gpu() before any torch.cuda "
+            "call (including moving a model to 'cuda')"
+        )
+    ldir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    _make_lock_dir(ldir)
+
+    deadline = time.monotonic() + timeout_s
+    fd, chosen = None, None
+    while True:
+        for dev in candidates:
+            fd = _try_lock(_lock_path(ldir, dev))
+            if fd is not None:
+                chosen = dev
+                break
+        if fd is not None:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            holders = ", ".join(f"gpu {d}: {_holder(_lock_path(ldir, d))}" for d in candidates)
+            raise GpuLockTimeout(
+                f"no free GPU among {candidates} after {timeout_s:g} s: all are locked by other jobs ({holders}; "
+                f"lock files in {ldir}). Run Snakemake with --resources gpu=N where N is at most the number of "
+                f"GPUs ({len(candidates)}), or raise timeout_s"
+            )
+        time.sleep(min(poll_s, remaining))
+
+    saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(chosen)
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    log.info("acquire_gpu: using GPU %s (lock %s)", chosen, _lock_path(ldir, chosen))
+    try:
+        yield chosen
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.close(fd)  # releases the flock

@@ -1,0 +1,61 @@
+"""The config schema: defaults filled in, bad values rejected with the key named, before any job runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from rocm_rlhf.config import ConfigError, load_config, validate_config
+
+DEFAULT = REPO / "config" / "config.yaml"
+
+
+def test_defaults_are_filled():
+    cfg = validate_config({})
+    assert cfg["setting"] == "sandbox"
+    assert cfg["train"]["lora"] == {"rank": 16, "alpha": 32, "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}
+    assert cfg["rocm"]["reduction"] == "mean"
+
+
+@pytest.mark.parametrize(
+    "override, key, words",
+    [
+        ({"train": {"steps": "many"}}, "train.steps", "not of type 'integer'"),  # wrong type
+        ({"train": {"stepz": 3}}, "train", "'stepz' was unexpected"),  # unknown key
+        ({"model": {"guidance_scale": 0.5}}, "model.guidance_scale", "less than the minimum"),  # out of range
+        ({"rocm": {"divergences": ["kl", "tv"]}}, "rocm.divergences.1", "'tv' is not one of"),
+        ({"train": {"lr": 0}}, "train.lr", "less than or equal to the minimum"),
+    ],
+)
+def test_schema_rejects_with_key_named(override, key, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(DEFAULT, overrides=override)
+    msg = str(err.value)
+    assert f"config key '{key}'" in msg and words in msg
+
+
+def test_semantic_rules():
+    with pytest.raises(ConfigError, match="no beta grid for divergence 'js'"):
+        validate_config({"rocm": {"divergences": ["js"], "betas": {"kl": [0.1]}}})
+    with pytest.raises(ConfigError, match="model.lcm"):
+        validate_config({"setting": "hub"})
+
+
+def test_ci_overlay_merges():
+    cfg = load_config(DEFAULT, REPO / "config" / "ci.yaml")
+    assert cfg["rocm"]["divergences"] == ["kl"] and cfg["train"]["steps"] == 4
+    assert cfg["train"]["lora"]["rank"] == 16  # untouched keys keep the default config's values
+
+
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"batch_size": -4}}))
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(DEFAULT),
+                          str(bad), "-d", str(tmp_path / "wd")], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "config key 'train.batch_size'" in res.stdout + res.stderr
+    assert not (tmp_path / "wd" / "results").exists()
