@@ -185,8 +185,17 @@ def load_training_logs(run_dirs: str | os.PathLike | Iterable[str | os.PathLike]
         for c in LOG_OPTIONAL:
             if c not in log.columns:
                 log[c] = np.nan
-        head = pd.DataFrame({"run_id": str(meta["run_id"]), "arm": arm, "method": method, "divergence": div,
-                             "beta": beta, "seed": int(meta["seed"])}, index=log.index)
+        head = pd.DataFrame(
+            {
+                "run_id": str(meta["run_id"]),
+                "arm": arm,
+                "method": method,
+                "divergence": div,
+                "beta": beta,
+                "seed": int(meta["seed"]),
+            },
+            index=log.index,
+        )
         frames.append(pd.concat([head, log.drop(columns=[c for c in RUN_META if c in log.columns])], axis=1))
     out = pd.concat(frames, ignore_index=True)
     ids = [str(f["run_id"].iloc[0]) for f in frames]
@@ -268,8 +277,17 @@ def _beta_axis(ax, betas: np.ndarray, has_zero: bool) -> float:
     if has_zero:
         xb = math.sqrt(x0 * bmin)
         for dx in (10**-0.06, 10**0.06):
-            ax.plot([xb * dx], [0.0], marker=[(-1, -2), (1, 2)], markersize=6, color="black", linestyle="none",
-                    clip_on=False, transform=ax.get_xaxis_transform(), zorder=5)
+            ax.plot(
+                [xb * dx],
+                [0.0],
+                marker=[(-1, -2), (1, 2)],
+                markersize=6,
+                color="black",
+                linestyle="none",
+                clip_on=False,
+                transform=ax.get_xaxis_transform(),
+                zorder=5,
+            )
     return x0
 
 
@@ -300,8 +318,10 @@ def fig_beta_sweep(
     zero = arms[(arms["method"] == "rocm") & ((arms["beta"] == 0) | (arms["divergence"] == "none"))]
     base = arms[arms["method"] == "base"]
     if len(zero) > 1 or len(base) > 1:
-        raise ValueError(f"expected at most one ROCM beta = 0 arm and one base arm, got {list(zero.index)} and "
-                         f"{list(base.index)}")
+        raise ValueError(
+            f"expected at most one ROCM beta = 0 arm and one base arm, got {list(zero.index)} and "
+            f"{list(base.index)}"
+        )
     use = [*reg.index, *zero.index, *base.index]
     mets = [reward_metric, quality_metric]
     sub = scores[scores["arm"].isin(use) & scores["metric"].isin(mets)]
@@ -431,13 +451,16 @@ def fig_training_curves(
     *,
     width: float = TEXT_WIDTH,
     height: float = 3.2,
+    log_divergence: bool = False,
 ) -> SavedFigure:
     """ROCM's ``reward_mean`` (top row) and ``divergence_mean`` (bottom row) against training step.
 
     One column per divergence, one line per beta (increasing; each with its own marker and line style, the same
     beta rank gets the same style in every column), mean over seeds (:func:`mean_over_seeds`) with a ± std band.
     The beta = 0 run (if logged) is the first line of every column's reward panel; it is left out of the
-    divergence panels, since it optimises no divergence. Axes = 2 x number of divergences.
+    divergence panels, since it optimises no divergence. ``log_divergence=True`` puts the divergence rows on a log
+    scale (useful when the betas span decades; non-positive values, e.g. 0 at the first step where LoRA's B = 0,
+    are then not drawn). Axes = 2 x number of divergences.
     """
     _check_logs(logs, ["step", "reward_mean", "divergence_mean"])
     rocm = logs[logs["method"] == "rocm"]
@@ -474,6 +497,8 @@ def fig_training_curves(
             axes[0, j].set_title(DIVERGENCE_LABELS[d])
             axes[0, j].legend(loc="best")
             axes[1, j].set_xlabel("training step")
+            if log_divergence:
+                axes[1, j].set_yscale("log")
         axes[0, 0].set_ylabel("training reward\n(batch mean)")
         axes[1, 0].set_ylabel("divergence to base\n(batch mean)")
         return save_figure(fig, out_stem)

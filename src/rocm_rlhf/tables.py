@@ -86,7 +86,9 @@ def check_scores(scores: pd.DataFrame, metrics: Iterable[str] = ()) -> pd.DataFr
     happen when the table reaches it. Raises ValueError naming the first problem.
     """
     if not isinstance(scores, pd.DataFrame):
-        raise ValueError(f"scores must be a pandas DataFrame (as read from results/scores/*.parquet), got {type(scores)}")
+        raise ValueError(
+            f"scores must be a pandas DataFrame (as read from results/scores/*.parquet), got {type(scores)}"
+        )
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if missing:
         raise ValueError(
@@ -140,8 +142,10 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
     key = pd.DataFrame(
         {
             "m": meta["method"].map({m: i for i, m in enumerate(METHODS)}),
-            "d": [0 if (m == "rocm" and (b == 0 or d == "none")) else DIVERGENCES.index(d)
-                  for m, d, b in zip(meta["method"], meta["divergence"], meta["beta"])],
+            "d": [
+                0 if (m == "rocm" and (b == 0 or d == "none")) else DIVERGENCES.index(d)
+                for m, d, b in zip(meta["method"], meta["divergence"], meta["beta"])
+            ],
             "b": meta["beta"].astype(float).fillna(-1.0),
             "a": meta.index.astype(str),
         },
@@ -167,9 +171,7 @@ def arm_table(scores: pd.DataFrame) -> pd.DataFrame:
         )
     arms = arms.set_index("arm")
     arms["beta"] = arms["beta"].astype(float)
-    arms["group"] = [
-        "base" if m == "base" else "rocm" if m == "rocm" else "baseline" for m in arms["method"]
-    ]
+    arms["group"] = ["base" if m == "base" else "rocm" if m == "rocm" else "baseline" for m in arms["method"]]
     arms = arm_order(arms)
     per_method = arms.groupby("method")["group"].transform("size")
     labels = []
@@ -262,8 +264,16 @@ def _num(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}"
 
 
-def cell_text(mean: float, std: float, n_seeds: int, *, decimals: int = 3, bold: bool = False, mark: bool = False,
-              style: str = "md") -> str:
+def cell_text(
+    mean: float,
+    std: float,
+    n_seeds: int,
+    *,
+    decimals: int = 3,
+    bold: bool = False,
+    mark: bool = False,
+    style: str = "md",
+) -> str:
     """One table cell: ``mean ± std`` (std omitted with one seed or NaN std), bold and dagger as asked.
 
     style "md": ``**0.700 ± 0.014**†``; style "tex": ``$\\mathbf{0.700 \\pm 0.014}^{\\dagger}$``; style "plain":
@@ -285,8 +295,18 @@ def cell_text(mean: float, std: float, n_seeds: int, *, decimals: int = 3, bold:
     return body + (DAGGER if mark else "")
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -300,8 +320,10 @@ def _md_escape(text: str) -> str:
 
 
 def _markdown(header: list[str], rows: list[list[str]], align: str) -> str:
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join(":---" if a == "l" else ":---:" for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(_md_escape(h) for h in header) + " |",
+        "|" + "|".join(":---" if a == "l" else ":---:" for a in align) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -402,9 +424,19 @@ def table1(
     for arm, a in arms.iterrows():
         for m in mets:
             s = summ.loc[(arm, m)]
-            row = {"arm": arm, "label": a["label"], "group": a["group"], "method": a["method"],
-                   "divergence": a["divergence"], "beta": a["beta"], "metric": m, "mean": float(s["mean"]),
-                   "std": float(s["std"]), "n_seeds": int(s["n_seeds"]), "n_images": int(s["n_images"])}
+            row = {
+                "arm": arm,
+                "label": a["label"],
+                "group": a["group"],
+                "method": a["method"],
+                "divergence": a["divergence"],
+                "beta": a["beta"],
+                "metric": m,
+                "mean": float(s["mean"]),
+                "std": float(s["std"]),
+                "n_seeds": int(s["n_seeds"]),
+                "n_images": int(s["n_images"]),
+            }
             better_all = arm not in controls and cmp is not None
             for c in controls:
                 if cmp is not None and (arm, c, m) in cmp.index:
@@ -424,8 +456,21 @@ def table1(
     for m in mets:
         idx = long.index[long["metric"] == m]
         long.loc[idx, "best"] = _best_flags(long.loc[idx, "mean"], decimals, m in lower).to_numpy()
-    first = ["arm", "label", "group", "method", "divergence", "beta", "metric", "mean", "std", "n_seeds",
-             "n_images", "best", "better_than_controls"]
+    first = [
+        "arm",
+        "label",
+        "group",
+        "method",
+        "divergence",
+        "beta",
+        "metric",
+        "mean",
+        "std",
+        "n_seeds",
+        "n_images",
+        "best",
+        "better_than_controls",
+    ]
     long = long[first + [c for c in long.columns if c not in first]]
 
     arrow = {m: ("↓" if m in lower else "↑") for m in mets}
@@ -510,8 +555,16 @@ def divergence_beta_table(
         cells += [(a, float(r["beta"])) for a, r in reg[reg["divergence"] == d].sort_values("beta").iterrows()]
         for arm, b in cells:
             s = summ.loc[arm]
-            rows.append({"divergence": d, "beta": b, "arm": arm, "mean": float(s["mean"]), "std": float(s["std"]),
-                         "n_seeds": int(s["n_seeds"])})
+            rows.append(
+                {
+                    "divergence": d,
+                    "beta": b,
+                    "arm": arm,
+                    "mean": float(s["mean"]),
+                    "std": float(s["std"]),
+                    "n_seeds": int(s["n_seeds"]),
+                }
+            )
     long = pd.DataFrame(rows)
     long["best"] = False
     for d in divs:
@@ -525,10 +578,12 @@ def divergence_beta_table(
         for b in betas:
             if b in cells.index:
                 c = cells.loc[b]
-                md.append(cell_text(c["mean"], c["std"], c["n_seeds"], decimals=decimals, bold=bool(c["best"]),
-                                    style="md"))
-                tex.append(cell_text(c["mean"], c["std"], c["n_seeds"], decimals=decimals, bold=bool(c["best"]),
-                                     style="tex"))
+                md.append(
+                    cell_text(c["mean"], c["std"], c["n_seeds"], decimals=decimals, bold=bool(c["best"]), style="md")
+                )
+                tex.append(
+                    cell_text(c["mean"], c["std"], c["n_seeds"], decimals=decimals, bold=bool(c["best"]), style="tex")
+                )
             else:
                 md.append(MISSING)
                 tex.append("--")
@@ -553,4 +608,3 @@ __all__ = [
     "fmt_beta", "check_scores", "arm_label", "arm_order", "arm_table", "choose_beta", "cell_text", "tex_escape", "table1",
     "divergence_beta_table",
 ]  # fmt: skip
-

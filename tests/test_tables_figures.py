@@ -1,0 +1,422 @@
+"""Tests of rocm_rlhf.tables and rocm_rlhf.figures on small score tables and training logs with planted values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from rocm_rlhf import figures, stats, tables
+
+torch.set_num_threads(1)
+
+N_BOOT = 2000
+UNITS = [(f"p{i}", s) for i in range(6) for s in range(2)]  # 12 pairing units: exact Wilcoxon p = 2/4096
+U = np.linspace(-0.055, 0.055, len(UNITS))  # unit effect shared by all arms (pairing removes it); mean 0
+NULL = np.array([0.01, -0.01, 0.02, -0.02, 0.03, -0.03, 0.04, -0.04, 0.05, -0.05, 0.06, -0.06])  # sums to 0
+SEED_OFFSET = {0: -0.01, 1: 0.01}  # per-seed shift of the multi-seed arms: std over seeds = 0.02 / sqrt(2)
+JITTER = 0.0005 * np.linspace(-1, 1, len(UNITS))  # arm i adds i * JITTER (mean 0): paired differences have no
+# ties, so scipy's Wilcoxon uses its fast exact distribution instead of a slow permutation test
+
+# arm: (method, divergence, beta, seeds, {metric: arm effect}); "null" adds NULL to the gold values
+ARMS = {
+    "base": ("base", "none", np.nan, [0], {"gold": 0.50, "proxy_pick": 0.30}),
+    "rocm-none-b0": ("rocm", "none", 0.0, [0, 1], {"gold": 0.30, "proxy_pick": 0.90}),
+    "rocm-kl-b0.01": ("rocm", "kl", 0.01, [0, 1], {"gold": 0.45, "proxy_pick": 0.80}),
+    "rocm-kl-b0.1": ("rocm", "kl", 0.1, [0, 1], {"gold": 0.70, "proxy_pick": 0.60}),  # planted best and effect
+    "rocm-kl-b1": ("rocm", "kl", 1.0, [0, 1], {"gold": 0.55, "proxy_pick": 0.35}),
+    "rocm-js-b0.1": ("rocm", "js", 0.1, [0, 1], {"gold": 0.40, "proxy_pick": 0.85}),
+    "rocm-js-b1": ("rocm", "js", 1.0, [0, 1], {"gold": 0.50, "proxy_pick": 0.40}),  # gold: null vs base
+    "rlcm": ("rlcm", "none", np.nan, [0, 1], {"gold": 0.48, "proxy_pick": 0.50}),
+}
+NULL_ARMS = {"rocm-js-b1"}
+
+
+def make_scores(arms=ARMS) -> pd.DataFrame:
+    rows = []
+    for i, (arm, (method, div, beta, seeds, effects)) in enumerate(arms.items()):
+        for seed in seeds:
+            off = SEED_OFFSET[seed] if len(seeds) > 1 else 0.0
+            for metric, eff in effects.items():
+                vals = eff + off + U + i * JITTER + (NULL if (arm in NULL_ARMS and metric == "gold") else 0.0)
+                for (pid, ss), v in zip(UNITS, vals):
+                    rows.append(
+                        dict(
+                            run_id=f"{arm}-s{seed}",
+                            arm=arm,
+                            method=method,
+                            divergence=div,
+                            beta=beta,
+                            seed=seed,
+                            prompt_id=pid,
+                            sample_seed=ss,
+                            metric=metric,
+                            value=float(v),
+                        )
+                    )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def scores():
+    return make_scores()
+
+
+def _md_rows(path) -> dict[str, list[str]]:
+    """Markdown pipe table -> {first cell: other cells}."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("| ") and not line.startswith("|:"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ choose_beta
+
+
+def test_choose_beta_picks_the_planted_best(scores):
+    assert tables.choose_beta(scores, "gold") == {"kl": 0.1, "js": 1.0}
+    assert tables.choose_beta(scores, "proxy_pick") == {"kl": 0.01, "js": 0.1}
+    assert tables.choose_beta(scores, "gold", lower_is_better=True) == {"kl": 0.01, "js": 0.1}
+    assert list(tables.choose_beta(scores, "gold")) == ["kl", "js"]  # DIVERGENCES order
+
+
+def test_choose_beta_errors(scores):
+    with pytest.raises(ValueError, match="imagereward"):
+        tables.choose_beta(scores, "imagereward")
+    no_rocm = scores[scores["method"] != "rocm"]
+    with pytest.raises(ValueError, match="regularised ROCM"):
+        tables.choose_beta(no_rocm, "gold")
+    with pytest.raises(ValueError, match="beta"):
+        tables.choose_beta(scores.drop(columns="beta"), "gold")
+    bad = scores.copy()
+    bad.loc[bad["arm"] == "rlcm", "method"] = "ppo"
+    with pytest.raises(ValueError, match="unknown method"):
+        tables.choose_beta(bad, "gold")
+
+
+# ------------------------------------------------------------------------------------------------------ table 1
+
+
+def test_table1_cells_bold_and_daggers(scores, tmp_path):
+    stem = tmp_path / "table1"
+    long = tables.table1(scores, ["proxy_pick"], "gold", ["base"], stem, n_boot=N_BOOT)
+    for ext in ("csv", "tex", "md"):
+        assert (tmp_path / f"table1.{ext}").stat().st_size > 0
+    # rows: base, ROCM beta=0, each divergence at its chosen beta (kl 0.1, js 1), baselines; gold first
+    order = ["base", "rocm-none-b0", "rocm-kl-b0.1", "rocm-js-b1", "rlcm"]
+    assert list(dict.fromkeys(long["arm"])) == order
+    assert list(long["metric"].iloc[:2]) == ["gold", "proxy_pick"]
+    assert len(long) == 10
+
+    # machine-readable numbers: mean of per-seed means, sample std over seeds
+    r = long.set_index(["arm", "metric"])
+    assert r.loc[("rocm-kl-b0.1", "gold"), "mean"] == pytest.approx(0.70, abs=1e-12)
+    assert r.loc[("rocm-kl-b0.1", "gold"), "std"] == pytest.approx(0.02 / np.sqrt(2), abs=1e-12)
+    assert r.loc[("rocm-kl-b0.1", "gold"), "n_seeds"] == 2
+    assert r.loc[("base", "gold"), "n_seeds"] == 1 and np.isnan(r.loc[("base", "gold"), "std"])
+    # p_holm is compare_all's over the shown arms (family: 4 treatments x 1 control per metric)
+    shown = scores[scores["arm"].isin(order)]
+    ref = stats.compare_all(shown, order[1:], ["base"], ["gold", "proxy_pick"], n_boot=N_BOOT)
+    ref = ref.set_index(["arm_a", "metric"])
+    for arm in order[1:]:
+        for m in ("gold", "proxy_pick"):
+            assert r.loc[(arm, m), "p_holm_vs_base"] == pytest.approx(ref.loc[(arm, m), "p_holm"], rel=1e-12)
+    assert r.loc[("rocm-kl-b0.1", "gold"), "p_holm_vs_base"] < 0.01  # planted effect, 4 x 2/4096
+    assert r.loc[("rocm-js-b1", "gold"), "p_holm_vs_base"] > 0.5  # planted null
+    assert np.isnan(r.loc[("base", "gold"), "p_holm_vs_base"])
+
+    md = _md_rows(tmp_path / "table1.md")
+    assert md["Method"] == ["gold ↑", "proxy_pick ↑"]
+    assert md["Base"] == ["0.500", "0.300"]  # one seed: no std
+    assert md["ROCM-KL (β=0.1)"] == ["**0.700 ± 0.014**†", "0.600 ± 0.014†"]  # best gold, big effects
+    assert md["ROCM (β=0)"] == ["0.300 ± 0.014", "**0.900 ± 0.014**†"]  # worse gold: no dagger
+    assert md["ROCM-JS (β=1)"][0] == "0.500 ± 0.014"  # null arm: no dagger
+    assert md["RLCM"] == ["0.480 ± 0.014", "0.500 ± 0.014†"]
+    assert sum("**" in c for cells in md.values() for c in cells) == 2  # one bold per column
+
+    tex = (tmp_path / "table1.tex").read_text()
+    assert tex.startswith(r"\begin{tabular}{lcc}") and r"\bottomrule" in tex
+    assert tex.count(r"\midrule") == 3  # below the header, then base | ROCM | baselines
+    kl = next(line for line in tex.splitlines() if line.startswith(r"ROCM-KL ($\beta$=0.1)"))
+    assert kl == r"ROCM-KL ($\beta$=0.1) & $\mathbf{0.700 \pm 0.014}^{\dagger}$ & $0.600 \pm 0.014^{\dagger}$ \\"
+    assert r"gold $\uparrow$ & proxy\_pick $\uparrow$" in tex
+    back = pd.read_csv(tmp_path / "table1.csv")
+    assert list(back.columns) == list(long.columns) and len(back) == len(long)
+
+
+def test_table1_dagger_needs_every_control_and_all_betas(scores, tmp_path):
+    long = tables.table1(
+        scores, ["gold", "proxy_pick"], "gold", ["base", "rlcm"], tmp_path / "t", rocm_betas="all", n_boot=N_BOOT
+    )
+    assert list(dict.fromkeys(long["arm"])) == [
+        "base",
+        "rocm-none-b0",
+        "rocm-kl-b0.01",
+        "rocm-kl-b0.1",
+        "rocm-kl-b1",
+        "rocm-js-b0.1",
+        "rocm-js-b1",
+        "rlcm",
+    ]
+    flag = long.set_index(["arm", "metric"])["better_than_controls"]
+    assert flag[("rocm-kl-b0.1", "gold")]  # 0.70 beats base 0.50 and rlcm 0.48
+    assert flag[("rocm-kl-b0.1", "proxy_pick")]  # 0.60 > 0.30 and > 0.50
+    assert not flag[("rocm-js-b1", "proxy_pick")]  # 0.40 beats base (0.30) but not rlcm (0.50)
+    assert not flag[("rlcm", "proxy_pick")] and not flag[("base", "gold")]  # controls never get a dagger
+    md = _md_rows(tmp_path / "t.md")
+    assert md["ROCM-JS (β=1)"][1] == "0.400 ± 0.014"
+
+
+def test_table1_lower_is_better_flips_bold_and_direction(scores, tmp_path):
+    long = tables.table1(scores, [], "gold", ["base"], tmp_path / "t", lower_is_better=["gold"], n_boot=N_BOOT)
+    best = long.loc[long["best"], "arm"].tolist()
+    # lower is better: choose_beta now picks kl 0.01 and js 0.1; the lowest shown gold is ROCM beta=0 (0.30)
+    assert best == ["rocm-none-b0"]
+    assert set(long["arm"]) == {"base", "rocm-none-b0", "rocm-kl-b0.01", "rocm-js-b0.1", "rlcm"}
+    flag = long.set_index("arm")["better_than_controls"]
+    # every shown treatment scores lower than base (0.50) by a constant: better when lower is better
+    assert flag[["rocm-none-b0", "rocm-kl-b0.01", "rocm-js-b0.1", "rlcm"]].all() and not flag["base"]
+    assert "gold ↓" in (tmp_path / "t.md").read_text()
+
+
+def test_table1_bad_input(scores, tmp_path):
+    with pytest.raises(ValueError, match="imagereward"):
+        tables.table1(scores, ["imagereward"], "gold", ["base"], tmp_path / "t")
+    with pytest.raises(ValueError, match="control arm.*ddpo"):
+        tables.table1(scores, ["gold"], "gold", ["ddpo"], tmp_path / "t")
+    partial = scores[~((scores["arm"] == "rlcm") & (scores["metric"] == "proxy_pick"))]
+    with pytest.raises(ValueError, match="proxy_pick.*rlcm"):
+        tables.table1(partial, ["proxy_pick"], "gold", ["base"], tmp_path / "t")
+    assert not (tmp_path / "t.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------------ divergence x beta
+
+
+def test_divergence_beta_table(scores, tmp_path):
+    long = tables.divergence_beta_table(scores, "gold", tmp_path / "db")
+    for ext in ("csv", "tex", "md"):
+        assert (tmp_path / f"db.{ext}").stat().st_size > 0
+    md = _md_rows(tmp_path / "db.md")
+    assert md["Divergence"] == ["β = 0", "β = 0.01", "β = 0.1", "β = 1"]
+    assert md["KL"] == ["0.300 ± 0.014", "0.450 ± 0.014", "**0.700 ± 0.014**", "0.550 ± 0.014"]
+    assert md["JS"] == ["0.300 ± 0.014", "–", "0.400 ± 0.014", "**0.500 ± 0.014**"]
+    assert len(long) == 7  # KL: 4 cells, JS: 3 (beta = 0 in both rows)
+    assert long.loc[long["best"], "arm"].tolist() == ["rocm-kl-b0.1", "rocm-js-b1"]
+    assert long.loc[(long["divergence"] == "js") & (long["beta"] == 0), "arm"].item() == "rocm-none-b0"
+    tex = (tmp_path / "db.tex").read_text()
+    assert r"JS & $0.300 \pm 0.014$ & -- & $0.400 \pm 0.014$ & $\mathbf{0.500 \pm 0.014}$ \\" in tex
+    with pytest.raises(ValueError, match="regularised ROCM"):
+        tables.divergence_beta_table(scores[scores["method"] != "rocm"], "gold", tmp_path / "x")
+    with pytest.raises(ValueError, match="hps"):
+        tables.divergence_beta_table(scores, "hps", tmp_path / "x")
+
+
+# ------------------------------------------------------------------------------------------------------ figures
+
+
+def _png_size(path):
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_fig_beta_sweep(scores, tmp_path):
+    out = figures.fig_beta_sweep(scores, "proxy_pick", "gold", tmp_path / "sweep")
+    assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
+    assert out.pdf.read_bytes().startswith(b"%PDF")
+    assert len(out.figure.axes) == 4  # 2 rows (reward, quality) x 2 divergences (kl, js)
+    assert _png_size(out.png) == (round(figures.TEXT_WIDTH * figures.DPI), round(3.0 * figures.DPI))
+    ax_kl_gold = out.figure.axes[2]  # row-major: [reward kl, reward js, quality kl, quality js]
+    assert ax_kl_gold.get_xscale() == "log"
+    lines = [ln for ln in ax_kl_gold.lines if len(ln.get_xdata()) == 3]
+    assert len(lines) == 1
+    np.testing.assert_allclose(lines[0].get_xdata(), [0.01, 0.1, 1.0])
+    np.testing.assert_allclose(lines[0].get_ydata(), [0.45, 0.70, 0.55], atol=1e-12)
+    labels = [t.get_text() for t in ax_kl_gold.get_xticklabels()]
+    assert labels[0] == "0"  # beta = 0 tick at the left
+    ys = {round(float(ln.get_ydata()[0]), 9) for ln in ax_kl_gold.lines if len(ln.get_ydata()) == 2}
+    assert 0.5 in ys  # base model reference line (axhline has 2 points)
+    # without the base model and the beta = 0 arm: no reference line, no beta = 0 tick
+    bare = figures.fig_beta_sweep(
+        scores[~scores["arm"].isin(["base", "rocm-none-b0"])], "proxy_pick", "gold", tmp_path / "bare"
+    )
+    assert len(bare.figure.axes) == 4 and "0" not in [t.get_text() for t in bare.figure.axes[2].get_xticklabels()]
+    assert all(len(ln.get_xdata()) == 3 for ln in bare.figure.axes[2].lines)
+    with pytest.raises(ValueError, match="regularised ROCM"):
+        figures.fig_beta_sweep(scores[scores["method"] != "rocm"], "proxy_pick", "gold", tmp_path / "x")
+    with pytest.raises(ValueError, match="pickscore"):
+        figures.fig_beta_sweep(scores, "pickscore", "gold", tmp_path / "x")
+
+
+def test_figures_are_byte_reproducible(scores, tmp_path):
+    a = figures.fig_beta_sweep(scores, "proxy_pick", "gold", tmp_path / "a", width=figures.COLUMN_WIDTH)
+    b = figures.fig_beta_sweep(scores, "proxy_pick", "gold", tmp_path / "b.pdf", width=figures.COLUMN_WIDTH)
+    assert b.png == tmp_path / "b.png"
+    assert a.pdf.read_bytes() == b.pdf.read_bytes()
+    assert a.png.read_bytes() == b.png.read_bytes()
+    assert _png_size(a.png)[0] == round(figures.COLUMN_WIDTH * figures.DPI)
+
+
+# ------------------------------------------------------------------------------------------------ training logs
+
+
+def _write_run(root, run_id, meta, n_steps=10, divergence=True, device="cpu", drop=()):
+    d = root / run_id
+    d.mkdir(parents=True)
+    seed = meta["seed"]
+    step = np.arange(1, n_steps + 1)
+    base = {"rocm": 0.3, "rlcm": 0.2}[meta["method"]] + 0.1 * (meta.get("beta") or 0)
+    log = pd.DataFrame(
+        {
+            "step": step,
+            "wall_s": step * 1.5,
+            "device_hours": step * 0.001 * (1 + 0.5 * seed),  # seeds log at different x
+            "device": device,
+            "reward_queries": step * 16,
+            "reward_mean": base + 0.05 * step + 0.01 * seed,
+            "reward_std": 0.1,
+            "loss": -0.1 * step,
+        }
+    )
+    if divergence:
+        log["divergence_mean"] = 0.001 * step * (1 + seed)
+        for k in range(4):
+            log[f"div_step_{k}"] = 0.0002 * step * (k + 1)
+    log = log.drop(columns=list(drop))
+    log.to_csv(d / "log.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"run_id": run_id, **meta}))
+    return d
+
+
+@pytest.fixture()
+def run_dirs(tmp_path):
+    root = tmp_path / "runs"
+    dirs = []
+    for seed in (0, 1):
+        dirs.append(
+            _write_run(
+                root, f"rocm-none-b0-s{seed}", {"method": "rocm", "divergence": "none", "beta": 0.0, "seed": seed}
+            )
+        )
+        for beta in (0.1, 1.0):
+            dirs.append(
+                _write_run(
+                    root,
+                    f"rocm-kl-b{beta:g}-s{seed}",
+                    {"method": "rocm", "divergence": "kl", "beta": beta, "seed": seed},
+                )
+            )
+        dirs.append(_write_run(root, f"rlcm-s{seed}", {"method": "rlcm", "seed": seed}, divergence=False))
+    return dirs
+
+
+def test_load_training_logs(run_dirs, tmp_path):
+    logs = figures.load_training_logs(run_dirs)
+    assert list(logs.columns[:6]) == ["run_id", "arm", "method", "divergence", "beta", "seed"]
+    assert len(logs) == 8 * 10
+    assert set(logs["arm"]) == {"rocm-none-b0", "rocm-kl-b0.1", "rocm-kl-b1", "rlcm"}
+    rl = logs[logs["method"] == "rlcm"]
+    assert (rl["divergence"] == "none").all() and rl["beta"].isna().all() and rl["divergence_mean"].isna().all()
+    assert "div_step_3" in logs.columns
+    kl = logs[logs["run_id"] == "rocm-kl-b0.1-s1"]
+    np.testing.assert_allclose(kl["reward_mean"], 0.31 + 0.05 * np.arange(1, 11) + 0.01)
+
+    bad = _write_run(
+        tmp_path / "bad",
+        "rocm-kl-b9-s0",
+        {"method": "rocm", "divergence": "kl", "beta": 9.0, "seed": 0},
+        drop=["reward_queries"],
+    )
+    with pytest.raises(ValueError, match="reward_queries"):
+        figures.load_training_logs([bad])
+    with pytest.raises(ValueError, match="nowhere.*does not exist"):
+        figures.load_training_logs([tmp_path / "nowhere"])
+    with pytest.raises(ValueError, match="same run_id"):
+        figures.load_training_logs([run_dirs[0], run_dirs[0]])
+
+
+def test_mean_over_seeds_interpolates_on_the_common_range():
+    x1 = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    x2 = np.array([0.5, 1.5, 3.0])  # covers [0.5, 3]: the common range
+    grid, mean, std = figures.mean_over_seeds([(x1, x1), (x2, 2 * x2)])
+    np.testing.assert_allclose(grid, [0.5, 1.0, 1.5, 2.0, 3.0])
+    np.testing.assert_allclose(mean, 1.5 * grid)  # both curves are linear: interpolation is exact
+    np.testing.assert_allclose(std, grid / np.sqrt(2))  # sample std of (x, 2x)
+    g1, m1, s1 = figures.mean_over_seeds([(x1[::-1], x1[::-1])])  # unsorted input, one seed: no std
+    np.testing.assert_allclose(g1, x1) and np.testing.assert_allclose(m1, x1)
+    assert np.isnan(s1).all()
+    with pytest.raises(ValueError, match="share no x range"):
+        figures.mean_over_seeds([(x1, x1), (x1 + 10, x1)])
+
+
+def test_fig_efficiency(run_dirs, tmp_path):
+    logs = figures.load_training_logs(run_dirs)
+    out = figures.fig_efficiency(logs, tmp_path / "eff", chosen_betas={"kl": 0.1})
+    assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
+    assert len(out.figure.axes) == 2
+    ax = out.figure.axes[0]
+    labels = [ln.get_label() for ln in ax.lines]
+    assert labels == ["ROCM (β=0)", "ROCM-KL (β=0.1)", "RLCM"]
+    assert ax.get_xlabel() == "CPU core-hours" and out.figure.axes[1].get_xlabel() == "reward queries"
+    # the ROCM-KL line is the seed mean on the common grid of device hours
+    kl = logs[logs["arm"] == "rocm-kl-b0.1"]
+    ref = figures.mean_over_seeds([(g["device_hours"], g["reward_mean"]) for _, g in kl.groupby("run_id")])
+    np.testing.assert_allclose(ax.lines[1].get_xdata(), ref[0])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), ref[1])
+    assert ax.lines[1].get_xdata()[-1] == pytest.approx(0.010)  # seed 0 ends there: no extrapolation
+    # grey scale: the lines differ in marker and in line style
+    assert len({ln.get_marker() for ln in ax.lines}) == 3 and len({str(ln.get_linestyle()) for ln in ax.lines}) == 3
+    with pytest.raises(ValueError, match="several betas"):
+        figures.fig_efficiency(logs, tmp_path / "x")
+    with pytest.raises(ValueError, match="not in the logs"):
+        figures.fig_efficiency(logs, tmp_path / "x", chosen_betas={"kl": 0.5})
+    mixed = logs.copy()
+    mixed.loc[mixed["method"] == "rlcm", "device"] = "cuda"
+    with pytest.raises(ValueError, match="mix devices"):
+        figures.fig_efficiency(mixed, tmp_path / "x", chosen_betas={"kl": 0.1})
+
+
+def test_fig_training_curves(run_dirs, tmp_path):
+    logs = figures.load_training_logs(run_dirs)
+    out = figures.fig_training_curves(logs, tmp_path / "curves", log_divergence=True)
+    assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
+    assert len(out.figure.axes) == 2  # (reward, divergence) x one divergence (kl)
+    top, bottom = out.figure.axes
+    assert [ln.get_label() for ln in top.lines] == ["β=0", "β=0.1", "β=1"]
+    assert len(bottom.lines) == 2 and bottom.get_yscale() == "log"  # beta = 0 optimises no divergence
+    np.testing.assert_allclose(bottom.lines[0].get_ydata(), 0.0015 * np.arange(1, 11))  # mean of 1x and 2x
+    np.testing.assert_allclose(top.lines[2].get_ydata(), 0.4 + 0.05 * np.arange(1, 11) + 0.005)
+    with pytest.raises(ValueError, match="regularised ROCM"):
+        figures.fig_training_curves(logs[logs["method"] == "rlcm"], tmp_path / "x")
+    with pytest.raises(ValueError, match="load_training_logs"):
+        figures.fig_training_curves(logs.drop(columns="arm"), tmp_path / "x")
+
+
+# ------------------------------------------------------------------------------------------------------ gallery
+
+
+def test_fig_divergence_gallery(tmp_path):
+    rng = np.random.default_rng(0)
+    prompts = ["a red circle", "a small blue square on the left", "a green triangle"]
+    images = {k: rng.uniform(size=(3, 8, 8, 3)) for k in ("rocm-kl-b0.1", "base", "rocm-js-b1")}
+    out = figures.fig_divergence_gallery(images, prompts, tmp_path / "gallery")
+    assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
+    axes = out.figure.axes
+    assert len(axes) == 9
+    assert [axes[3 * r].get_ylabel() for r in range(3)] == ["Base", "ROCM-KL (β=0.1)", "ROCM-JS (β=1)"]
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), images["base"][0])  # base row first
+    np.testing.assert_array_equal(axes[5].images[0].get_array(), images["rocm-kl-b0.1"][2])
+    assert axes[1].get_title().replace("\n", " ") == prompts[1]
+    assert _png_size(out.png)[0] == round(figures.TEXT_WIDTH * figures.DPI)
+    with pytest.raises(ValueError, match="holds 2 images but there are 3 prompts"):
+        figures.fig_divergence_gallery({"base": images["base"][:2]}, prompts, tmp_path / "x")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        figures.fig_divergence_gallery({"base": images["base"] * 255}, prompts, tmp_path / "x")
+    with pytest.raises(ValueError, match="channels last"):
+        figures.fig_divergence_gallery({"base": images["base"].transpose(0, 3, 1, 2)}, prompts, tmp_path / "x")
