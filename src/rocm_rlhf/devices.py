@@ -20,9 +20,10 @@ How it works (conventions pinned here):
 - Locks: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<lock_dir>/gpu<id>.lock``, trying the candidates in order and
   polling every ``poll_s`` seconds until one is free or ``timeout_s`` has passed (then ``GpuLockTimeout``, naming
   the devices, their holders' pids and the remedies). The lock is released when the ``with`` block ends, on
-  exceptions, and by the kernel when the process dies (no stale locks). ``lock_dir`` defaults to
-  ``$ROCM_RLHF_LOCK_DIR`` or ``<tempdir>/rocm_rlhf_gpu_locks``, plus ``/slurm-<job id>`` inside a Slurm job. It
-  must be on a local file system (flock is per machine, and unreliable over NFS).
+  exceptions, and by the kernel when the process dies (no stale locks; forked children that outlive it, such as
+  fork-started data loader workers, keep it until they exit; exec'd programs do not inherit it). ``lock_dir``
+  defaults to ``$ROCM_RLHF_LOCK_DIR`` or ``<tempdir>/rocm_rlhf_gpu_locks``, plus ``/slurm-<job id>`` inside a
+  Slurm job. It must be on a local file system (flock is per machine, and unreliable over NFS).
 - On success ``CUDA_VISIBLE_DEVICES`` is set to the locked id (inherited by child processes), so inside the job
   the GPU is ``cuda:0``; ``CUDA_DEVICE_ORDER`` is set to ``PCI_BUS_ID`` unless already set, so ids match
   ``nvidia-smi``. Both variables are restored when the block ends.
