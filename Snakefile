@@ -14,9 +14,23 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/sandbox.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    prepare_prompts,
+    collect_scores,
+    stats,
+    table1,
+    table_divergence_beta,
+    fig_beta_sweep,
+    fig_efficiency,
+    fig_training_curves,
+    fig_divergence_gallery,
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -12,6 +12,17 @@ from pathlib import Path
 from .utils import write_json
 
 
+def _gpu_slot(config):
+    """Lock a free local GPU for a GPU job before CUDA initialises (rocm_rlhf.devices); nothing on CPU."""
+    import contextlib
+
+    if config["device"] == "cpu":
+        return contextlib.nullcontext()
+    from .devices import acquire_gpu
+
+    return acquire_gpu()
+
+
 def _world(config):
     from .sandbox.world import World
 
@@ -118,6 +129,11 @@ def reward_kwargs(config: dict, name: str, sandbox_rewards_dir: str | None = Non
 
 
 def train(job) -> None:
+    with _gpu_slot(job.config):
+        _train(job)
+
+
+def _train(job) -> None:
     from .prompts import read_prompts
     from .training.run import train_run
 
@@ -136,8 +152,11 @@ def train(job) -> None:
 # ------------------------------------------------------------------------------------------------------ evaluation
 def sample_eval(job) -> None:
     """Images of one run (or the base model) on the eval prompts, with paired noise per (prompt, sample seed)."""
-    import torch
+    with _gpu_slot(job.config):
+        _sample_eval(job)
 
+
+def _sample_eval(job) -> None:
     from .evaluation import eval_units, generate_lcm_units, save_samples
     from .models import load_lcm_pipeline
     from .prompts import read_prompts
@@ -155,11 +174,15 @@ def sample_eval(job) -> None:
                                 batch_size=cfg["evaluation"]["batch_size"])
     save_samples(images.float().cpu(), units, job.output.images, job.output.grid)
     print(f"generated {len(units)} images on {device}")
-    del torch
 
 
 def evaluate(job) -> None:
     """Every configured metric on every image of one run: results/scores/<run>.csv (long format)."""
+    with _gpu_slot(job.config):
+        _evaluate(job)
+
+
+def _evaluate(job) -> None:
     from .evaluation import SCORE_COLUMNS, load_samples, run_identity, score_images
     from .rewards import load_scorer
     from .utils import atomic_path, pick_device
@@ -177,3 +200,121 @@ def evaluate(job) -> None:
     with atomic_path(job.output[0]) as tmp:
         scores.to_csv(tmp, index=False)
     print(scores.groupby("metric")["value"].mean().to_string())
+
+
+# ------------------------------------------------------------------------------------- statistics, tables, figures
+def _read_scores(paths) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths], ignore_index=True)
+
+
+def _control_arms(scores) -> list[str]:
+    """Controls of the comparisons: the base model and every baseline that was run."""
+    arms = set(scores["arm"])
+    return ["base"] + sorted(a for a in arms if a in {"rlcm", "ddpo", "d3po", "dpok"})
+
+
+def _figure_metrics(config: dict) -> tuple[str, str]:
+    f = config["figures"]
+    reward = f["reward_metric"] or config["train"]["reward"]
+    quality = f["quality_metric"] or ("gold" if config["setting"] == "sandbox" else reward)
+    return reward, quality
+
+
+def collect_scores(job) -> None:
+    from .utils import atomic_path
+
+    scores = _read_scores(job.input.scores)
+    with atomic_path(job.output[0]) as tmp:
+        scores.to_csv(tmp, index=False)
+    print(f"{len(scores)} scores of {scores['run_id'].nunique()} runs")
+
+
+def stats(job) -> None:
+    """Paired comparisons of every ROCM arm against the base model and the baselines, and seed summaries."""
+    from .stats import compare_all, seed_summary
+    from .utils import atomic_path
+
+    scores = _read_scores([job.input.scores])
+    controls = _control_arms(scores)
+    treatments = sorted(set(scores["arm"]) - set(controls))
+    comp = compare_all(scores, treatments, controls, n_boot=job.config["figures"]["n_boot"],
+                       rng_seed=job.config["seed"])
+    with atomic_path(job.output.comparisons) as tmp:
+        comp.to_csv(tmp, index=False)
+    with atomic_path(job.output.summary) as tmp:
+        seed_summary(scores).to_csv(tmp, index=False)
+    print(f"{len(comp)} comparisons, {int(comp['significant'].sum())} significant after Holm")
+
+
+def table1(job) -> None:
+    from .tables import table1 as make
+
+    scores = _read_scores([job.input.scores])
+    _, quality = _figure_metrics(job.config)
+    metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
+    make(scores, metrics, quality, _control_arms(scores), Path(job.output.md).with_suffix(""),
+         n_boot=job.config["figures"]["n_boot"], rng_seed=job.config["seed"])
+
+
+def table_divergence_beta(job) -> None:
+    from .tables import divergence_beta_table
+
+    _, quality = _figure_metrics(job.config)
+    divergence_beta_table(_read_scores([job.input.scores]), quality, Path(job.output.md).with_suffix(""))
+
+
+def fig_beta_sweep(job) -> None:
+    from .figures import fig_beta_sweep as make
+
+    reward, quality = _figure_metrics(job.config)
+    make(_read_scores([job.input.scores]), reward, quality, Path(job.output.pdf).with_suffix(""))
+
+
+def _logs(job):
+    from .figures import load_training_logs
+
+    return load_training_logs([Path(p).parent for p in job.input.logs])
+
+
+def fig_efficiency(job) -> None:
+    from .figures import fig_efficiency as make
+    from .tables import choose_beta
+
+    _, quality = _figure_metrics(job.config)
+    make(_logs(job), Path(job.output.pdf).with_suffix(""),
+         chosen_betas=choose_beta(_read_scores([job.input.scores]), quality))
+
+
+def fig_training_curves(job) -> None:
+    from .figures import fig_training_curves as make
+
+    make(_logs(job), Path(job.output.pdf).with_suffix(""))
+
+
+def fig_divergence_gallery(job) -> None:
+    """Base model and each divergence at its chosen beta (first training seed), same prompts and noise."""
+    import numpy as np
+
+    from .figures import fig_divergence_gallery as make
+    from .tables import choose_beta, fmt_beta
+
+    _, quality = _figure_metrics(job.config)
+    chosen = choose_beta(_read_scores([job.input.scores]), quality)
+    samples = {Path(p).parent.name: p for p in job.input.samples}
+    seed = min(job.config["rocm"]["seeds"])
+    n = job.config["figures"]["gallery_prompts"]
+    rows = {"base": samples["base"]}
+    if job.config["rocm"]["unregularised"]:
+        rows["rocm-none-b0"] = samples[f"rocm-none-b0-s{seed}"]
+    for div, beta in chosen.items():
+        rows[f"rocm-{div}-b{fmt_beta(beta)}"] = samples[f"rocm-{div}-b{fmt_beta(beta)}-s{seed}"]
+    images, prompts = {}, None
+    for arm, path in rows.items():
+        with np.load(path, allow_pickle=False) as z:
+            keep = np.flatnonzero(z["sample_seed"] == 0)[:n]
+            images[arm] = z["images"][keep].astype(np.float32) / 255.0
+            if prompts is None:
+                prompts = [str(p) for p in z["prompt"][keep]]
+    make(images, prompts, Path(job.output.pdf).with_suffix(""))

@@ -2,16 +2,26 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when it is not installed
+sys.path.insert(
+    0, str(Path(workflow.basedir) / "src")
+)  # the package, also when it is not installed
 
 from rocm_rlhf.config import validate_config  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
-validate_config(config, str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+validate_config(
+    config, str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+)
 
 SANDBOX = config["setting"] == "sandbox"
 SBX = "results/models/sandbox"
 PROXIES = ["proxy_pick", "proxy_aesthetic"]
+FIGURES = [
+    "fig_beta_sweep",
+    "fig_efficiency",
+    "fig_training_curves",
+    "fig_divergence_gallery",
+]
 
 
 def fmt_beta(beta):
@@ -71,6 +81,9 @@ def all_targets():
     if SANDBOX:
         targets.append(f"{SBX}/quality.json")
     targets += expand("results/scores/{run}.csv", run=eval_runs())
+    targets += ["results/stats/comparisons.csv", "results/stats/seed_summary.csv"]
+    targets += [f"paper_figures/{t}.md" for t in ("table1", "table_divergence_beta")]
+    targets += [f"paper_figures/{f}.png" for f in FIGURES]
     return targets
 
 
@@ -78,8 +91,18 @@ def parse_run(run):
     """Run id -> its settings: rocm-<div>-b<beta>-s<seed> or <method>-s<seed>."""
     parts = run.split("-")
     if parts[0] == "rocm":
-        return {"method": "rocm", "divergence": parts[1], "beta": float(parts[2][1:]), "seed": int(parts[3][1:])}
-    return {"method": parts[0], "divergence": "none", "beta": float("nan"), "seed": int(parts[1][1:])}
+        return {
+            "method": "rocm",
+            "divergence": parts[1],
+            "beta": float(parts[2][1:]),
+            "seed": int(parts[3][1:]),
+        }
+    return {
+        "method": parts[0],
+        "divergence": "none",
+        "beta": float("nan"),
+        "seed": int(parts[1][1:]),
+    }
 
 
 def run_param(key):

@@ -12,16 +12,16 @@ rule sample_eval:
             category="Samples",
             labels={"run": "{run}"},
         ),
-    params:
-        model_id=model_id_param,
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/sample_eval/{run}.log",
     benchmark:
         "results/benchmarks/sample_eval/{run}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=1,
+    params:
+        model_id=model_id_param,
     script:
         "../scripts/sample_eval.py"
 
@@ -29,16 +29,18 @@ rule sample_eval:
 rule evaluate:
     input:
         images="results/samples/{run}/images.npz",
-        rewards=[reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)],
+        rewards=[
+            reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)
+        ],
     output:
         "results/scores/{run}.csv",
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/evaluate/{run}.log",
     benchmark:
         "results/benchmarks/evaluate/{run}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=1,
     script:
         "../scripts/evaluate.py"

@@ -5,12 +5,12 @@ rule sandbox_vae:
     output:
         model=directory(f"{SBX}/vae"),
         stats=f"{SBX}/vae.json",
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/sandbox/vae.log",
     benchmark:
         "results/benchmarks/sandbox/vae.tsv"
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/sandbox_vae.py"
 
@@ -21,12 +21,12 @@ rule sandbox_teacher:
     output:
         model=directory(f"{SBX}/teacher"),
         stats=f"{SBX}/teacher.json",
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/sandbox/teacher.log",
     benchmark:
         "results/benchmarks/sandbox/teacher.tsv"
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/sandbox_teacher.py"
 
@@ -37,12 +37,12 @@ rule sandbox_lcm:
     output:
         model=directory(f"{SBX}/lcm"),
         stats=f"{SBX}/lcm.json",
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/sandbox/lcm.log",
     benchmark:
         "results/benchmarks/sandbox/lcm.tsv"
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/sandbox_lcm.py"
 
@@ -53,14 +53,14 @@ rule sandbox_proxy:
     output:
         model=directory(f"{SBX}/rewards/{{proxy}}"),
         stats=f"{SBX}/rewards/{{proxy}}.json",
-    wildcard_constraints:
-        proxy="|".join(PROXIES),
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/sandbox/{proxy}.log",
     benchmark:
         "results/benchmarks/sandbox/{proxy}.tsv"
+    wildcard_constraints:
+        proxy="|".join(PROXIES),
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/sandbox_proxy.py"
 
@@ -73,9 +73,9 @@ rule sandbox_quality:
         + expand(f"{SBX}/rewards/{{proxy}}.json", proxy=PROXIES),
     output:
         f"{SBX}/quality.json",
-    conda:
-        "../../envs/torch.yaml"
     log:
         "logs/sandbox/quality.log",
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/sandbox_quality.py"

@@ -11,22 +11,22 @@ rule train_rocm:
         run_json="results/runs/{run}/run.json",
         log_csv="results/runs/{run}/log.csv",
         adapter=directory("results/runs/{run}/adapter"),
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
     wildcard_constraints:
         run=r"rocm-(none|kl|js|hellinger|fisher)-b[0-9.e+-]+-s\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
     params:
         method="rocm",
         divergence=run_param("divergence"),
         beta=run_param("beta"),
         seed=run_param("seed"),
         model_id=model_id_param,
-    threads: config["train"]["threads"]
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/torch.yaml"
-    log:
-        "logs/train/{run}.log",
-    benchmark:
-        "results/benchmarks/train/{run}.tsv"
     script:
         "../scripts/train.py"

@@ -1,0 +1,140 @@
+# Statistics, the paper's tables and figures: one target rule each, all collected by rule all.
+
+
+rule collect_scores:
+    input:
+        scores=expand("results/scores/{run}.csv", run=eval_runs()),
+    output:
+        "results/scores/all.csv",
+    log:
+        "logs/collect_scores.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/collect_scores.py"
+
+
+rule stats:
+    input:
+        scores="results/scores/all.csv",
+    output:
+        comparisons="results/stats/comparisons.csv",
+        summary="results/stats/seed_summary.csv",
+    log:
+        "logs/stats.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/stats.py"
+
+
+rule table1:
+    input:
+        scores="results/scores/all.csv",
+    output:
+        md=report(
+            "paper_figures/table1.md",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+        tex="paper_figures/table1.tex",
+        csv="paper_figures/table1.csv",
+    log:
+        "logs/table1.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/table1.py"
+
+
+rule table_divergence_beta:
+    input:
+        scores="results/scores/all.csv",
+    output:
+        md=report(
+            "paper_figures/table_divergence_beta.md",
+            caption="../report/table_divergence_beta.rst",
+            category="Tables",
+        ),
+        tex="paper_figures/table_divergence_beta.tex",
+        csv="paper_figures/table_divergence_beta.csv",
+    log:
+        "logs/table_divergence_beta.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/table_divergence_beta.py"
+
+
+rule fig_beta_sweep:
+    input:
+        scores="results/scores/all.csv",
+    output:
+        pdf="paper_figures/fig_beta_sweep.pdf",
+        png=report(
+            "paper_figures/fig_beta_sweep.png",
+            caption="../report/fig_beta_sweep.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/fig_beta_sweep.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/fig_beta_sweep.py"
+
+
+rule fig_efficiency:
+    input:
+        scores="results/scores/all.csv",
+        logs=expand("results/runs/{run}/log.csv", run=all_runs()),
+    output:
+        pdf="paper_figures/fig_efficiency.pdf",
+        png=report(
+            "paper_figures/fig_efficiency.png",
+            caption="../report/fig_efficiency.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/fig_efficiency.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/fig_efficiency.py"
+
+
+rule fig_training_curves:
+    input:
+        logs=expand("results/runs/{run}/log.csv", run=all_runs()),
+    output:
+        pdf="paper_figures/fig_training_curves.pdf",
+        png=report(
+            "paper_figures/fig_training_curves.png",
+            caption="../report/fig_training_curves.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/fig_training_curves.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/fig_training_curves.py"
+
+
+rule fig_divergence_gallery:
+    input:
+        scores="results/scores/all.csv",
+        samples=expand("results/samples/{run}/images.npz", run=eval_runs()),
+    output:
+        pdf="paper_figures/fig_divergence_gallery.pdf",
+        png=report(
+            "paper_figures/fig_divergence_gallery.png",
+            caption="../report/fig_divergence_gallery.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/fig_divergence_gallery.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/fig_divergence_gallery.py"
