@@ -12,6 +12,16 @@ from pathlib import Path
 from .utils import write_json
 
 
+def _path(named, key: str) -> str | None:
+    """The single path of a named input, or None when the rule gave it nothing (e.g. a hub-setting model)."""
+    if key not in named.keys():
+        return None
+    value = getattr(named, key)
+    if isinstance(value, (list, tuple)):
+        return str(value[0]) if len(value) else None
+    return str(value)
+
+
 def _gpu_slot(config):
     """Lock a free local GPU for a GPU job before CUDA initialises (rocm_rlhf.devices); nothing on CPU."""
     import contextlib
@@ -108,7 +118,7 @@ def sandbox_quality(job) -> None:
     cfg = job.config
     proxies = {Path(p).name: p for p in job.input.proxies}
     out = assess(job.input.lcm, proxies, _world(cfg), guidance_scale=cfg["model"]["guidance_scale"],
-                 repeats=cfg["sandbox"]["quality_repeats"], seed=cfg["seed"] + 4, tau=cfg["sandbox"]["judge_tau"])
+                 n_prompts=cfg["sandbox"]["quality_prompts"], seed=cfg["seed"] + 4, tau=cfg["sandbox"]["judge_tau"])
     out["build_seconds"] = {Path(p).stem: json.loads(Path(p).read_text())["seconds"] for p in job.input.stats}
     write_json(job.output[0], out)
     print(json.dumps(out, indent=1))
@@ -139,7 +149,8 @@ def _train(job) -> None:
 
     cfg, p = job.config, job.params
     name = cfg["train"]["reward"]
-    rewards_dir = str(Path(job.input.reward).parent) if "reward" in job.input.keys() else None
+    reward_dir = _path(job.input, "reward")
+    rewards_dir = str(Path(reward_dir).parent) if reward_dir else None
     kwargs = {}
     if p.method == "rocm":
         kwargs = {"divergence": p.divergence, "beta": float(p.beta)}
@@ -166,8 +177,8 @@ def _sample_eval(job) -> None:
     cfg = job.config
     device = pick_device(cfg["device"])
     pipe = load_lcm_pipeline(job.params.model_id, dtype=DTYPES[cfg["model"]["dtype"]], device=device)
-    if "adapter" in job.input.keys():
-        pipe.load_lora_weights(job.input.adapter)  # the standard diffusers call a user makes
+    if _path(job.input, "adapter"):
+        pipe.load_lora_weights(_path(job.input, "adapter"))  # the standard diffusers call a user makes
     units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
     images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
                                 guidance_scale=cfg["model"]["guidance_scale"],
@@ -189,8 +200,8 @@ def _evaluate(job) -> None:
 
     cfg = job.config
     device = pick_device(cfg["device"])
-    rewards_dir = str(Path(job.input.rewards[0]).parent) if "rewards" in job.input.keys() and job.input.rewards \
-        else None
+    reward_dir = _path(job.input, "rewards")
+    rewards_dir = str(Path(reward_dir).parent) if reward_dir else None
     images, units = load_samples(job.input.images)
     scorers = {m: load_scorer(m, **reward_kwargs(cfg, m, rewards_dir)).to(device)
                for m in cfg["evaluation"]["metrics"]}

@@ -52,9 +52,9 @@ def model_id_param(wildcards, input):
     return input.lcm if SANDBOX else config["model"]["lcm"]
 
 
-def sandbox_inputs(*names):
-    """Sandbox model folders a rule needs (nothing in the hub setting, where models come from the hub cache)."""
-    return [f"{SBX}/{n}" for n in names] if SANDBOX else []
+def sandbox_input(name):
+    """A sandbox model folder a rule needs (nothing in the hub setting, where models come from the hub cache)."""
+    return f"{SBX}/{name}" if SANDBOX else []
 
 
 def all_runs():

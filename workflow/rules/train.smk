@@ -5,7 +5,7 @@
 rule train_rocm:
     input:
         prompts="results/prompts/train.csv",
-        lcm=sandbox_inputs("lcm"),
+        lcm=sandbox_input("lcm"),
         reward=reward_input(config["train"]["reward"]),
     output:
         run_json="results/runs/{run}/run.json",

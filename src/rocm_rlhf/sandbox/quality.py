@@ -56,8 +56,8 @@ def chance_fidelity(prompts: list[str]) -> float:
 
 @torch.no_grad()
 def assess(lcm_dir: str | Path, proxy_dirs: dict[str, str | Path], world: World, *, guidance_scale: float,
-           steps: tuple[int, ...] = (1, 2, 4, 8), n_judge: int = 1000, repeats: int = 2, seed: int = 0,
-           tau: float | None = None) -> dict:
+           steps: tuple[int, ...] = (1, 2, 4, 8), n_judge: int = 1000, n_prompts: int | None = None,
+           seed: int = 0, tau: float | None = None) -> dict:
     judge = GoldJudge(world, tau=tau)
     out: dict = {"judge_on_fresh_renders": judge_accuracy(world, judge, n_judge, seed)}
     pipe = load_lcm_pipeline(lcm_dir)
@@ -66,7 +66,10 @@ def assess(lcm_dir: str | Path, proxy_dirs: dict[str, str | Path], world: World,
     rec = (pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
     out["vae_reconstruction"] = {"mse": float(((rec - images) ** 2).mean()),
                                  "realism": float(judge(rec, ["a red circle"] * len(rec))["realism"].mean())}
-    prompts = [c.text for c in all_captions()] * repeats
+    captions = [c.text for c in all_captions()]
+    if n_prompts is not None and n_prompts < len(captions):  # an evenly spaced subset of the grammar
+        captions = [captions[i] for i in np.linspace(0, len(captions) - 1, n_prompts).round().astype(int)]
+    prompts = captions
     out["chance_fidelity"] = chance_fidelity(prompts)
     out["base_lcm"] = {}
     g = torch.Generator().manual_seed(seed)
@@ -83,7 +86,7 @@ def assess(lcm_dir: str | Path, proxy_dirs: dict[str, str | Path], world: World,
     for name, path in proxy_dirs.items():
         scorer = load_scorer(name, model_id=str(path))
         s = torch.cat([scorer(per_k[k_eval][i : i + 256], prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-        real = scorer(images, ["a red circle"] * 0 + [c for c in _captions_for(images, world)])
+        real = scorer(images, _captions_for(images, world))
         out["proxies"][name] = {
             "pearson_with_gold": float(np.corrcoef(s.numpy(), gold["gold"].numpy())[0, 1]),
             "pearson_with_realism": float(np.corrcoef(s.numpy(), gold["realism"].numpy())[0, 1]),
