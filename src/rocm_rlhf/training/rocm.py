@@ -6,7 +6,8 @@ maximised by plain backpropagation through all K sampler steps (the re-noising n
 reparameterisation). The loss minimised is ``-mean_b R + beta * mean_b sum_n D_n``. ``D`` is one of the
 f-divergences of :mod:`rocm_rlhf.divergences` between the Gaussian transitions of the policy and of the reference
 (the same UNet with the LoRA adapter disabled) at the states the policy visited, with gradients flowing through those
-states. beta = 0 is plain ROCM; its divergence is still computed (without gradients) so that the drift is logged.
+states. beta = 0 (divergence "none") is plain ROCM; its KL to the reference is still computed (without gradients) so that
+the drift is logged.
 """
 
 from __future__ import annotations
@@ -29,10 +30,17 @@ class ROCM:
     def __post_init__(self):
         from ..divergences import available
 
-        if self.divergence not in available():
-            raise ValueError(f"unknown divergence '{self.divergence}'; known: {', '.join(available())}")
+        if self.divergence == "none":  # plain ROCM (beta = 0): the drift from the reference is logged as KL
+            if self.beta != 0:
+                raise ValueError(f"divergence 'none' means beta = 0, got beta = {self.beta}")
+        elif self.divergence not in available():
+            raise ValueError(f"unknown divergence '{self.divergence}'; known: none, {', '.join(available())}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    @property
+    def logged_divergence(self) -> str:
+        return "kl" if self.divergence == "none" else self.divergence
 
     def queries_per_step(self):
         return None
@@ -56,7 +64,7 @@ class ROCM:
             )
             images = decode_latents(pipe.vae, traj.final)
             reward = ctx.reward(images.float(), prompts).float()
-        div = divergence_per_step(traj, self.divergence, self.reduction).float()  # [B, S]
+        div = divergence_per_step(traj, self.logged_divergence, self.reduction).float()  # [B, S]
         div_total = div.sum(1)
         loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
         ctx.update(loss)

@@ -1,0 +1,148 @@
+"""One real run of the whole pipeline on config/ci.yaml (sandbox build, training, evaluation, statistics, figures,
+report), then checks of what it wrote. The run happens once per test session, in a temporary working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+CONFIGS = ["--configfile", str(REPO / "config" / "config.yaml"), str(REPO / "config" / "ci.yaml")]
+
+
+def smk(workdir, *args, check=True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    res = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *CONFIGS, *args], capture_output=True, text=True,
+                         env=env)
+    if check and res.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "logs").rglob("*.log")) if (
+            workdir / "logs").exists() else ""
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}\n{logs}")
+    return res
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("ci_run")
+    smk(wd, "--cores", "2")
+    return wd
+
+
+def test_sandbox_quality(ci_run):
+    q = json.loads((ci_run / "results/models/sandbox/quality.json").read_text())
+    judge = q["judge_on_fresh_renders"]
+    assert min(judge["attribute_accuracy"].values()) > 0.99 and judge["realism"] > 0.9
+    assert set(q["base_lcm"]) >= {"1_steps", "2_steps", "4_steps", "8_steps"}
+    for name in ("proxy_pick", "proxy_aesthetic"):
+        assert np.isfinite(q["proxies"][name]["mean_on_base_samples"])
+    assert set(q["build_seconds"]) >= {"vae", "teacher", "lcm", "proxy_pick", "proxy_aesthetic"}
+
+
+def test_saved_sandbox_pipeline_loads_offline_and_is_deterministic(ci_run):
+    code = (
+        "import torch, sys; from diffusers import LatentConsistencyModelPipeline as P;"
+        "p = P.from_pretrained(sys.argv[1], safety_checker=None, feature_extractor=None,"
+        " requires_safety_checker=False);"
+        "f = lambda: p(['a red circle', 'a large blue square on the left'], num_inference_steps=4,"
+        " guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type='pt').images;"
+        "a, b = f(), f(); assert a.shape == (2, 3, 32, 32), a.shape; assert torch.equal(a, b); print('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(ci_run / "results/models/sandbox/lcm")],
+                         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
+
+
+def test_runs_and_scores(ci_run):
+    runs = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0"]
+    for run in runs:
+        log = pd.read_csv(ci_run / f"results/runs/{run}/log.csv")
+        assert len(log) == 4 and log["reward_queries"].iloc[-1] == 16
+        meta = json.loads((ci_run / f"results/runs/{run}/run.json").read_text())
+        assert meta["run_id"] == run and meta["config"]["train"]["steps"] == 4
+        assert (ci_run / f"results/runs/{run}/adapter/pytorch_lora_weights.safetensors").exists()
+    scores = pd.read_csv(ci_run / "results/scores/all.csv")
+    assert set(scores["run_id"]) == {"base", *runs}
+    metrics = {"proxy_pick", "proxy_aesthetic", "gold", "gold_fidelity", "gold_realism", "diversity"}
+    assert set(scores["metric"]) == metrics
+    # 4 eval prompts x 2 sample seeds per run and metric, the same units in every run (paired)
+    units = scores.groupby("run_id").apply(lambda d: frozenset(zip(d.prompt_id, d.sample_seed)), include_groups=False)
+    assert units.nunique() == 1 and len(units.iloc[0]) == 8
+    assert scores.loc[scores.metric != "diversity", "value"].notna().all()
+
+
+def test_base_samples_identical_noise_across_runs(ci_run):
+    """The rocm beta=0 run's first-step images differ from base, but the unit order and prompts are identical."""
+    a = np.load(ci_run / "results/samples/base/images.npz")
+    b = np.load(ci_run / "results/samples/rocm-kl-b0.1-s0/images.npz")
+    assert list(a["prompt_id"]) == list(b["prompt_id"]) and list(a["sample_seed"]) == list(b["sample_seed"])
+
+
+def test_tables_figures_and_report(ci_run):
+    figs = ci_run / "paper_figures"
+    for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
+        assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
+    t1 = pd.read_csv(figs / "table1.csv")
+    assert {"base", "rocm-none-b0", "rocm-kl-b0.1"} <= set(t1["arm"])
+    assert (figs / "table1.tex").read_text().count("\\toprule") == 1
+    comp = pd.read_csv(ci_run / "results/stats/comparisons.csv")
+    assert {"p_value", "p_holm", "ci_low", "ci_high"} <= set(comp.columns)
+    smk(ci_run, "--report", str(ci_run / "report.html"))
+    assert (ci_run / "report.html").stat().st_size > 10_000
+
+
+def test_target_rule_reruns_only_its_figure(ci_run):
+    (ci_run / "paper_figures" / "fig_beta_sweep.png").unlink()
+    res = smk(ci_run, "-n", "--quiet", "rules", "fig_beta_sweep")
+    rows = {tuple(line.split()) for line in res.stdout.splitlines()}
+    assert ("fig_beta_sweep", "1") in rows and ("total", "1") in rows, res.stdout
+    smk(ci_run, "--cores", "1", "fig_beta_sweep")
+    assert (ci_run / "paper_figures" / "fig_beta_sweep.png").exists()
+    res = smk(ci_run, "-n", "--quiet", "rules")
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):
+    """A few ROCM steps on the sandbox LCM raise the proxy reward on the training prompts (fixed prompts, noise)."""
+    import torch
+
+    from rocm_rlhf.config import load_config
+    from rocm_rlhf.models import load_lcm_pipeline
+    from rocm_rlhf.prompts import read_prompts
+    from rocm_rlhf.rewards import load_scorer
+    from rocm_rlhf.samplers.common import encode_prompts
+    from rocm_rlhf.samplers.consistency import consistency_sample, decode_latents, draw_noise
+    from rocm_rlhf.training.run import train_run
+
+    lcm = ci_run / "results/models/sandbox/lcm"
+    reward_dir = ci_run / "results/models/sandbox/rewards/proxy_pick"
+    prompts = read_prompts(ci_run / "results/prompts/train.csv")["prompt"].tolist()
+    cfg = load_config(REPO / "config/config.yaml", REPO / "config/ci.yaml",
+                      overrides={"device": "cpu", "train": {"steps": 8, "lr": 0.01, "batch_size": 8}})
+    train_run(cfg, method="rocm", run_id="t", seed=0, run_dir=tmp_path / "t", model_id=str(lcm),
+              reward_name="proxy_pick", reward_kwargs={"model_id": str(reward_dir)}, prompts=prompts,
+              divergence="kl", beta=0.0)
+    scorer = load_scorer("proxy_pick", model_id=str(reward_dir))
+
+    def mean_reward(pipe):
+        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
+        lat = torch.randn(len(prompts), 4, 8, 8, generator=torch.Generator().manual_seed(5))
+        noise = draw_noise(lat.shape, 4, torch.Generator().manual_seed(6))
+        with torch.no_grad():
+            traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=4, guidance_scale=3.0,
+                                      latents=lat, noise=noise)
+            return scorer(decode_latents(pipe.vae, traj.final), prompts).mean().item()
+
+    before = mean_reward(load_lcm_pipeline(lcm))
+    tuned = load_lcm_pipeline(lcm)
+    tuned.load_lora_weights(str(tmp_path / "t" / "adapter"))
+    after = mean_reward(tuned)
+    assert after > before + 0.01, (before, after)
