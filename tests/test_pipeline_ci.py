@@ -21,7 +21,8 @@ CONFIGS = ["--configfile", str(REPO / "config" / "config.yaml"), str(REPO / "con
 
 def smk(workdir, *args, check=True):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    res = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *CONFIGS, *args], capture_output=True, text=True,
+    # targets first: --configfile, --quiet and --resources take several values and would swallow a target after them
+    res = subprocess.run([*SNAKEMAKE, *args, "--directory", str(workdir), *CONFIGS], capture_output=True, text=True,
                          env=env)
     if check and res.returncode != 0:
         logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "logs").rglob("*.log")) if (
@@ -101,10 +102,10 @@ def test_tables_figures_and_report(ci_run):
 
 def test_target_rule_reruns_only_its_figure(ci_run):
     (ci_run / "paper_figures" / "fig_beta_sweep.png").unlink()
-    res = smk(ci_run, "-n", "--quiet", "rules", "fig_beta_sweep")
+    res = smk(ci_run, "fig_beta_sweep", "-n", "--quiet", "rules")
     rows = {tuple(line.split()) for line in res.stdout.splitlines()}
     assert ("fig_beta_sweep", "1") in rows and ("total", "1") in rows, res.stdout
-    smk(ci_run, "--cores", "1", "fig_beta_sweep")
+    smk(ci_run, "fig_beta_sweep", "--cores", "1")
     assert (ci_run / "paper_figures" / "fig_beta_sweep.png").exists()
     res = smk(ci_run, "-n", "--quiet", "rules")
     assert "Nothing to be done" in res.stdout + res.stderr
