@@ -15,10 +15,12 @@ include: "workflow/rules/sandbox.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/stage.smk"
 
 
 localrules:
     all,
+    stage_models,
     prepare_prompts,
     collect_scores,
     stats,

@@ -22,6 +22,15 @@ def _path(named, key: str) -> str | None:
     return str(value)
 
 
+def _preflight(config, **needs) -> None:
+    """Hub setting: fail at once, before any work, if a model the job needs is not staged (offline)."""
+    if config["setting"] != "hub":
+        return
+    from .staging import model_assets, preflight
+
+    preflight(model_assets(config, **needs))
+
+
 def _gpu_slot(config):
     """Lock a free local GPU for a GPU job before CUDA initialises (rocm_rlhf.devices); nothing on CPU."""
     import contextlib
@@ -139,6 +148,8 @@ def reward_kwargs(config: dict, name: str, sandbox_rewards_dir: str | None = Non
 
 
 def train(job) -> None:
+    generator = "lcm" if job.params.method in ("rocm", "rlcm") else "diffusion"
+    _preflight(job.config, generators=[generator], metrics=[], reward=True)
     with _gpu_slot(job.config):
         _train(job)
 
@@ -163,6 +174,7 @@ def _train(job) -> None:
 # ------------------------------------------------------------------------------------------------------ evaluation
 def sample_eval(job) -> None:
     """Images of one run (or the base model) on the eval prompts, with paired noise per (prompt, sample seed)."""
+    _preflight(job.config, generators=["lcm", "diffusion"], metrics=[], reward=False)
     with _gpu_slot(job.config):
         _sample_eval(job)
 
@@ -189,6 +201,7 @@ def _sample_eval(job) -> None:
 
 def evaluate(job) -> None:
     """Every configured metric on every image of one run: results/scores/<run>.csv (long format)."""
+    _preflight(job.config, generators=[], reward=False)
     with _gpu_slot(job.config):
         _evaluate(job)
 
@@ -329,3 +342,10 @@ def fig_divergence_gallery(job) -> None:
             if prompts is None:
                 prompts = [str(p) for p in z["prompt"][keep]]
     make(images, prompts, Path(job.output.pdf).with_suffix(""))
+
+
+# --------------------------------------------------------------------------------------------------------- staging
+def stage_models(job) -> None:
+    from .staging import stage
+
+    write_json(job.output[0], stage(job.config))

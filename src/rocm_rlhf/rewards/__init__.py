@@ -59,6 +59,14 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def scorer_class(name: str):
+    """The registered factory (class) of ``name``, without instantiating it (e.g. to read its HUB_ASSETS)."""
+    _import_providers()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown scorer '{name}'; known scorers: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def load_scorer(name: str, **kwargs) -> Scorer:
     """Create the scorer registered as ``name`` with the given keyword arguments (from config)."""
     _import_providers()

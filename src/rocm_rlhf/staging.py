@@ -1,0 +1,101 @@
+"""Staging hub models and datasets into the Hugging Face cache, and checking that they are there.
+
+Run once, with network access (rule ``stage_models``, a local rule)::
+
+    snakemake --cores 1 stage_models --configfile config/paper.yaml
+
+Afterwards GPU jobs and cluster nodes run with ``HF_HUB_OFFLINE=1``. Every hub job first calls :func:`preflight`
+with the assets it needs: when one is missing it fails at once, before loading anything, with one error naming every
+missing model and the staging command.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .hub import STAGE_HINT, ModelNotAvailableError, is_local
+
+Asset = tuple[str, str | None]  # (repo id, file name or None for the whole repository)
+
+
+def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion"),
+                 metrics: Iterable[str] | None = None, reward: bool = True) -> list[Asset]:
+    """The hub assets a job of this config needs (local folders are skipped)."""
+    from .rewards import scorer_class
+
+    assets: list[Asset] = []
+    for g in generators:
+        mid = config["model"].get(g) or ""
+        if mid and not is_local(mid):
+            assets.append((mid, None))
+    names = list(metrics if metrics is not None else config["evaluation"]["metrics"])
+    if reward:
+        names.append(config["train"]["reward"])
+    for name in dict.fromkeys(names):
+        cls = scorer_class(name)
+        kw = config["rewards"].get(name, {})
+        for i, (repo, filename) in enumerate(getattr(cls, "HUB_ASSETS", ())):
+            if i == 0 and kw.get("model_id"):  # the first asset is the scorer's own checkpoint
+                repo = kw["model_id"]
+            if not is_local(repo):
+                assets.append((repo, filename))
+    return list(dict.fromkeys(assets))
+
+
+def dataset_ids(config: dict) -> list[str]:
+    p = config["prompts"]
+    if p["source"] == "pickapic" and not is_local(p["pickapic"]["dataset"]):
+        return [p["pickapic"]["dataset"]]
+    return []
+
+
+def _cached(repo: str, filename: str | None) -> bool:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        if filename is None:
+            snapshot_download(repo, local_files_only=True)
+        else:
+            hf_hub_download(repo, filename, local_files_only=True)
+        return True
+    except Exception:  # LocalEntryNotFoundError and friends: not in the cache
+        return False
+
+
+def preflight(assets: Iterable[Asset]) -> None:
+    """Raise ModelNotAvailableError naming every asset that is not in the local cache (offline) or reachable."""
+    from .hub import is_offline
+
+    if not is_offline():
+        return  # online: from_pretrained downloads what is missing
+    missing = [f"{repo}" + (f" ({filename})" if filename else "") for repo, filename in assets
+               if not _cached(repo, filename)]
+    if missing:
+        raise ModelNotAvailableError(
+            "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache: " + ", ".join(missing) + ". "
+            + STAGE_HINT.format(model_id=missing[0].split(" ")[0]))
+
+
+def stage(config: dict) -> dict:
+    """Download every model, reward checkpoint and dataset the config names; return what was staged."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    out = {"models": [], "datasets": []}
+    for repo, filename in model_assets(config):
+        if filename is None:
+            # weights in safetensors (or bin where a repo has nothing else), configs, tokenizers; no ONNX/flax/tf/ckpt
+            path = snapshot_download(repo, ignore_patterns=["*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ckpt",
+                                                            "*.ot", "flax_model*", "tf_model*", "*.tflite"])
+        else:
+            path = hf_hub_download(repo, filename)
+        out["models"].append({"repo": repo, "file": filename, "path": str(path)})
+        print(f"staged {repo} {filename or ''} -> {path}", flush=True)
+    for ds in dataset_ids(config):
+        from datasets import load_dataset
+
+        p = config["prompts"]["pickapic"]
+        for split in (p["split"], p["eval_split"]):
+            load_dataset(ds, split=split)
+        out["datasets"].append(ds)
+        print(f"staged dataset {ds}", flush=True)
+    return out

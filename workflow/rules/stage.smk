@@ -1,0 +1,13 @@
+# Staging (hub setting): download every model, reward checkpoint and dataset the config names into the Hugging Face
+# cache, once, on a machine with network access (a local rule). Jobs then run offline (HF_HUB_OFFLINE=1).
+
+
+rule stage_models:
+    output:
+        "results/staged.json",
+    log:
+        "logs/stage_models.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/stage_models.py"
