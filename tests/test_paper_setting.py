@@ -1,0 +1,82 @@
+"""The paper's setting without a GPU or network: its dry run, its staging list, and the offline error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from rocm_rlhf.config import load_config
+from rocm_rlhf.hub import ModelNotAvailableError
+from test_workflow import dry_run
+
+PAPER = REPO / "config" / "paper.yaml"
+
+
+def test_dry_run_counts_jobs_without_network(tmp_path):
+    counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"), "--configfile", str(PAPER))
+    cfg = load_config(PAPER)
+    seeds = len(cfg["rocm"]["seeds"])
+    n_rocm = seeds * (1 + sum(len(cfg["rocm"]["betas"][d]) for d in cfg["rocm"]["divergences"]))
+    assert counts["train_rocm"] == n_rocm == 39
+    n_base = len(cfg["baselines"]["methods"]) * len(cfg["baselines"]["seeds"])
+    assert counts.get("train_baseline", 0) in (0, n_base)
+    n_eval = n_rocm + counts.get("train_baseline", 0) + 1
+    assert counts["sample_eval"] == n_eval and counts["evaluate"] == n_eval
+    assert not any(rule.startswith("sandbox_") for rule in counts)
+    for rule in ("stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency",
+                 "fig_training_curves", "fig_divergence_gallery"):
+        assert counts[rule] == 1, rule
+
+
+def test_staging_lists_every_model_of_the_config():
+    from rocm_rlhf.staging import dataset_ids, model_assets
+
+    cfg = load_config(PAPER)
+    repos = {repo for repo, _ in model_assets(cfg)}
+    assert {"SimianLuo/LCM_Dreamshaper_v7", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "yuvalkirstain/PickScore_v1", "openai/clip-vit-large-patch14", "xswu/HPSv2",
+            "Salesforce/blip-itm-large-coco", "THUDM/ImageReward"} <= repos
+    assert ("xswu/HPSv2", "HPS_v2.1_compressed.pt") in model_assets(cfg)
+    assert dataset_ids(cfg) == ["yuvalkirstain/pickapic_v1_no_images"]
+    # an overridden reward checkpoint replaces the pinned one
+    cfg["rewards"]["pickscore"] = {"model_id": "me/my-pickscore"}
+    repos = {repo for repo, _ in model_assets(cfg, generators=[], metrics=["pickscore"], reward=False)}
+    assert "me/my-pickscore" in repos and "yuvalkirstain/PickScore_v1" not in repos
+
+
+def test_preflight_names_every_missing_model_offline(tmp_path, monkeypatch):
+    from rocm_rlhf.staging import model_assets, preflight
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    cfg = load_config(PAPER)
+    with pytest.raises(ModelNotAvailableError) as err:
+        preflight(model_assets(cfg, generators=["lcm"], metrics=[], reward=True))
+    msg = str(err.value)
+    assert "SimianLuo/LCM_Dreamshaper_v7" in msg and "yuvalkirstain/PickScore_v1" in msg
+    assert "stage_models" in msg
+
+
+def test_training_job_fails_at_once_when_offline_and_unstaged(tmp_path):
+    """The real stage entry point, as a cluster node would run it: one error, before any work, nothing written."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf/hub"))
+    prompts = tmp_path / "train.csv"
+    prompts.write_text("prompt_id,prompt,split\npap-00000,a cat,train\n")
+    out = tmp_path / "runs" / "rocm-kl-b0.01-s0"
+    res = subprocess.run(
+        [sys.executable, "-m", "rocm_rlhf.cli", "stage", "train", "--config", str(PAPER), "--input",
+         f"prompts={prompts}", "--output", f"run_json={out / 'run.json'}", "--wildcard", "run=rocm-kl-b0.01-s0",
+         "--param", "method=rocm", "divergence=kl", "beta=0.01", "seed=0",
+         "model_id=SimianLuo/LCM_Dreamshaper_v7"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode != 0
+    assert "ModelNotAvailableError" in res.stderr and "SimianLuo/LCM_Dreamshaper_v7" in res.stderr
+    assert not out.exists()
