@@ -59,3 +59,25 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     assert res.returncode != 0
     assert "config key 'train.batch_size'" in res.stdout + res.stderr
     assert not (tmp_path / "wd" / "results").exists()
+
+
+def _leaf_keys(node, prefix=""):
+    for key, sub in node.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        if "properties" in sub:
+            yield from _leaf_keys(sub, path)
+        else:
+            yield path
+
+
+def test_config_readme_documents_every_key():
+    from rocm_rlhf.config import load_schema
+
+    text = (REPO / "config" / "README.md").read_text()
+    missing = []
+    for path in _leaf_keys(load_schema(REPO / "workflow/schemas/config.schema.yaml")):
+        parent, _, leaf = path.rpartition(".")
+        # a key is documented by its full path, or (for per-method blocks) by its block's row listing the leaf
+        if f"`{path}`" not in text and not (f"`{parent}.*`" in text and f"`{leaf}`" in text):
+            missing.append(path)
+    assert not missing, f"config/README.md does not document: {missing}"
