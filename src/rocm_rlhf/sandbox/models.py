@@ -4,7 +4,7 @@
   (all 256 byte tokens, with and without the ``</w>`` end-of-word suffix, are in the vocabulary, so no character is
   ever dropped);
 - text encoder: ``transformers.CLIPTextModel``;
-- VAE: ``diffusers.AutoencoderKL`` (32x32x3 pixels <-> 16x16x4 latents, one down-sampling);
+- VAE: ``diffusers.AutoencoderKL`` (32x32x3 pixels <-> 8x8x4 latents, two down-samplings);
 - UNets: ``diffusers.UNet2DConditionModel``; the LCM's has ``time_cond_proj_dim`` for the guidance w-embedding;
 - schedulers: scaled-linear betas as Stable Diffusion (0.00085 .. 0.012, 1000 steps), DDIM for the teacher, LCM for
   the student.
@@ -37,8 +37,8 @@ class SandboxSizes:
     text_layers: int = 2
     max_tokens: int = 16
     latent_channels: int = 4
-    vae_channels: tuple[int, ...] = (32, 64)
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (8, 16, 32)  # two down-samplings: 32x32x3 <-> 8x8x4
+    unet_channels: tuple[int, ...] = (32, 64)
     unet_layers: int = 1
     attention_head_dim: int = 8
     time_cond_proj_dim: int = 32
