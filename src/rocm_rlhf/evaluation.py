@@ -66,6 +66,36 @@ def generate_lcm_units(pipe, units: pd.DataFrame, *, num_steps: int, guidance_sc
                         seeds=seeds, batch_size=batch_size)
 
 
+@torch.no_grad()
+def generate_diffusion_units(pipe, units: pd.DataFrame, *, num_steps: int, guidance_scale: float, eta: float,
+                             batch_size: int = 64) -> torch.Tensor:
+    """Images in [0, 1] from a diffusion pipeline through the stochastic DDIM sampler of the diffusion baselines,
+    each unit with its own initial and per-step noise (see :func:`unit_seed`)."""
+    from .samplers.common import encode_prompts
+    from .samplers.consistency import decode_latents
+    from .samplers.diffusion import ddim_sample
+
+    c = pipe.unet.config
+    shape = (c.in_channels, c.sample_size, c.sample_size)
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    uncond = encode_prompts(pipe.tokenizer, pipe.text_encoder, [""], device=device, dtype=dtype)
+    out = []
+    for i in range(0, len(units), batch_size):
+        chunk = units.iloc[i: i + batch_size]
+        lat, noise = [], []
+        for p, s in zip(chunk["prompt_id"], chunk["sample_seed"]):
+            g = torch.Generator().manual_seed(unit_seed(p, s))
+            lat.append(torch.randn((1, *shape), generator=g))
+            noise.append(torch.randn((1, num_steps, *shape), generator=g))
+        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, chunk["prompt"].tolist(), device=device, dtype=dtype)
+        traj = ddim_sample(pipe.unet, pipe.scheduler, emb, uncond if guidance_scale != 1 else None,
+                           num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
+                           latents=torch.cat(lat).to(device, dtype), noise=torch.cat(noise).to(device, dtype),
+                           return_log_probs=False)
+        out.append(decode_latents(pipe.vae, traj.final).float().cpu())
+    return torch.cat(out)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounding as PIL does when saving."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

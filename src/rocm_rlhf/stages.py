@@ -162,9 +162,7 @@ def _train(job) -> None:
     name = cfg["train"]["reward"]
     reward_dir = _path(job.input, "reward")
     rewards_dir = str(Path(reward_dir).parent) if reward_dir else None
-    kwargs = {}
-    if p.method == "rocm":
-        kwargs = {"divergence": p.divergence, "beta": float(p.beta)}
+    kwargs = {"divergence": p.divergence, "beta": float(p.beta)} if p.method == "rocm" else {}
     train_run(cfg, method=p.method, run_id=job.wildcards.run, seed=int(p.seed),
               run_dir=Path(job.output.run_json).parent, model_id=job.params.model_id, reward_name=name,
               reward_kwargs=reward_kwargs(cfg, name, rewards_dir),
@@ -180,21 +178,29 @@ def sample_eval(job) -> None:
 
 
 def _sample_eval(job) -> None:
-    from .evaluation import eval_units, generate_lcm_units, save_samples
-    from .models import load_lcm_pipeline
+    from .evaluation import eval_units, generate_diffusion_units, generate_lcm_units, save_samples
+    from .models import load_lcm_pipeline, load_sd_pipeline
     from .prompts import read_prompts
-    from .training.run import DTYPES
+    from .training.run import DIFFUSION_METHODS, DTYPES
     from .utils import pick_device
 
     cfg = job.config
     device = pick_device(cfg["device"])
-    pipe = load_lcm_pipeline(job.params.model_id, dtype=DTYPES[cfg["model"]["dtype"]], device=device)
+    dtype = DTYPES[cfg["model"]["dtype"]]
+    diffusion = (job.params.method if "method" in job.params.keys() else "base") in DIFFUSION_METHODS
+    pipe = (load_sd_pipeline if diffusion else load_lcm_pipeline)(job.params.model_id, dtype=dtype, device=device)
     if _path(job.input, "adapter"):
         pipe.load_lora_weights(_path(job.input, "adapter"))  # the standard diffusers call a user makes
     units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
-    images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
-                                guidance_scale=cfg["model"]["guidance_scale"],
-                                batch_size=cfg["evaluation"]["batch_size"])
+    if diffusion:
+        b = cfg["baselines"]
+        guidance = b["guidance_scale"] if b["guidance_scale"] is not None else cfg["model"]["guidance_scale"]
+        images = generate_diffusion_units(pipe, units, num_steps=b["sample_steps"], guidance_scale=guidance,
+                                          eta=b["eta"], batch_size=cfg["evaluation"]["batch_size"])
+    else:
+        images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
+                                    guidance_scale=cfg["model"]["guidance_scale"],
+                                    batch_size=cfg["evaluation"]["batch_size"])
     save_samples(images.float().cpu(), units, job.output.images, job.output.grid)
     print(f"generated {len(units)} images on {device}")
 

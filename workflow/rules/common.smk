@@ -47,9 +47,30 @@ def lcm_model():
     return config["model"]["lcm"] or f"{SBX}/lcm"
 
 
+DIFFUSION_METHODS = ["ddpo", "d3po", "dpok"]
+
+
+def run_method(run):
+    return "base" if run == "base" else parse_run(run)["method"]
+
+
+def generator(run):
+    """Which generator a run trains or samples: 'diffusion' (DDPO, D3PO, DPOK) or 'lcm' (everything else)."""
+    return "diffusion" if run_method(run) in DIFFUSION_METHODS else "lcm"
+
+
+def generator_input(wildcards):
+    """The sandbox generator folder of a run (the LCM, or the teacher for diffusion baselines); none on the hub."""
+    return sandbox_input(
+        "teacher" if generator(wildcards.run) == "diffusion" else "lcm"
+    )
+
+
 def model_id_param(wildcards, input):
-    """The LCM a job loads: its sandbox input folder, or the configured hub id (not a file Snakemake tracks)."""
-    return input.lcm if SANDBOX else config["model"]["lcm"]
+    """The generator a job loads: its sandbox input folder, or the configured hub id (not a file Snakemake tracks)."""
+    if SANDBOX:
+        return input.model
+    return config["model"][generator(wildcards.run)]
 
 
 def sandbox_input(name):
@@ -57,9 +78,15 @@ def sandbox_input(name):
     return f"{SBX}/{name}" if SANDBOX else []
 
 
+def baseline_runs():
+    """Run ids of the baselines: <method>-s<seed>."""
+    b = config["baselines"]
+    return [f"{m}-s{seed}" for m in b["methods"] for seed in b["seeds"]]
+
+
 def all_runs():
     """Every trained run of the config."""
-    return rocm_runs()
+    return rocm_runs() + baseline_runs()
 
 
 def eval_runs():
@@ -70,7 +97,7 @@ def eval_runs():
 def sample_eval_inputs(wildcards):
     inputs = {"prompts": "results/prompts/eval.csv"}
     if SANDBOX:
-        inputs["lcm"] = f"{SBX}/lcm"
+        inputs["model"] = generator_input(wildcards)
     if wildcards.run != "base":
         inputs["adapter"] = f"results/runs/{wildcards.run}/adapter"
     return inputs

@@ -21,6 +21,7 @@ rule sample_eval:
     resources:
         gpu=1,
     params:
+        method=lambda wildcards: run_method(wildcards.run),
         model_id=model_id_param,
     script:
         "../scripts/sample_eval.py"

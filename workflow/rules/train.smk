@@ -5,7 +5,7 @@
 rule train_rocm:
     input:
         prompts="results/prompts/train.csv",
-        lcm=sandbox_input("lcm"),
+        model=sandbox_input("lcm"),
         reward=reward_input(config["train"]["reward"]),
     output:
         run_json="results/runs/{run}/run.json",
@@ -26,6 +26,36 @@ rule train_rocm:
         method="rocm",
         divergence=run_param("divergence"),
         beta=run_param("beta"),
+        seed=run_param("seed"),
+        model_id=model_id_param,
+    script:
+        "../scripts/train.py"
+
+
+rule train_baseline:
+    input:
+        prompts="results/prompts/train.csv",
+        model=generator_input,
+        reward=reward_input(config["train"]["reward"]),
+    output:
+        run_json="results/runs/{run}/run.json",
+        log_csv="results/runs/{run}/log.csv",
+        adapter=directory("results/runs/{run}/adapter"),
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    wildcard_constraints:
+        run=r"(rlcm|ddpo|d3po|dpok)-s\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        method=run_param("method"),
+        divergence="none",
+        beta="nan",
         seed=run_param("seed"),
         model_id=model_id_param,
     script:
