@@ -85,3 +85,15 @@ def test_every_conda_file_named_by_a_rule_exists_and_parses():
         assert path.parent == REPO / "envs", where
         env = yaml.safe_load(path.read_text())
         assert env["channels"] and env["dependencies"], where
+
+
+def test_analysis_stages_import_without_torch():
+    """The statistics, table and figure stages run in envs/analysis.yaml, which has no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import rocm_rlhf.stats, rocm_rlhf.tables, rocm_rlhf.figures, rocm_rlhf.stages, rocm_rlhf.jobs\n"
+            "from rocm_rlhf.utils import set_threads, write_json; set_threads(1); print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr

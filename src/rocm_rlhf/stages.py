@@ -1,7 +1,8 @@
 """Entry points of the pipeline's stages: ``stage(job)`` reads the job's config and paths and calls the library.
 
-Each function here is what one Snakemake rule runs (through ``workflow/scripts/run_stage.py``); nothing here knows
-about Snakemake, and each can be run by hand with ``rocm-rlhf stage <name> ...``.
+Each function here is what one Snakemake rule runs (through its one-line script in ``workflow/scripts/``); nothing
+here knows about Snakemake, and each can be run by hand with ``rocm-rlhf stage <name> ...``. Heavy imports happen
+inside the functions, so the analysis stages need no torch.
 """
 
 from __future__ import annotations

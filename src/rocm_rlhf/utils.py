@@ -1,4 +1,8 @@
-"""Small shared helpers: seeding, threads, device choice, atomic writes, versions."""
+"""Small shared helpers: seeding, threads, device choice, atomic writes, versions.
+
+torch is imported inside the functions that need it, so that the analysis stages (statistics, tables, figures) run
+in an environment without it.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a CPU generator seeded the same way."""
+def seed_everything(seed: int):
+    """Seed python, numpy and torch; return a CPU torch generator seeded the same way."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -24,12 +29,20 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def set_threads(n: int | None) -> None:
     """Torch intra-op threads. Sandbox jobs run single-threaded, two at a time on 2 cores (SPEC section 3)."""
-    if n is not None and n > 0:
-        torch.set_num_threads(n)
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    if n is None or n <= 0:
+        return
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    try:
+        import torch
+    except ImportError:  # the analysis environment has no torch
+        return
+    torch.set_num_threads(n)
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto"):
+    """A torch.device: "auto" is CUDA when available, else CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
