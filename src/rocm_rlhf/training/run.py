@@ -18,13 +18,68 @@ DIFFUSION_METHODS = {"ddpo", "d3po", "dpok"}
 
 
 def make_method(name: str, config: dict, **kwargs):
+    """The method object of run ``name`` from the validated config; ``kwargs`` override fields (ROCM: divergence,
+    beta; baselines: any field of their dataclass)."""
     if name == "rocm":
         from .rocm import ROCM
 
         r = config["rocm"]
         return ROCM(divergence=kwargs.get("divergence", "kl"), beta=float(kwargs.get("beta", 0.0)),
                     reduction=r["reduction"], final_step=r["final_step"])
+    if name in BASELINES:
+        import importlib
+
+        b = config["baselines"]
+        fields = {k: v for k, v in b[name].items() if k not in SETTINGS_OVERRIDES}
+        fields.update(log_divergence=b["log_divergence"], divergence_reduction=config["rocm"]["reduction"])
+        batch = config["train"]["batch_size"]
+        if name == "d3po":
+            fields["prompts_per_step"] = max(1, batch // 2)  # two images (reward queries) per prompt
+        else:
+            fields["batch_size"] = batch
+        if name == "rlcm":
+            fields["final_step"] = config["rocm"]["final_step"]  # the logged KL as ROCM logs it
+        if name in DIFFUSION_METHODS:
+            guidance = b["guidance_scale"] if b["guidance_scale"] is not None else config["model"]["guidance_scale"]
+            fields.update(sample_steps=b["sample_steps"], eta=b["eta"], guidance_scale=guidance)
+        fields.update(kwargs)
+        return getattr(importlib.import_module(f".{name}", __package__), BASELINES[name])(**fields)
     raise ValueError(f"unknown training method '{name}'; known: rocm, rlcm, ddpo, d3po, dpok")
+
+
+BASELINES = {"rlcm": "RLCM", "ddpo": "DDPO", "d3po": "D3PO", "dpok": "DPOK"}
+SETTINGS_OVERRIDES = ("lr", "grad_clip")  # per-baseline keys that set the loop's settings, not the method's fields
+
+
+def reward_query_budget(config: dict) -> int:
+    """Reward queries of every baseline run: ``baselines.reward_queries``, or the ROCM budget ``train.steps *
+    train.batch_size`` when it is null."""
+    b = config["baselines"].get("reward_queries")
+    return int(b) if b is not None else int(config["train"]["steps"] * config["train"]["batch_size"])
+
+
+def steps_for_budget(method, config: dict) -> int:
+    """Training steps of a baseline run: ``ceil(budget / queries_per_step)``, so a run never uses fewer reward
+    queries than the budget (:func:`reward_query_budget`) and uses exactly the budget when the method's queries per
+    step divide it (otherwise at most ``queries_per_step - 1`` more). ``method`` is a name or a method object."""
+    m = make_method(method, config) if isinstance(method, str) else method
+    per = m.queries_per_step() or config["train"]["batch_size"]
+    return -(-reward_query_budget(config) // int(per))
+
+
+def baseline_settings(name: str, method, config: dict, settings: TrainSettings) -> TrainSettings:
+    """The loop settings of a baseline run: the number of steps from the reward-query budget, the method's own
+    learning rate and gradient clipping where its config block sets them, and (diffusion policies) its sampler steps
+    and guidance recorded in place of the LCM's."""
+    settings.steps = steps_for_budget(method, config)
+    hp = config["baselines"][name]
+    if hp.get("lr") is not None:
+        settings.lr = float(hp["lr"])
+    if hp.get("grad_clip") is not None:
+        settings.grad_clip = float(hp["grad_clip"])
+    if name in DIFFUSION_METHODS:
+        settings.num_steps, settings.guidance_scale = method.sample_steps, method.guidance_scale
+    return settings
 
 
 def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str | Path, model_id: str,
@@ -52,6 +107,8 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     if not getattr(reward, "differentiable", True) and method == "rocm":
         raise ValueError(f"reward '{reward_name}' is not differentiable: ROCM needs a differentiable reward")
     m = make_method(method, config, **method_kwargs)
+    if method != "rocm":  # baselines: steps from the reward-query budget, their own lr / grad clip
+        settings = baseline_settings(method, m, config, settings)
     info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
             "reward_definition": getattr(reward, "definition", ""), "config": config, **method_kwargs}
     trainer = Trainer(m, pipe, params, reward, prompts, settings, run_dir, device, run_info=info,

@@ -1,0 +1,276 @@
+"""DPOK (Fan et al. 2023, "DPOK: Reinforcement Learning for Fine-tuning Text-to-Image Diffusion Models",
+NeurIPS 2023, arXiv 2305.16381): policy gradient with a per-step KL to the pretrained model and a value baseline.
+
+Source read: google-research/google-research ``dpok/`` (``train_online_pg.py``, ``reward_model.py`` ``ValueMulti``,
+``scheduling_ddim_extended.py``, ``pipeline_stable_diffusion_extended.py``, README's multi-prompt command). The
+policy is the stochastic DDIM sampler (eta = 1) of the diffusion model; the pretrained model is the same UNet with
+its LoRA adapter disabled.
+
+One training step (= one DPOK ``count``):
+
+1. sample ``batch_size`` prompts and trajectories without gradients, decode, score (``batch_size`` queries); push
+   every transition ``(x_{t_n}, x_{t_{n+1}}, n, prompt, final reward, log pi_old, mean_ref)`` into a FIFO replay
+   buffer of ``buffer_size`` transitions (DPOK keeps the last 1000);
+2. value function: ``value_updates`` minibatches of ``value_batch_size`` transitions drawn from the buffer without
+   replacement (all of it while it is smaller), MSE of ``V(x_{t_n}, c, n)`` to the final reward, gradients averaged
+   over the minibatches, one AdamW step (lr ``value_lr``). ``V`` is :class:`ValueNetwork` (DPOK's ``ValueMulti``:
+   flattened latent and pooled text embedding through three step-conditioned layers);
+3. policy: ``policy_updates`` optimizer updates, each accumulating ``grad_accumulation`` minibatches of
+   ``policy_batch_size`` buffer transitions of::
+
+       loss = mean(-reward_weight * A * clip(r, 1 - e, 1 + e) + kl_weight * s * KL_n) / grad_accumulation
+       e    = ratio_clip
+       A    = R - V(x_{t_n}, c, n)                  (no gradient; the value baseline; c the prompt)
+       r    = exp(s * (log pi_theta - log pi_old)(x_{t_{n+1}} | x_{t_n}))
+       KL_n = KL( pi_theta(. | x_{t_n}) || pi_pre(. | x_{t_n}) )
+            = |mean_theta - mean_pre|^2 / (2 sigma_n^2)  summed over the latent dimensions
+
+   ``KL_n`` is the exact KL between the two Gaussian DDIM transitions (:func:`rocm_rlhf.divergences.gaussian_divergence`
+   ``("kl", ..., reduction="sum")``) to the *pretrained* model at the buffer state, not to the previous policy. ``s`` is
+   the log-prob scale of :mod:`rocm_rlhf.training.pg` (``1/(C*H*W)`` by default): DPOK's code averages log-densities
+   over the dimensions and regularises with the per-element mean of ``(eps_theta - eps_pre)^2``; scaling both terms by
+   ``s`` keeps their published weights on the same per-dimension footing (with ``log_prob_reduction="sum"`` both are
+   true densities and the weights must be re-tuned). The pretrained transition mean is computed once, when the
+   transition enters the buffer (the reference is frozen, so this equals DPOK's recomputation in every minibatch).
+
+Defaults are DPOK's multi-prompt command (README) over its argument defaults: reward_weight 1000, kl_weight 0.1,
+ratio clip 1e-4, 5 policy updates per step of 12 x 2 transitions, buffer 1000, value lr 1e-4, value batch 256,
+5 value minibatches per step, 50 DDIM steps, eta 1, guidance 7.5 (the pipeline's default), policy lr 1e-5 and gradient
+norm 0.1 (``baselines.dpok.lr`` / ``grad_clip``), LoRA rank 4 (here: the shared ``train.lora``). DPOK samples 6
+prompts per step; here ``batch_size`` (default ``train.batch_size``) so that all methods query the reward equally
+often per step.
+
+``divergence_mean`` in the log is the KL to the pretrained model of the freshly sampled batch, summed over its steps
+(reduction ``divergence_reduction`` over the dimensions, as ROCM's log), and ``kl`` the mean per-transition
+``s * KL_n`` of the policy minibatches. The value network, its optimizer and the buffer are checkpointed
+(``extra_state``), so a resumed run replays exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..divergences import gaussian_divergence
+from ..samplers.common import encode_prompts, gaussian_log_prob
+from ..samplers.diffusion import ddim_transition
+from . import pg
+
+
+class ConditionalLinear(nn.Module):
+    """``Linear(x) * gamma_n``: a linear layer scaled per output by a learned embedding of the step index n."""
+
+    def __init__(self, n_in: int, n_out: int, num_steps: int):
+        super().__init__()
+        self.lin = nn.Linear(n_in, n_out)
+        self.embed = nn.Embedding(num_steps, n_out)
+        nn.init.uniform_(self.embed.weight)
+        nn.init.xavier_normal_(self.lin.weight)
+
+    def forward(self, x: Tensor, n: Tensor) -> Tensor:
+        return self.lin(x) * self.embed(n)
+
+
+class ValueNetwork(nn.Module):
+    """``V(x_{t_n}, c, n)``: DPOK's ValueMulti shape (flattened latent ++ text embedding, 3 step-conditioned ReLU
+    layers of ``hidden`` units, a linear output)."""
+
+    def __init__(self, latent_dim: int, text_dim: int, num_steps: int, hidden: int = 256):
+        super().__init__()
+        self.l1 = ConditionalLinear(latent_dim + text_dim, hidden, num_steps)
+        self.l2 = ConditionalLinear(hidden, hidden, num_steps)
+        self.l3 = ConditionalLinear(hidden, hidden, num_steps)
+        self.out = nn.Linear(hidden, 1)
+        nn.init.xavier_normal_(self.out.weight)
+
+    def forward(self, latents: Tensor, text: Tensor, n: Tensor) -> Tensor:
+        x = torch.cat([latents.flatten(1).float(), text.float()], 1)
+        x = F.relu(self.l1(x, n))
+        x = F.relu(self.l2(x, n))
+        x = F.relu(self.l3(x, n))
+        return self.out(x).squeeze(-1)
+
+
+@torch.no_grad()
+def pooled_text_embeddings(pipe, prompts: list[str], device) -> Tensor:
+    """[B, D] the text encoder's pooled output (CLIP: the end-of-text token after the final layer norm), as DPOK's
+    value function takes CLIP text features; the mean over tokens for encoders without a pooled output."""
+    tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    out = pipe.text_encoder(tok.input_ids.to(device))
+    pooled = getattr(out, "pooler_output", None)
+    return (pooled if pooled is not None else out[0].mean(1)).float()
+
+
+BUFFER_KEYS = ("state", "next_state", "step", "reward", "text", "log_prob", "ref_mean")
+
+
+@dataclass
+class DPOK:
+    """DPOK; defaults from google-research dpok (README multi-prompt command over train_online_pg.py defaults)."""
+
+    batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
+    sample_steps: int = 50  # DPOK samples with the pipeline default of 50 DDIM steps
+    eta: float = 1.0
+    guidance_scale: float = 7.5  # StableDiffusionPipeline default, used by DPOK
+    reward_weight: float = 1000.0  # --reward_weight (README, multiple prompts)
+    kl_weight: float = 0.1  # --kl_weight (README, multiple prompts)
+    ratio_clip: float = 1e-4  # --ratio_clip
+    policy_updates: int = 5  # --p_step
+    policy_batch_size: int = 2  # --p_batch_size (README, multiple prompts)
+    grad_accumulation: int = 12  # --gradient_accumulation_steps
+    buffer_size: int = 1000  # --buffer_size (transitions)
+    value_lr: float = 1e-4  # --v_lr
+    value_batch_size: int = 256  # --v_batch_size
+    value_updates: int = 5  # --v_step
+    value_hidden: int = 256  # ValueMulti width
+    log_prob_reduction: str = "mean"  # DPOK's step_forward_logprob averages over dimensions
+    log_divergence: bool = True
+    divergence_reduction: str = "mean"
+
+    def __post_init__(self):
+        if self.batch_size is not None:
+            pg.check_positive("dpok batch_size", self.batch_size)
+        for name in ("sample_steps", "policy_updates", "policy_batch_size", "grad_accumulation", "buffer_size",
+                     "value_batch_size", "value_updates", "value_hidden"):
+            pg.check_positive(f"dpok {name}", getattr(self, name))
+        for name in ("reward_weight", "ratio_clip", "value_lr"):
+            pg.check_positive(f"dpok {name}", getattr(self, name), integer=False)
+        if not self.kl_weight >= 0:
+            raise ValueError(f"dpok kl_weight must be >= 0, got {self.kl_weight}")
+        if not 0 < self.eta <= 1:
+            raise ValueError(f"dpok eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
+        pg.log_prob_scale((1,), self.log_prob_reduction)
+        self.scheduler = None
+        self.value: ValueNetwork | None = None
+        self.value_opt: torch.optim.Optimizer | None = None
+        self.buffer: dict | None = None
+
+    # ------------------------------------------------------------------------------------------- loop protocol
+    def setup(self, ctx) -> None:
+        if self.batch_size is None:
+            self.batch_size = ctx.settings.batch_size
+        self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
+        shape = pg.latent_shape(ctx.pipe)
+        text_dim = int(pooled_text_embeddings(ctx.pipe, [""], ctx.device).shape[-1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.generator(0, 7).initial_seed())  # the value net's initialisation
+            self.value = ValueNetwork(math.prod(shape), text_dim, self.sample_steps, self.value_hidden)
+        self.value.to(ctx.device)
+        self.value_opt = torch.optim.AdamW(self.value.parameters(), lr=self.value_lr)
+        self.buffer = None
+
+    def queries_per_step(self) -> int | None:
+        return self.batch_size
+
+    def extra_state(self) -> dict:
+        return {"value": self.value.state_dict(), "value_opt": self.value_opt.state_dict(),
+                "buffer": self.buffer}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.value.load_state_dict(state["value"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        self.buffer = state["buffer"]
+
+    # -------------------------------------------------------------------------------------------------- pieces
+    def rollout(self, ctx, step: int) -> pg.DiffusionRollout:
+        prompts = ctx.batch_prompts(step, self.batch_size)
+        g = ctx.generator(step)
+        shape = (len(prompts), *pg.latent_shape(ctx.pipe))
+        latents = torch.randn(shape, generator=g) * self.scheduler.init_noise_sigma
+        noise = torch.randn((shape[0], self.sample_steps, *shape[1:]), generator=g)
+        return pg.diffusion_rollout(ctx, self.scheduler, prompts, latents, noise, num_steps=self.sample_steps,
+                                    guidance_scale=self.guidance_scale, eta=self.eta, reference=True)
+
+    def add_to_buffer(self, ctx, roll: pg.DiffusionRollout) -> None:
+        """Append the rollout's B*T transitions (step-major, as DPOK) and keep the last ``buffer_size`` (on CPU)."""
+        b, t = roll.log_probs.shape
+        text = pooled_text_embeddings(ctx.pipe, roll.prompts, ctx.device).cpu()
+        new = {
+            "state": roll.latents[:, :-1].transpose(0, 1).reshape(b * t, *roll.latents.shape[2:]).cpu(),
+            "next_state": roll.latents[:, 1:].transpose(0, 1).reshape(b * t, *roll.latents.shape[2:]).cpu(),
+            "step": torch.arange(t).repeat_interleave(b),
+            "reward": roll.rewards.float().cpu().repeat(t),
+            "text": text.repeat(t, 1),
+            "log_prob": roll.log_probs.transpose(0, 1).reshape(-1).cpu(),
+            "ref_mean": roll.ref_means.transpose(0, 1).reshape(b * t, *roll.ref_means.shape[2:]).cpu(),
+        }
+        prompts = [p for _ in range(t) for p in roll.prompts]
+        if self.buffer is None:
+            merged = {**new, "prompt": prompts}
+        else:
+            merged = {k: torch.cat([self.buffer[k], new[k]]) for k in BUFFER_KEYS}
+            merged["prompt"] = list(self.buffer["prompt"]) + prompts
+        self.buffer = {k: v[-self.buffer_size:] for k, v in merged.items()}
+
+    def transition_stats(self, ctx, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """For buffer transitions ``idx``: (summed log pi_theta of the stored next state [b], KL_n to the pretrained
+        model [b], exact: summed over dimensions), with gradients to the adapter."""
+        buf = self.buffer
+        dev, dtype = ctx.device, ctx.pipe.unet.dtype
+        prompts = [buf["prompt"][i] for i in idx.tolist()]
+        emb = encode_prompts(ctx.pipe.tokenizer, ctx.pipe.text_encoder, prompts, device=dev, dtype=dtype)
+        neg = None if float(self.guidance_scale) == 1.0 else encode_prompts(ctx.pipe.tokenizer,
+                                                                             ctx.pipe.text_encoder, [""],
+                                                                             device=dev, dtype=dtype)
+        self.scheduler.set_timesteps(self.sample_steps, device=dev)
+        t = self.scheduler.timesteps[buf["step"][idx].to(self.scheduler.timesteps.device)]
+        with ctx.autocast():
+            mean, std, _ = ddim_transition(ctx.pipe.unet, self.scheduler, emb, neg, buf["state"][idx].to(dev, dtype),
+                                           t.to(dev), guidance_scale=self.guidance_scale, eta=self.eta)
+        lp = gaussian_log_prob(buf["next_state"][idx].to(dev).to(mean.dtype), mean, std)
+        kl = gaussian_divergence("kl", mean, buf["ref_mean"][idx].to(dev, mean.dtype), std, reduction="sum")
+        return lp, kl
+
+    def value_step(self, ctx, step: int) -> float:
+        buf = self.buffer
+        n = buf["reward"].shape[0]
+        k = min(self.value_batch_size, n)
+        g = ctx.generator(step, 2)
+        self.value_opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(self.value_updates):
+            idx = torch.randperm(n, generator=g)[:k]
+            pred = self.value(buf["state"][idx].to(ctx.device), buf["text"][idx].to(ctx.device),
+                              buf["step"][idx].to(ctx.device))
+            loss = F.mse_loss(pred, buf["reward"][idx].to(ctx.device)) / self.value_updates
+            loss.backward()
+            total += loss.item()
+        self.value_opt.step()
+        return total
+
+    def train_step(self, ctx, step: int) -> dict:
+        roll = self.rollout(ctx, step)
+        self.add_to_buffer(ctx, roll)
+        value_loss = self.value_step(ctx, step)
+        buf = self.buffer
+        n = buf["reward"].shape[0]
+        scale = pg.log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
+        g = ctx.generator(step, 3)
+        losses, kls, ratios = [], [], []
+        for _ in range(self.policy_updates):
+            acc = pg.GradientAccumulator(ctx.params)
+            for _ in range(self.grad_accumulation):
+                idx = torch.randperm(n, generator=g)[: min(self.policy_batch_size, n)]
+                with torch.no_grad():
+                    adv = buf["reward"][idx].to(ctx.device) - self.value(
+                        buf["state"][idx].to(ctx.device), buf["text"][idx].to(ctx.device),
+                        buf["step"][idx].to(ctx.device))
+                lp, kl = self.transition_stats(ctx, idx)
+                ratio = torch.exp((lp - buf["log_prob"][idx].to(lp.device, lp.dtype)) * scale)
+                clipped = ratio.clamp(1.0 - self.ratio_clip, 1.0 + self.ratio_clip)
+                loss = (-self.reward_weight * adv.to(lp.dtype) * clipped + self.kl_weight * scale * kl).mean()
+                acc.backward(loss / self.grad_accumulation)
+                kls.append((scale * kl).mean().item())
+                ratios.append(ratio.mean().item())
+            ctx.update(acc.surrogate())
+            losses.append(acc.value)
+        div = None
+        if self.log_divergence:
+            div = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
+        return pg.stats_out(roll.rewards, loss=sum(losses) / len(losses), divergence_mean=div,
+                            kl=sum(kls) / len(kls), ratio=sum(ratios) / len(ratios), value_loss=value_loss)

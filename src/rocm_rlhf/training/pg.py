@@ -1,0 +1,317 @@
+"""Pieces shared by the policy-gradient baselines (RLCM, DDPO, D3PO, DPOK).
+
+Conventions pinned here (each method's module says where it uses them):
+
+Log-probabilities. The samplers return ``log pi(x_next | x)`` *summed* over the latent dimensions (the true
+log-density). The reference implementations of all four baselines (kvablack/ddpo-pytorch ``ddim_step_with_logprob``,
+Owen-Oertell/rlcm's patched ``LCMScheduler.step``, yk7333/d3po, google-research/dpok ``step_forward_logprob``) instead
+*average* the Gaussian log-density over the dimensions, and their published hyperparameters (PPO clip range 1e-4,
+D3PO's ratio clamp 0.1 and beta 0.1, DPOK's ratio clip 1e-4 and KL weight) are calibrated on that scale: an
+importance ratio there is ``exp((lp_new - lp_old) / D)`` with ``D = C*H*W``. :func:`log_prob_scale` returns the
+factor ``s`` (``1/D`` for ``log_prob_reduction="mean"``, the default, which reproduces the reference code exactly;
+``1`` for ``"sum"``, the true density ratio, with which the published clip ranges would clip almost everything), and
+every method forms its ratios from ``s * lp``.
+
+Advantages (DDPO, RLCM). :class:`PerPromptStatTracker` is DDPO's per-prompt normalisation: each prompt keeps a FIFO
+of its last ``buffer_size`` rewards; a reward's advantage is ``(r - mean) / (std + 1e-6)`` over that prompt's buffer
+once it holds at least ``min_count`` rewards, and over the whole current batch before that (population std, ddof 0,
+as numpy). The buffers are state: they are checkpointed through the method's ``extra_state``.
+
+PPO (DDPO-clip, RLCM). :func:`ppo_clip_loss` is ``mean(max(-A r, -A clip(r, 1 - eps, 1 + eps)))`` with
+``A = clip(adv, -adv_clip_max, adv_clip_max)`` and ``r = exp(s lp - s lp_old)``. One optimizer update accumulates the
+gradient of that loss over its minibatch of samples and over the trained sampler steps, divided by the number of
+steps (as the references' gradient accumulation across timesteps does): the update minimises the mean over
+(samples, steps). Where ``r = 1`` (the first update on freshly sampled trajectories) its gradient is the REINFORCE
+gradient ``-mean(A grad(s lp))``.
+
+Gradient accumulation. ``Context.update(loss)`` backpropagates one loss. To keep memory at one UNet call whatever
+the number of sampler steps (an SD-sized UNet cannot hold 50 steps of activations), :class:`GradientAccumulator`
+backpropagates each step's loss at once (``torch.autograd.grad``, freeing its graph), sums the gradients, and hands
+``ctx.update`` a linear surrogate ``sum_p <p, g_p> - (same, detached) + value``, whose value is the accumulated loss
+and whose gradient is exactly the accumulated gradient, so the loop's NaN checks, clipping and stepping apply
+unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LOG_PROB_REDUCTIONS = ("mean", "sum")
+
+
+def log_prob_scale(latent_shape: Sequence[int], reduction: str) -> float:
+    """The factor ``s`` applied to summed log-probs (module docstring): ``1/prod(latent_shape)`` or 1."""
+    if reduction not in LOG_PROB_REDUCTIONS:
+        raise ValueError(f"log_prob_reduction must be one of {LOG_PROB_REDUCTIONS}, got {reduction!r}")
+    return 1.0 / math.prod(int(d) for d in latent_shape) if reduction == "mean" else 1.0
+
+
+def check_positive(name: str, value, integer: bool = True) -> None:
+    ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else isinstance(value, (int, float))
+    if not ok or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------- advantages
+class PerPromptStatTracker:
+    """DDPO's per-prompt reward normalisation (module docstring)."""
+
+    def __init__(self, buffer_size: int = 16, min_count: int = 16):
+        check_positive("stat_buffer_size", buffer_size)
+        check_positive("stat_min_count", min_count)
+        self.buffer_size = buffer_size
+        self.min_count = min_count
+        self.stats: dict[str, deque] = {}
+
+    def update(self, prompts: Sequence[str], rewards) -> Tensor:
+        """Advantages (float64 tensor [B]) of ``rewards`` [B]; the rewards are appended to their prompts' buffers."""
+        r = np.asarray(torch.as_tensor(rewards).detach().cpu().double().numpy() if isinstance(rewards, Tensor)
+                       else rewards, dtype=np.float64)
+        prompts = np.asarray(list(prompts), dtype=object)
+        if r.ndim != 1 or len(r) != len(prompts):
+            raise ValueError(f"need one reward per prompt, got rewards of shape {r.shape} for {len(prompts)} prompts")
+        adv = np.empty_like(r)
+        for prompt in sorted(set(prompts.tolist())):
+            mask = prompts == prompt
+            buf = self.stats.setdefault(prompt, deque(maxlen=self.buffer_size))
+            buf.extend(r[mask].tolist())
+            if len(buf) < self.min_count:
+                mean, std = r.mean(), r.std() + 1e-6
+            else:
+                mean, std = np.mean(buf), np.std(buf) + 1e-6
+            adv[mask] = (r[mask] - mean) / std
+        return torch.from_numpy(adv)
+
+    def state_dict(self) -> dict:
+        return {"buffer_size": self.buffer_size, "min_count": self.min_count,
+                "stats": {k: list(v) for k, v in self.stats.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats = {k: deque(v, maxlen=self.buffer_size) for k, v in state["stats"].items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------- PPO
+def ppo_clip_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_range: float,
+                  adv_clip_max: float) -> tuple[Tensor, dict]:
+    """DDPO-clip / RLCM PPO loss on (already scaled) log-probs [b]; returns (loss, stats).
+
+    ``stats``: ``ratio`` (mean), ``clipfrac`` (share with |r - 1| > clip_range), ``approx_kl`` (``mean((lp -
+    lp_old)^2) / 2``, as the references log), ``unclipped`` and ``clipped`` (the means of the two objectives).
+    """
+    adv = advantages.to(log_prob.dtype).clamp(-adv_clip_max, adv_clip_max)
+    diff = log_prob - old_log_prob.detach().to(log_prob.dtype)
+    ratio = torch.exp(diff)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    with torch.no_grad():
+        stats = {"ratio": ratio.mean().item(), "clipfrac": ((ratio - 1).abs() > clip_range).double().mean().item(),
+                 "approx_kl": 0.5 * (diff**2).mean().item(), "unclipped": unclipped.mean().item(),
+                 "clipped": clipped.mean().item()}
+    return loss, stats
+
+
+class GradientAccumulator:
+    """Sum of the gradients of several losses, handed to ``Context.update`` as one surrogate (module docstring)."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]):
+        self.params = list(params)
+        self.grads = [torch.zeros_like(p) for p in self.params]
+        self.value = 0.0
+        self.count = 0
+
+    def backward(self, loss: Tensor) -> None:
+        """Add ``grad(loss)`` (the graph is freed) and ``loss``'s value."""
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        for buf, g in zip(self.grads, grads):
+            if g is not None:
+                buf.add_(g)
+        self.value += float(loss.detach())
+        self.count += 1
+
+    def surrogate(self) -> Tensor:
+        """A scalar with value ``sum of losses`` and gradient ``sum of their gradients`` w.r.t. the parameters."""
+        lin = sum((p * g.to(p.dtype)).sum() for p, g in zip(self.params, self.grads))
+        return lin - lin.detach() + self.value
+
+
+def by_step(fn: Callable[[Tensor, int], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """Turn ``fn(idx, n) -> [b]`` (one sampler step for all samples) into ``f(idx, steps) -> [b]`` with per-sample
+    steps, calling ``fn`` once per distinct step (so UNet calls get a scalar timestep)."""
+
+    def f(idx: Tensor, steps: Tensor) -> Tensor:
+        parts, order = [], []
+        for n in torch.unique(steps).tolist():
+            m = steps == n
+            parts.append(fn(idx[m], int(n)))
+            order.append(torch.nonzero(m).flatten())
+        out = torch.cat(parts)
+        inv = torch.empty_like(torch.cat(order))
+        inv[torch.cat(order)] = torch.arange(len(inv))
+        return out[inv.to(out.device)]
+
+    return f
+
+
+def minibatches(n: int, num_minibatches: int, generator: torch.Generator) -> list[Tensor]:
+    """A random permutation of ``range(n)`` split into ``num_minibatches`` equal parts."""
+    if n % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide the {n} samples of a step; change the "
+                         "method's num_minibatches or train.batch_size")
+    return list(torch.randperm(n, generator=generator).chunk(num_minibatches))
+
+
+def train_step_slots(batch: int, num_steps: int, timestep_fraction: float, generator: torch.Generator) -> Tensor:
+    """[batch, k] sampler-step indices to train on, ``k = int(num_steps * timestep_fraction)`` (DDPO's rule, at
+    least 1): all steps in order when the fraction is 1, else a random subset per sample."""
+    if not 0 < timestep_fraction <= 1:
+        raise ValueError(f"timestep_fraction must lie in (0, 1], got {timestep_fraction}")
+    k = max(1, int(num_steps * timestep_fraction))
+    if k == num_steps:
+        return torch.arange(num_steps).expand(batch, -1)
+    return torch.stack([torch.randperm(num_steps, generator=generator)[:k] for _ in range(batch)])
+
+
+def ppo_accumulate(acc: GradientAccumulator, log_prob_fn: Callable[[Tensor, Tensor], Tensor], idx: Tensor,
+                   slots: Tensor, old_log_probs: Tensor, advantages: Tensor, scale: float, clip_range: float,
+                   adv_clip_max: float) -> dict:
+    """Accumulate into ``acc`` the gradient of the PPO loss of one minibatch, averaged over its trained steps.
+
+    ``log_prob_fn(idx [b], steps [b]) -> [b]`` recomputes the summed log-probs with gradients; ``slots`` [b, k] are
+    the step indices per sample; ``old_log_probs`` [B, S] (summed) and ``advantages`` [B] are the whole batch's.
+    """
+    k = slots.shape[1]
+    stats: dict[str, float] = {}
+    for j in range(k):
+        steps = slots[:, j]
+        lp = log_prob_fn(idx, steps) * scale
+        old = old_log_probs[idx.to(old_log_probs.device), steps.to(old_log_probs.device)].to(lp.device) * scale
+        loss, st = ppo_clip_loss(lp, old, advantages[idx.to(advantages.device)].to(lp.device), clip_range,
+                                 adv_clip_max)
+        acc.backward(loss / k)
+        for key, v in st.items():
+            stats[key] = stats.get(key, 0.0) + v / k
+    return stats
+
+
+def ppo_train(ctx, step: int, *, log_prob_fn, old_log_probs: Tensor, advantages: Tensor, scale: float,
+              num_inner_epochs: int, num_minibatches: int, clip_range: float, adv_clip_max: float,
+              timestep_fraction: float = 1.0) -> dict:
+    """The PPO updates of one training step: ``num_inner_epochs`` passes over the sampled batch, each shuffled
+    (generator stream 1 + epoch) and split into ``num_minibatches`` minibatches, one ``ctx.update`` per minibatch.
+    Returns the mean loss and PPO statistics over the updates."""
+    batch, num_steps = old_log_probs.shape
+    totals: dict[str, float] = {}
+    n_updates = 0
+    for epoch in range(num_inner_epochs):
+        g = ctx.generator(step, 1 + epoch)
+        for idx in minibatches(batch, num_minibatches, g):
+            slots = train_step_slots(len(idx), num_steps, timestep_fraction, g)
+            acc = GradientAccumulator(ctx.params)
+            st = ppo_accumulate(acc, log_prob_fn, idx, slots, old_log_probs, advantages, scale, clip_range,
+                                adv_clip_max)
+            ctx.update(acc.surrogate())
+            st = {"loss": acc.value, "ratio": st["ratio"], "clipfrac": st["clipfrac"], "approx_kl": st["approx_kl"]}
+            for key, v in st.items():
+                totals[key] = totals.get(key, 0.0) + v
+            n_updates += 1
+    return {k: v / n_updates for k, v in totals.items()}
+
+
+# ---------------------------------------------------------------------------------------------- the diffusion policy
+@dataclass
+class DiffusionRollout:
+    """A batch of DDIM trajectories with what the updates need. ``B`` samples, ``T`` steps."""
+
+    prompts: list[str]
+    prompt_embeds: Tensor  # [B, L, D]
+    negative_embeds: Tensor | None  # [1, L, D] (empty prompt) or None without guidance
+    latents: Tensor  # [B, T+1, C, H, W] states x_{t_0} .. x_0
+    timesteps: Tensor  # [T]
+    log_probs: Tensor  # [B, T] summed log pi of the taken steps, at sampling time
+    means: Tensor  # [B, T, C, H, W]
+    stds: Tensor  # [T]
+    rewards: Tensor  # [B] float32
+    ref_means: Tensor | None = None  # [B, T, C, H, W] the pretrained model's transition means at the same states
+
+
+def diffusion_rollout(ctx, scheduler, prompts: list[str], latents: Tensor, noise: Tensor, *, num_steps: int,
+                      guidance_scale: float, eta: float, reference: bool) -> DiffusionRollout:
+    """Sample DDIM trajectories (no gradients), decode, score with ``ctx.reward``; with ``reference`` also the
+    pretrained model's (adapter disabled) transition means at every visited state."""
+    from ..samplers.common import encode_prompts
+    from ..samplers.consistency import decode_latents
+    from ..samplers.diffusion import ddim_sample
+
+    pipe = ctx.pipe
+    dtype = pipe.unet.dtype
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=dtype)
+    neg = None if float(guidance_scale) == 1.0 else encode_prompts(pipe.tokenizer, pipe.text_encoder, [""],
+                                                                    device=ctx.device, dtype=dtype)
+    with torch.no_grad(), ctx.autocast():
+        traj = ddim_sample(pipe.unet, scheduler, emb, neg, num_steps=num_steps, guidance_scale=guidance_scale,
+                           eta=eta, latents=latents.to(ctx.device, dtype), noise=noise.to(ctx.device, dtype))
+        images = decode_latents(pipe.vae, traj.final)
+        rewards = ctx.reward(images.float(), list(prompts)).float()
+    roll = DiffusionRollout(prompts=list(prompts), prompt_embeds=emb, negative_embeds=neg, latents=traj.latents,
+                            timesteps=traj.timesteps, log_probs=traj.log_probs, means=traj.means, stds=traj.stds,
+                            rewards=rewards)
+    if reference:
+        roll.ref_means = reference_means(ctx, scheduler, roll, guidance_scale=guidance_scale, eta=eta)
+    return roll
+
+
+@torch.no_grad()
+def reference_means(ctx, scheduler, roll: DiffusionRollout, *, guidance_scale: float, eta: float) -> Tensor:
+    """[B, T, C, H, W]: the pretrained model's DDIM transition means at the rollout's states (adapter disabled)."""
+    from ..samplers.consistency import adapter_disabled
+    from ..samplers.diffusion import ddim_transition
+
+    unet = ctx.pipe.unet
+    out = []
+    with adapter_disabled(unet), ctx.autocast():
+        for n, t in enumerate(roll.timesteps):
+            mean, _, _ = ddim_transition(unet, scheduler, roll.prompt_embeds, roll.negative_embeds,
+                                         roll.latents[:, n], t, guidance_scale=guidance_scale, eta=eta)
+            out.append(mean)
+    return torch.stack(out, 1)
+
+
+def kl_per_step(means: Tensor, ref_means: Tensor, stds: Tensor, reduction: str) -> Tensor:
+    """[B, T]: KL(N(mean, std^2 I) || N(ref_mean, std^2 I)) per step (:func:`rocm_rlhf.divergences.gaussian_divergence`
+    with the given reduction: ``"sum"`` is the exact KL of the transition, ``"mean"`` it divided by C*H*W)."""
+    from ..divergences import gaussian_divergence
+
+    cols = [gaussian_divergence("kl", means[:, n], ref_means[:, n], stds[n], reduction=reduction)
+            for n in range(means.shape[1])]
+    return torch.stack(cols, 1)
+
+
+def ddim_scheduler_for(pipe):
+    """A private DDIMScheduler built from the pipeline's scheduler config (SD 1.5 ships PNDM; DDPO switches to DDIM
+    the same way); the pipeline's own scheduler is left alone."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(pipe.scheduler.config)
+
+
+def latent_shape(pipe) -> tuple[int, int, int]:
+    s = pipe.unet.config.sample_size
+    h, w = (s, s) if isinstance(s, int) else tuple(s)
+    return (pipe.unet.config.in_channels, h, w)
+
+
+def stats_out(reward: Tensor, **extra) -> dict:
+    """The logged scalars: reward mean and std (unbiased) of the freshly sampled batch, plus ``extra``."""
+    r = reward.detach().double()
+    out = {"reward_mean": r.mean().item(), "reward_std": r.std().item() if r.numel() > 1 else 0.0}
+    out.update({k: float(v) for k, v in extra.items() if v is not None})
+    return out

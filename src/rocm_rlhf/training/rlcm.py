@@ -1,0 +1,176 @@
+"""RLCM (Oertell et al. 2024, "RL for Consistency Models", arXiv 2404.03673): PPO on the LCM's sampling chain.
+
+Source read: Owen-Oertell/rlcm (``lcm_rl_pytorch/core/training_loop.py``, ``conf/task/aesthetic.yaml``, the patched
+``diffusers_patch/lcm_scheduler.py``), itself derived from kvablack/ddpo-pytorch. The policy is our consistency
+sampler (:mod:`rocm_rlhf.samplers.consistency`): its K - 1 stochastic re-noising transitions
+``pi(x_{t_{n+1}} | x_{t_n}) = N(sqrt(abar_{t_{n+1}}) f_theta(x_{t_n}), (1 - abar_{t_{n+1}}) I)`` are the actions and the
+reward of the decoded ``x0_{K-1}`` is the terminal reward. (RLCM's patched scheduler also re-noises after the last
+evaluation and counts that as an action whose outcome is discarded; we keep diffusers' chain, whose last evaluation
+adds no noise, so the K - 1 transitions are the actions: the same convention as ROCM's sampler.)
+
+One training step (= one of RLCM's sampling iterations):
+
+1. sample ``batch_size`` prompts and trajectories without gradients, decode, score (``batch_size`` reward queries);
+2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.pg.PerPromptStatTracker`, buffer 32, min
+   count 16 as in RLCM's aesthetic task);
+3. ``num_inner_epochs`` passes over the batch, each split into ``num_minibatches`` optimizer updates of the PPO
+   clipped loss (:func:`rocm_rlhf.training.pg.ppo_clip_loss`) averaged over the minibatch's samples and all K - 1
+   transitions, the log-probs recomputed with gradients at the stored states.
+
+RLCM's aesthetic configuration samples 8 images per GPU and trains in minibatches of 2 with 4 accumulation steps:
+one update per sampled batch (``num_minibatches = 1``) and one inner epoch, so each batch gets exactly one
+on-policy update (ratio 1, where PPO equals REINFORCE with the normalised advantages); clip range 1e-4 and advantage
+clip 10 act once ``num_inner_epochs`` or ``num_minibatches`` exceed 1. The clip range is on RLCM's per-dimension
+ratio (``log_prob_reduction="mean"``, :mod:`rocm_rlhf.training.pg`). RLCM's learning rate 1e-4 (Adam, linear decay),
+gradient norm 5, LoRA r 8 / alpha 8, 8 steps and guidance 8 are the loop's and the model's settings here
+(``baselines.rlcm.lr`` / ``grad_clip`` override the first two; K, guidance and LoRA are shared with ROCM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..samplers.common import encode_prompts, gaussian_log_prob
+from ..samplers.consistency import (
+    consistency_sample,
+    decode_latents,
+    divergence_per_step,
+    draw_noise,
+    guidance_embedding,
+    scalings_for_boundary_conditions,
+)
+from . import pg
+
+
+def lcm_transition(unet, scheduler, prompt_embeds: Tensor, x: Tensor, timesteps: list[int], n: int,
+                   guidance_scale: float) -> tuple[Tensor, float]:
+    """Mean and std of the LCM policy's transition n (``x_{t_n} -> x_{t_{n+1}}``), for n < K - 1, at states ``x``.
+
+    The same arithmetic as the consistency function of :func:`rocm_rlhf.samplers.consistency.consistency_sample`
+    (so that at the sampling weights it reproduces the sampled transition bit for bit; tested), evaluated at stored
+    states for the PPO recomputation.
+    """
+    t, t_next = timesteps[n], timesteps[n + 1]
+    abar = scheduler.alphas_cumprod
+    w_emb = guidance_embedding(unet, guidance_scale, x.shape[0], x.device, prompt_embeds.dtype)
+    t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    eps = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+    a_t = abar[t].to(x.device, x.dtype)
+    pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
+    x0 = c_skip * x + c_out * pred_x0
+    a_next = abar[t_next].to(x.device, x.dtype)
+    return a_next.sqrt() * x0, float((1 - abar[t_next]).sqrt())
+
+
+def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
+    """Summed Gaussian log-density in at least float32 (the stored and the recomputed log-probs use this)."""
+    dt = torch.promote_types(mean.dtype, torch.float32)
+    return gaussian_log_prob(x_next.detach().to(dt), mean.to(dt), std)
+
+
+@dataclass
+class LCMRollout:
+    prompts: list[str]
+    prompt_embeds: Tensor  # [B, L, D]
+    timesteps: list[int]  # the K LCM timesteps
+    states: Tensor  # [B, K-1, C, H, W] x_{t_n}
+    next_states: Tensor  # [B, K-1, C, H, W] x_{t_{n+1}}
+    log_probs: Tensor  # [B, K-1] summed, at sampling time
+    rewards: Tensor  # [B]
+    divergence: Tensor | None = None  # [B, S] KL to the base model per regularised step (logging)
+
+
+@dataclass
+class RLCM:
+    """PPO on the LCM policy; defaults are RLCM's aesthetic-task values (Owen-Oertell/rlcm conf/task/aesthetic.yaml)."""
+
+    batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
+    num_inner_epochs: int = 1  # RLCM num_inner_epochs
+    num_minibatches: int = 1  # updates per pass: sample batch 8 / (train batch 2 x accumulation 4)
+    clip_range: float = 1e-4  # RLCM clip_range (on the per-dimension ratio)
+    adv_clip_max: float = 10.0  # RLCM adv_clip_max
+    stat_buffer_size: int = 32  # RLCM stat_buffer_size
+    stat_min_count: int = 16  # RLCM stat_min_count
+    log_prob_reduction: str = "mean"  # RLCM's scheduler averages the log-density over dimensions
+    log_divergence: bool = True  # log the KL to the base model (adapter disabled) of each sampled batch
+    divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
+    final_step: bool = True  # include the last evaluation in the logged KL (as ROCM's rocm.final_step)
+    tracker: pg.PerPromptStatTracker = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.batch_size is not None:
+            pg.check_positive("rlcm batch_size", self.batch_size)
+        pg.check_positive("rlcm num_inner_epochs", self.num_inner_epochs)
+        pg.check_positive("rlcm num_minibatches", self.num_minibatches)
+        pg.check_positive("rlcm clip_range", self.clip_range, integer=False)
+        pg.check_positive("rlcm adv_clip_max", self.adv_clip_max, integer=False)
+        pg.log_prob_scale((1,), self.log_prob_reduction)
+        self.tracker = pg.PerPromptStatTracker(self.stat_buffer_size, self.stat_min_count)
+
+    # ------------------------------------------------------------------------------------------- loop protocol
+    def setup(self, ctx) -> None:
+        if self.batch_size is None:
+            self.batch_size = ctx.settings.batch_size
+        if ctx.settings.num_steps < 2:
+            raise ValueError(f"RLCM needs model.num_steps >= 2: with K={ctx.settings.num_steps} the LCM chain has no "
+                             "stochastic transition (no action for the policy gradient)")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(f"baselines.rlcm.num_minibatches={self.num_minibatches} must divide the batch size "
+                             f"{self.batch_size}")
+
+    def queries_per_step(self) -> int | None:
+        return self.batch_size
+
+    def extra_state(self) -> dict:
+        return {"tracker": self.tracker.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+
+    # -------------------------------------------------------------------------------------------------- pieces
+    def rollout(self, ctx, step: int) -> LCMRollout:
+        pipe = ctx.pipe
+        s = ctx.settings
+        prompts = ctx.batch_prompts(step, self.batch_size)
+        g = ctx.generator(step)
+        shape = (len(prompts), *pg.latent_shape(pipe))
+        dtype = pipe.unet.dtype
+        latents = torch.randn(shape, generator=g).to(ctx.device, dtype)
+        noise = draw_noise(shape, s.num_steps, g).to(ctx.device, dtype)
+        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=dtype)
+        with torch.no_grad(), ctx.autocast():
+            traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=s.num_steps,
+                                      guidance_scale=s.guidance_scale, latents=latents, noise=noise,
+                                      reference=self.log_divergence, reference_grad=False,
+                                      final_step=self.final_step)
+            images = decode_latents(pipe.vae, traj.final)
+            rewards = ctx.reward(images.float(), prompts).float()
+        k1 = s.num_steps - 1
+        log_probs = torch.stack([_log_prob(traj.next_states[n], traj.means[n], traj.stds[n]) for n in range(k1)], 1)
+        div = divergence_per_step(traj, "kl", self.divergence_reduction).float() if self.log_divergence else None
+        return LCMRollout(prompts=prompts, prompt_embeds=emb, timesteps=traj.timesteps,
+                          states=torch.stack(traj.states[:k1], 1), next_states=torch.stack(traj.next_states, 1),
+                          log_probs=log_probs, rewards=rewards, divergence=div)
+
+    def step_log_prob(self, ctx, roll: LCMRollout, idx: Tensor, n: int) -> Tensor:
+        """[b]: the current policy's summed log-prob of the stored transition n of samples ``idx`` (with grad)."""
+        idx = idx.to(roll.states.device)
+        with ctx.autocast():
+            mean, std = lcm_transition(ctx.pipe.unet, ctx.pipe.scheduler, roll.prompt_embeds[idx],
+                                       roll.states[idx, n], roll.timesteps, n, ctx.settings.guidance_scale)
+        return _log_prob(roll.next_states[idx, n], mean, std)
+
+    def train_step(self, ctx, step: int) -> dict:
+        roll = self.rollout(ctx, step)
+        adv = self.tracker.update(roll.prompts, roll.rewards)
+        scale = pg.log_prob_scale(roll.states.shape[2:], self.log_prob_reduction)
+        st = pg.ppo_train(ctx, step, log_prob_fn=pg.by_step(lambda idx, n: self.step_log_prob(ctx, roll, idx, n)),
+                          old_log_probs=roll.log_probs, advantages=adv, scale=scale,
+                          num_inner_epochs=self.num_inner_epochs, num_minibatches=self.num_minibatches,
+                          clip_range=self.clip_range, adv_clip_max=self.adv_clip_max)
+        div = roll.divergence.sum(1).mean() if roll.divergence is not None else None
+        return pg.stats_out(roll.rewards, divergence_mean=div, **st)
