@@ -74,7 +74,9 @@ def generate_diffusion_units(pipe, units: pd.DataFrame, *, num_steps: int, guida
     from .samplers.common import encode_prompts
     from .samplers.consistency import decode_latents
     from .samplers.diffusion import ddim_sample
+    from .training.pg import ddim_scheduler_for
 
+    scheduler = ddim_scheduler_for(pipe)  # SD 1.5 ships a PNDM scheduler; the policy samples with DDIM
     c = pipe.unet.config
     shape = (c.in_channels, c.sample_size, c.sample_size)
     device, dtype = pipe.unet.device, pipe.unet.dtype
@@ -88,7 +90,7 @@ def generate_diffusion_units(pipe, units: pd.DataFrame, *, num_steps: int, guida
             lat.append(torch.randn((1, *shape), generator=g))
             noise.append(torch.randn((1, num_steps, *shape), generator=g))
         emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, chunk["prompt"].tolist(), device=device, dtype=dtype)
-        traj = ddim_sample(pipe.unet, pipe.scheduler, emb, uncond if guidance_scale != 1 else None,
+        traj = ddim_sample(pipe.unet, scheduler, emb, uncond if guidance_scale != 1 else None,
                            num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
                            latents=torch.cat(lat).to(device, dtype), noise=torch.cat(noise).to(device, dtype),
                            return_log_probs=False)

@@ -14,6 +14,7 @@ Sizes are chosen to train on 2 CPU cores within the sandbox's time budget (confi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -44,9 +45,23 @@ class SandboxSizes:
     time_cond_proj_dim: int = 32
 
 
+def _byte_alphabet() -> list[str]:
+    """The 256 byte-level characters (GPT-2 / CLIP ``bytes_to_unicode``), in byte order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(
+        range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for _, c in sorted(zip(bs, cs))]
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = 600, max_length: int = 16) -> CLIPTokenizer:
     """A CLIP-style byte-level BPE tokenizer trained on ``texts``."""
-    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    byte_chars = _byte_alphabet()
     tok = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token=EOS, fuse_unk=False))
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
@@ -65,14 +80,16 @@ def train_tokenizer(texts: list[str], vocab_size: int = 600, max_length: int = 1
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    vocab = dict(tok.get_vocab())
-    for ch in sorted(byte_chars):  # every byte, inside a word and at its end: nothing is silently dropped
-        for piece in (ch, ch + "</w>"):
-            if piece not in vocab:
-                vocab[piece] = len(vocab)
-    import json
-
-    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" ")) for m in json.loads(tok.to_str())["model"]["merges"]]
+    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" "))
+              for m in json.loads(tok.to_str())["model"]["merges"]]
+    # The trainer's merges are deterministic but its ids are not (hash order). Number the vocabulary canonically:
+    # the special tokens, every byte character (in byte order) inside a word and at its end, then each merge result in
+    # merge order. Every byte is in the vocabulary, so no character is ever dropped.
+    vocab: dict[str, int] = {BOS: 0, EOS: 1}
+    for piece in byte_chars + [ch + "</w>" for ch in byte_chars]:
+        vocab.setdefault(piece, len(vocab))
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
     tokenizer.model_max_length = max_length
     return tokenizer
