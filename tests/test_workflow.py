@@ -39,7 +39,8 @@ def test_dry_run_ci_config(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
     assert counts["train_rocm"] == 2  # beta = 0 and one KL point, one seed
-    assert counts["sample_eval"] == 3 and counts["evaluate"] == 3
+    assert counts["train_baseline"] == 4  # each baseline once
+    assert counts["sample_eval"] == 7 and counts["evaluate"] == 7
     assert counts["sandbox_proxy"] == 2
 
 
