@@ -28,9 +28,12 @@ def dry_run(*args: str, cwd=REPO) -> dict[str, int]:
 def test_dry_run_default_config(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"))
-    n_runs = 2 * (1 + 4 * 3)  # seeds x (beta = 0 + 4 divergences x 3 betas)
+    n_rocm = 1 * (1 + 4 * 3)  # seeds x (beta = 0 + 4 divergences x 3 betas)
+    n_runs = n_rocm + 4  # + the four baselines, one seed
     expected = {"prepare_prompts": 1, "sandbox_vae": 1, "sandbox_teacher": 1, "sandbox_lcm": 1, "sandbox_proxy": 2,
-                "sandbox_quality": 1, "train_rocm": n_runs, "sample_eval": n_runs + 1, "evaluate": n_runs + 1}
+                "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": 4, "sample_eval": n_runs + 1,
+                "evaluate": n_runs + 1, "collect_scores": 1, "stats": 1, "table1": 1, "table_divergence_beta": 1,
+                "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1, "fig_divergence_gallery": 1}
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
 
