@@ -1,0 +1,83 @@
+"""ROCM against RLCM and DDPO on the sandbox, side by side in one run: seconds per step, reward queries per second,
+and the training reward reached per wall-clock second, at the same reward-query budget.
+
+    python benchmarks/bench_methods.py [--sandbox results/models/sandbox] [--queries 480] [--batch 8]
+
+Needs the sandbox models (`snakemake --cores 2 results/models/sandbox/quality.json`). The methods run one after the
+other, single-threaded, with the config defaults of config/config.yaml. Results: results/benchmarks/methods.json
+(and the per-step logs under results/benchmarks/methods/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sandbox", default=str(REPO / "results/models/sandbox"))
+    ap.add_argument("--prompts", default=str(REPO / "results/prompts/train.csv"))
+    ap.add_argument("--queries", type=int, default=480)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--methods", nargs="+", default=["rocm", "rlcm", "ddpo"])
+    ap.add_argument("--out", default=str(REPO / "results/benchmarks/methods.json"))
+    args = ap.parse_args(argv)
+
+    import pandas as pd
+    import torch
+
+    from rocm_rlhf.config import load_config
+    from rocm_rlhf.prompts import read_prompts
+    from rocm_rlhf.training.run import train_run
+
+    torch.set_num_threads(1)
+    sbx = Path(args.sandbox)
+    steps = args.queries // args.batch
+    cfg = load_config(REPO / "config/config.yaml", overrides={
+        "device": "cpu", "train": {"steps": steps, "batch_size": args.batch, "checkpoint_every": 10**6},
+        "baselines": {"reward_queries": args.queries}})
+    prompts = read_prompts(args.prompts)["prompt"].tolist()
+    work = Path(args.out).with_suffix("")
+    res = {"benchmark": "methods", "reward": "proxy_pick", "reward_queries": args.queries, "batch": args.batch,
+           "machine": f"{platform.machine()} python {platform.python_version()} torch {torch.__version__}",
+           "methods": {}}
+    for method in args.methods:
+        run_dir = work / method
+        shutil.rmtree(run_dir, ignore_errors=True)
+        model = sbx / ("teacher" if method in ("ddpo", "d3po", "dpok") else "lcm")
+        kw = {"divergence": "kl", "beta": 0.1} if method == "rocm" else {}
+        t0 = time.perf_counter()
+        train_run(cfg, method=method, run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
+                  reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
+                  prompts=prompts, **kw)
+        total = time.perf_counter() - t0
+        log = pd.read_csv(run_dir / "log.csv")
+        first = log["reward_mean"].head(3).mean()
+        last = log["reward_mean"].tail(3).mean()
+        res["methods"][method] = {
+            "steps": int(len(log)),
+            "reward_queries": int(log["reward_queries"].iloc[-1]),
+            "seconds_per_step": float(log["wall_s"].iloc[-1] / len(log)),
+            "reward_queries_per_s": float(log["reward_queries"].iloc[-1] / log["wall_s"].iloc[-1]),
+            "train_wall_s": float(log["wall_s"].iloc[-1]),
+            "total_wall_s_with_loading": total,
+            "reward_first3": float(first),
+            "reward_last3": float(last),
+            "reward_gain_per_s": float((last - first) / log["wall_s"].iloc[-1]),
+        }
+        print(method, res["methods"][method], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
