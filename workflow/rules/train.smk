@@ -47,6 +47,8 @@ rule train_baseline:
         "results/benchmarks/train/{run}.tsv"
     wildcard_constraints:
         run=r"(rlcm|ddpo|d3po|dpok)-s\d+",
+    # the baselines are the longest jobs: start them first so that they do not trail the ROCM grid
+    priority: 1
     conda:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"]
