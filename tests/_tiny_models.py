@@ -17,17 +17,10 @@ import torch.nn.functional as F
 
 
 def _bytes_to_unicode() -> list[str]:
-    """The byte -> printable character table of byte-level BPE (GPT-2 / CLIP)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    order = sorted(range(256), key=lambda i: bs[i])
-    return [chr(cs[i]) for i in order]
+    """The byte -> printable character table of byte-level BPE (GPT-2 / CLIP), in byte order."""
+    from rocm_rlhf.sandbox.models import byte_alphabet
+
+    return byte_alphabet()
 
 
 def write_clip_tokenizer(folder: Path) -> dict[str, int]:

@@ -45,7 +45,7 @@ class SandboxSizes:
     time_cond_proj_dim: int = 32
 
 
-def _byte_alphabet() -> list[str]:
+def byte_alphabet() -> list[str]:
     """The 256 byte-level characters (GPT-2 / CLIP ``bytes_to_unicode``), in byte order."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(
         range(ord("\xae"), ord("\xff") + 1))
@@ -61,7 +61,7 @@ def _byte_alphabet() -> list[str]:
 
 def train_tokenizer(texts: list[str], vocab_size: int = 600, max_length: int = 16) -> CLIPTokenizer:
     """A CLIP-style byte-level BPE tokenizer trained on ``texts``."""
-    byte_chars = _byte_alphabet()
+    byte_chars = byte_alphabet()
     tok = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token=EOS, fuse_unk=False))
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]

@@ -61,11 +61,11 @@ def assess(lcm_dir: str | Path, proxy_dirs: dict[str, str | Path], world: World,
     judge = GoldJudge(world, tau=tau)
     out: dict = {"judge_on_fresh_renders": judge_accuracy(world, judge, n_judge, seed)}
     pipe = load_lcm_pipeline(lcm_dir)
-    images, _, _ = captioned_batch(world, 256, np.random.default_rng(seed + 1))
+    images, real_caps, _ = captioned_batch(world, 256, np.random.default_rng(seed + 1))
     lat = encode_images(pipe.vae, images)
     rec = (pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
     out["vae_reconstruction"] = {"mse": float(((rec - images) ** 2).mean()),
-                                 "realism": float(judge(rec, ["a red circle"] * len(rec))["realism"].mean())}
+                                 "realism": float(judge(rec, real_caps)["realism"].mean())}
     captions = [c.text for c in all_captions()]
     if n_prompts is not None and n_prompts < len(captions):  # an evenly spaced subset of the grammar
         captions = [captions[i] for i in np.linspace(0, len(captions) - 1, n_prompts).round().astype(int)]
@@ -86,25 +86,12 @@ def assess(lcm_dir: str | Path, proxy_dirs: dict[str, str | Path], world: World,
     for name, path in proxy_dirs.items():
         scorer = load_scorer(name, model_id=str(path))
         s = torch.cat([scorer(per_k[k_eval][i : i + 256], prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-        real = scorer(images, _captions_for(images, world))
+        real = scorer(images, real_caps)
         out["proxies"][name] = {
             "pearson_with_gold": float(np.corrcoef(s.numpy(), gold["gold"].numpy())[0, 1]),
             "pearson_with_realism": float(np.corrcoef(s.numpy(), gold["realism"].numpy())[0, 1]),
             "mean_on_base_samples": float(s.mean()),
             "mean_on_real_renders": float(real.mean()),
-            f"evaluated_on": f"base LCM, {k_eval} steps",
+            "evaluated_on": f"base LCM, {k_eval} steps",
         }
-    return out
-
-
-def _captions_for(images: torch.Tensor, world: World) -> list[str]:
-    from .world import caption
-
-    judge_attrs = GoldJudge(world).predict_attributes(images)
-    from .world import Attributes
-
-    out = []
-    for i in range(len(images)):
-        a = Attributes(**{k: ATTRIBUTE_VALUES[k][int(judge_attrs[k][i])] for k in ATTRIBUTE_NAMES})
-        out.append(caption(a, 0, ("size", "position")))
     return out
