@@ -247,3 +247,71 @@ def test_refuses_after_cuda_was_initialised(env, monkeypatch):
     fake_torch.cuda.is_initialized = lambda: False
     with acquire_gpu(timeout_s=0) as gpu:
         assert gpu == 0
+
+
+# ---- several devices for one job (train.num_processes) -------------------------------------------------------------
+
+WORKER_N = WORKER.replace("from rocm_rlhf.devices import acquire_gpu", "from rocm_rlhf.devices import acquire_gpus") \
+    .replace("with acquire_gpu(timeout_s=float(sys.argv[3]), poll_s=0.02) as gpu:",
+             "with acquire_gpus(int(sys.argv[4]), timeout_s=float(sys.argv[3]), poll_s=0.02) as ids:\n"
+             "    gpu = ','.join(map(str, ids))")
+
+
+def _start_n(tmp_path, name, count, timeout_s=30.0):
+    return subprocess.Popen([sys.executable, "-c", WORKER_N, str(tmp_path), name, str(timeout_s), str(count)],
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_two_device_jobs_never_share_and_the_waiting_one_holds_nothing(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROCM_RLHF_NUM_GPUS", "3")
+    a = _start_n(tmp_path, "a", 2)
+    ga = _wait_for(tmp_path / "a.acquired", a)
+    assert ga == ["0,1"] * 3  # both ids, visible to the job and to its children (the accelerate workers)
+    b = _start_n(tmp_path, "b", 2)
+    _wait_for(tmp_path / "b.started", b)
+    time.sleep(0.6)  # one device is free, two are needed: b waits, and holds none while it waits
+    assert not (tmp_path / "b.acquired").exists() and b.poll() is None
+    assert _is_free(env, 2)
+    c = _start(tmp_path, "c")  # a one-device job is not starved by the waiting two-device job
+    assert _wait_for(tmp_path / "c.acquired", c) == ["2"] * 3
+    _finish(tmp_path, "a", a)
+    assert _wait_for(tmp_path / "b.acquired", b) == ["0,1"] * 3
+    _finish(tmp_path, "b", b)
+    _finish(tmp_path, "c", c)
+    assert all(_is_free(env, d) for d in range(3))
+
+
+def test_takes_the_free_devices_among_held_ones(env, monkeypatch):
+    monkeypatch.setenv("ROCM_RLHF_NUM_GPUS", "4")
+    fd = _hold(env, 1)
+    try:
+        with devices.acquire_gpus(2, timeout_s=1, poll_s=0.05) as ids:
+            assert ids == [0, 2] and os.environ["CUDA_VISIBLE_DEVICES"] == "0,2"
+            assert not _is_free(env, 0) and not _is_free(env, 2) and _is_free(env, 3)
+    finally:
+        os.close(fd)
+    assert all(_is_free(env, d) for d in range(4)) and "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_timeout_for_several_devices_releases_the_partial_set(env):
+    fd = _hold(env, 0)
+    try:
+        with pytest.raises(GpuLockTimeout, match=r"fewer than 2 free GPUs among \[0, 1\] after 0.2 s"):
+            with devices.acquire_gpus(2, timeout_s=0.2, poll_s=0.05):
+                pass
+        assert _is_free(env, 1)
+    finally:
+        os.close(fd)
+
+
+def test_impossible_device_counts_are_clear_errors(env, monkeypatch):
+    with pytest.raises(ValueError, match="needs 3 GPUs but only 2 exist here .* train.num_processes to at most 2"):
+        with devices.acquire_gpus(3, timeout_s=0):
+            pass
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with pytest.raises(ValueError, match="needs 2 GPUs but CUDA_VISIBLE_DEVICES='1' makes one visible"):
+        with devices.acquire_gpus(2, timeout_s=0):
+            pass
+    with pytest.raises(ValueError, match="count must be an integer >= 1"):
+        with devices.acquire_gpus(0):
+            pass

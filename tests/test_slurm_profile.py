@@ -72,10 +72,12 @@ def test_profile_parses_with_plugin_resource_names():
     for rule, res in prof["set-resources"].items():
         assert set(res) <= KNOWN_KEYS, (rule, set(res) - KNOWN_KEYS)
         assert res["slurm_partition"] == "gpu", rule
-        assert res["gpu"] == 1 and "gres" not in res, rule  # gres beside gpu would request GPUs twice
+        assert "gres" not in res, rule  # gres beside gpu would request GPUs twice
+        # train_rocm takes its GPU count from the rule (train.num_processes); the other GPU rules ask for one
+        assert res.get("gpu") == (None if rule == "train_rocm" else 1), rule
         assert isinstance(res["cpus_per_gpu"], int) and res["cpus_per_gpu"] >= 1, rule
         assert isinstance(res["mem_mb"], int) and isinstance(res["runtime"], int), rule
-    assert prof["set-resources"]["train_baseline"] == prof["set-resources"]["train_rocm"]
+    assert prof["set-resources"]["train_baseline"] == {**prof["set-resources"]["train_rocm"], "gpu": 1}
     assert prof["set-resources"]["evaluate"] == prof["set-resources"]["sample_eval"]
 
 
@@ -97,7 +99,7 @@ def test_profile_rules_exist_in_workflow(rule):
 
 
 def test_every_gpu_rule_of_the_workflow_has_gpu_resources_in_profile():
-    gpu_rules = {name for name, block in workflow_rules().items() if re.search(r"\bgpu\s*=\s*[1-9]", block)}
+    gpu_rules = {name for name, block in workflow_rules().items() if re.search(r"\bgpu\s*=\s*(?!0\b)\S", block)}
     assert "train_rocm" in gpu_rules
     missing = gpu_rules - set(load_profile()["set-resources"])
     assert not missing, f"rules declaring gpu resources without a GPU partition in profiles/slurm: {missing}"
@@ -177,7 +179,7 @@ rule prepare_prompts:
 
 rule train_rocm:
     output: "out/train.txt"
-    resources: gpu=1
+    resources: gpu={gpus}
     shell: "echo trained on ${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
 """
 
@@ -198,14 +200,16 @@ def _option(line: str, flag: str) -> str:
 
 
 @pytest.mark.slow
-def test_submission_through_fake_slurm_requests_gpu_partition_cpus_memory(tmp_path):
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_submission_through_fake_slurm_requests_gpu_partition_cpus_memory(tmp_path, gpus):
+    """The rule's gpu resource (train_rocm: train.num_processes) becomes --gpus=N; everything else from the profile."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm not installed")
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     _fake_slurm(bin_dir)
     state.mkdir()
     work = tmp_path / "wf"
     work.mkdir()
-    (work / "Snakefile").write_text(TINY_SNAKEFILE)
+    (work / "Snakefile").write_text(TINY_SNAKEFILE.replace("{gpus}", str(gpus)))
     env = _clean_env(PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                      FAKE_SLURM_DIR=str(state), ROCM_RLHF_GPU_PARTITION="testgpu",
                      ROCM_RLHF_CPU_PARTITION="testcpu", ROCM_RLHF_SLURM_ACCOUNT="proj1")
@@ -224,7 +228,7 @@ def test_submission_through_fake_slurm_requests_gpu_partition_cpus_memory(tmp_pa
 
     gpu_args = shlex.split(gpu_line)
     assert _option(gpu_line, "-p") == "testgpu" and _option(gpu_line, "-A") == "proj1"
-    assert "--gpus=1" in gpu_args and "--cpus-per-gpu=8" in gpu_args
+    assert f"--gpus={gpus}" in gpu_args and "--cpus-per-gpu=8" in gpu_args
     assert _option(gpu_line, "--mem") == "64000" and _option(gpu_line, "-t") == "720"
     assert "--requeue" in gpu_args
     assert not any(a.startswith(("--gres", "--cpus-per-task", "--ntasks")) for a in gpu_args)
@@ -237,6 +241,7 @@ def test_submission_through_fake_slurm_requests_gpu_partition_cpus_memory(tmp_pa
 
     # inside the allocation the job step asks srun for the same GPU and CPUs, then the rule really ran
     srun = (state / "srun_calls.txt").read_text().splitlines()
-    assert any("--gpus=1" in s and "--cpus-per-gpu=8" in s for s in srun), srun
-    assert (work / "out" / "train.txt").read_text() == "trained on 0\n"
+    assert any(f"--gpus={gpus}" in s and "--cpus-per-gpu=8" in s for s in srun), srun
+    visible = ",".join(map(str, range(gpus)))
+    assert (work / "out" / "train.txt").read_text() == f"trained on {visible}\n"
     assert (work / "out" / "prompts.txt").read_text() == "cpu\n"

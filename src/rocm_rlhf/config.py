@@ -82,6 +82,11 @@ def _check_semantics(config: dict) -> None:
     if config["model"]["num_steps"] < 2 and config["rocm"]["final_step"] is False:
         problems.append("config key 'model.num_steps': with 1 step and rocm.final_step false there is no transition "
                         "to regularise")
+    t = config["train"]
+    if t["batch_size"] % t["num_processes"]:
+        problems.append(f"config key 'train.num_processes': the global batch train.batch_size = {t['batch_size']} "
+                        f"does not split evenly over {t['num_processes']} processes; make batch_size a multiple of "
+                        f"num_processes")
     if problems:
         raise ConfigError("invalid configuration (see config/README.md for every key):\n  - " + "\n  - ".join(problems))
 

@@ -33,6 +33,9 @@ How it works (conventions pinned here):
   ``CUDA_VISIBLE_DEVICES`` (the scheduler gave no GPU: do not grab the node's devices). Inside an interactive
   allocation with several GPUs (``salloc --gpus=2`` then a local ``snakemake``), jobs share them by lock as on a
   workstation.
+- Several devices for one job (``train.num_processes: N``): ``acquire_gpus(N)`` locks N devices at once (all or
+  none, so that waiting jobs hold nothing) and makes exactly those visible; the job's N worker processes then use
+  ``cuda:0 .. cuda:N-1``.
 - Order: call it before any ``torch.cuda`` call. If torch has already initialised CUDA, a later change of
   ``CUDA_VISIBLE_DEVICES`` has no effect, so ``acquire_gpu`` raises instead of silently sharing a device.
 """
@@ -214,26 +217,60 @@ def acquire_gpu(
     Yields the locked device id as it appears in ``CUDA_VISIBLE_DEVICES`` (an int index, or a UUID string), or
     None when no lock was taken (no GPU, a single device already pinned, or a Slurm job: see the module
     docstring). In every case the job then uses the default CUDA device (``cuda:0``) if
-    ``torch.cuda.is_available()``, else the CPU.
+    ``torch.cuda.is_available()``, else the CPU. The arguments are those of :func:`acquire_gpus`.
+    """
+    with acquire_gpus(1, n_gpus=n_gpus, lock_dir=lock_dir, timeout_s=timeout_s, poll_s=poll_s) as ids:
+        yield ids[0] if ids else None
 
+
+@contextmanager
+def acquire_gpus(
+    count: int = 1,
+    n_gpus: int | None = None,
+    lock_dir: str | os.PathLike | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+) -> Iterator[list[DeviceId] | None]:
+    """Lock ``count`` free GPUs for the duration of the block and make them this process's visible devices (in
+    the order of the candidates), for a job that runs on several devices (``train.num_processes``).
+
+    Yields the locked ids, or None when no lock was taken (as :func:`acquire_gpu`). The devices are taken all at
+    once or not at all: while fewer than ``count`` are free, none is held, so two multi-device jobs never deadlock
+    holding one device each.
+
+    count: devices the job needs (>= 1); more than the candidates is an error, as is ``count > 1`` when
+        ``CUDA_VISIBLE_DEVICES`` pins a single device.
     n_gpus: number of devices (ids 0..n_gpus-1) when ``CUDA_VISIBLE_DEVICES`` is unset; None detects it.
     lock_dir: folder of the lock files (default ``default_lock_dir()``), on a local file system.
-    timeout_s: give up with ``GpuLockTimeout`` after this many seconds without a free device.
-    poll_s: seconds between attempts while all devices are taken.
+    timeout_s: give up with ``GpuLockTimeout`` after this many seconds without enough free devices.
+    poll_s: seconds between attempts while too few devices are free.
 
     Raises RuntimeError if torch has already initialised CUDA (call this before any ``torch.cuda`` call).
     """
     if timeout_s < 0 or poll_s <= 0:
         raise ValueError(f"timeout_s must be >= 0 and poll_s > 0, got timeout_s={timeout_s}, poll_s={poll_s}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
     candidates = candidate_gpus(n_gpus)
+    pinned = _parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES") or "")
+    if count > 1 and len(pinned) == 1:
+        raise ValueError(
+            f"this job needs {count} GPUs but CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} makes "
+            f"one visible: list {count} devices there (or unset it), or set train.num_processes to 1"
+        )
     if not candidates:
         log.info(
-            "acquire_gpu: no lock taken (CUDA_VISIBLE_DEVICES=%r, SLURM_JOB_ID=%r)",
+            "acquire_gpus: no lock taken (CUDA_VISIBLE_DEVICES=%r, SLURM_JOB_ID=%r)",
             os.environ.get("CUDA_VISIBLE_DEVICES"),
             os.environ.get("SLURM_JOB_ID"),
         )
         yield None
         return
+    if count > len(candidates):
+        raise ValueError(
+            f"this job needs {count} GPUs but only {len(candidates)} exist here ({candidates}): set "
+            f"train.num_processes to at most {len(candidates)}"
+        )
     if _cuda_already_initialised():
         raise RuntimeError(
             "acquire_gpu() was called after torch initialised CUDA, so setting CUDA_VISIBLE_DEVICES can no "
@@ -244,29 +281,35 @@ def acquire_gpu(
     _make_lock_dir(ldir)
 
     deadline = time.monotonic() + timeout_s
-    fd, chosen = None, None
+    held: list[tuple[DeviceId, int]] = []
     while True:
         for dev in candidates:
             fd = _try_lock(_lock_path(ldir, dev))
             if fd is not None:
-                chosen = dev
-                break
-        if fd is not None:
+                held.append((dev, fd))
+                if len(held) == count:
+                    break
+        if len(held) == count:
             break
+        for _, fd in held:  # all or nothing: hold no device while waiting
+            os.close(fd)
+        held = []
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             holders = ", ".join(f"gpu {d}: {_holder(_lock_path(ldir, d))}" for d in candidates)
+            need = "no free GPU" if count == 1 else f"fewer than {count} free GPUs"
             raise GpuLockTimeout(
-                f"no free GPU among {candidates} after {timeout_s:g} s: all are locked by other jobs ({holders}; "
+                f"{need} among {candidates} after {timeout_s:g} s: the others are locked by other jobs ({holders}; "
                 f"lock files in {ldir}). Run Snakemake with --resources gpu=N where N is at most the number of "
                 f"GPUs ({len(candidates)}), or raise timeout_s"
             )
         time.sleep(min(poll_s, remaining))
 
+    chosen = [dev for dev, _ in held]
     saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(chosen)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in chosen)
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    log.info("acquire_gpu: using GPU %s (lock %s)", chosen, _lock_path(ldir, chosen))
+    log.info("acquire_gpus: using GPU %s (locks in %s)", chosen, ldir)
     try:
         yield chosen
     finally:
@@ -275,4 +318,5 @@ def acquire_gpu(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        os.close(fd)  # releases the flock
+        for _, fd in held:
+            os.close(fd)  # releases the flocks

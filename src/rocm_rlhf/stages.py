@@ -32,15 +32,15 @@ def _preflight(config, **needs) -> None:
     preflight(model_assets(config, **needs))
 
 
-def _gpu_slot(config):
-    """Lock a free local GPU for a GPU job before CUDA initialises (rocm_rlhf.devices); nothing on CPU."""
+def _gpu_slot(config, count: int = 1):
+    """Lock ``count`` free local GPUs for a GPU job before CUDA initialises (rocm_rlhf.devices); nothing on CPU."""
     import contextlib
 
     if config["device"] == "cpu":
         return contextlib.nullcontext()
-    from .devices import acquire_gpu
+    from .devices import acquire_gpus
 
-    return acquire_gpu()
+    return acquire_gpus(count)
 
 
 def _world(config):
@@ -149,10 +149,30 @@ def reward_kwargs(config: dict, name: str, sandbox_rewards_dir: str | None = Non
 
 
 def train(job) -> None:
+    """One training run. With ``train.num_processes`` N > 1 a ROCM run locks N devices and runs this stage again
+    in N worker processes through ``accelerate launch`` (rocm_rlhf.training.distributed); baselines use one."""
+    from .training import distributed
+
     generator = "lcm" if job.params.method in ("rocm", "rlcm") else "diffusion"
-    _preflight(job.config, generators=[generator], metrics=[], reward=True)
-    with _gpu_slot(job.config):
+    if distributed.in_worker():  # a worker of a launch below: its parent checked, locked and set the devices
         _train(job)
+        return
+    _preflight(job.config, generators=[generator], metrics=[], reward=True)
+    n = train_processes(job.config, job.params.method)
+    with _gpu_slot(job.config, count=n):
+        if n == 1:
+            _train(job)
+        else:
+            from .jobs import cli_args
+
+            per_process = max(1, int(getattr(job, "threads", 1) or 1) // n)  # the rule asks threads x n
+            with cli_args(job, "train", threads=per_process) as args:
+                distributed.launch(n, ["rocm_rlhf.cli", *args], threads=per_process)
+
+
+def train_processes(config: dict, method: str) -> int:
+    """Processes (devices) of one training run: ``train.num_processes`` for ROCM, 1 for the baselines."""
+    return int(config["train"]["num_processes"]) if method == "rocm" else 1
 
 
 def _train(job) -> None:

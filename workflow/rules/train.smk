@@ -19,9 +19,9 @@ rule train_rocm:
         run=r"rocm-(none|kl|js|hellinger|fisher)-b[0-9.e+-]+-s\d+",
     conda:
         "../../envs/torch.yaml"
-    threads: config["train"]["threads"]
+    threads: config["train"]["threads"] * config["train"]["num_processes"]  # per process x processes
     resources:
-        gpu=1,
+        gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
     params:
         method="rocm",
         divergence=run_param("divergence"),

@@ -14,6 +14,10 @@ A method is an object with
 Randomness: every step draws its prompts and noise from generators seeded by (run seed, step), so a run resumed
 from a checkpoint at step k replays steps k+1 ... exactly as an uninterrupted run does (on CPU, bit for bit).
 
+Several devices: with a process group of N > 1 (:mod:`rocm_rlhf.training.distributed`) every process draws the
+global batch and keeps its shard (``ctx.shard``), gradients are averaged over the processes before clipping, logged
+scalars are computed over the gathered batch (``ctx.gather``), and process 0 alone writes files.
+
 Cost accounting: ``device_hours`` is accelerator-hours on GPU (wall-clock hours x 1 device) and CPU core-hours on CPU
 (process user + system CPU time, which counts every thread); ``run.json`` names which (``device_hours_unit``).
 """
@@ -49,13 +53,14 @@ class TrainingDivergedError(RuntimeError):
 class CountingScorer(torch.nn.Module):
     """Wraps a reward model and counts every image it scores (the reward-query budget)."""
 
-    def __init__(self, scorer):
+    def __init__(self, scorer, world_size: int = 1):
         super().__init__()
         self.scorer = scorer
         self.queries = 0
+        self.world_size = world_size  # equal shards: every process scores as many images, the count is global
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        self.queries += images.shape[0]
+        self.queries += images.shape[0] * self.world_size
         return self.scorer(images, prompts)
 
 
@@ -96,8 +101,23 @@ class Context:
     settings: TrainSettings
     device: torch.device
     optimizer: torch.optim.Optimizer
+    group: Any = None  # the process group (rocm_rlhf.training.distributed); None: one process
     updates: int = 0
     grad_norms: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.group is None:
+            from .distributed import SingleProcess
+
+            self.group = SingleProcess(self.device)
+
+    def shard(self, x):
+        """This process's share of a global batch (a list, or a tensor along dim 0); the whole batch in one process."""
+        return self.group.shard(x)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-sample tensor over the global batch (for logging); itself in one process."""
+        return self.group.gather(t)
 
     @property
     def unet(self):
@@ -120,11 +140,15 @@ class Context:
         return [self.prompts[i] for i in rng.integers(0, len(self.prompts), size=n)]
 
     def update(self, loss: torch.Tensor) -> None:
-        """Backward, clip, step. Raises TrainingDivergedError on a non-finite loss or gradient (before stepping)."""
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(f"loss is {loss.item()} at update {self.updates + 1}")
+        """Backward, average the gradients over the processes, clip, step. Raises TrainingDivergedError on a
+        non-finite loss (in any process) or gradient, before stepping."""
+        if not self.group.all_finite(loss.detach()):
+            value = loss.item()
+            what = value if not math.isfinite(value) else "not finite in another process"
+            raise TrainingDivergedError(f"loss is {what} at update {self.updates + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.group.average_gradients(self.params)
         clip = self.settings.grad_clip if self.settings.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
         if not torch.isfinite(norm):
@@ -143,7 +167,7 @@ class Trainer:
     """Runs a method for ``settings.steps`` steps in ``run_dir`` with checkpoints and resume."""
 
     def __init__(self, method, pipe, params, reward, prompts, settings: TrainSettings, run_dir: str | Path,
-                 device: torch.device, run_info: dict | None = None, pipeline_cls=None):
+                 device: torch.device, run_info: dict | None = None, pipeline_cls=None, group=None):
         self.method = method
         self.settings = settings
         self.run_dir = Path(run_dir)
@@ -151,8 +175,13 @@ class Trainer:
         self.run_info = dict(run_info or {})
         self.pipeline_cls = pipeline_cls
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        self.ctx = Context(pipe=pipe, params=params, reward=CountingScorer(reward), prompts=list(prompts),
-                           settings=settings, device=device, optimizer=opt)
+        world = group.world_size if group is not None else 1
+        self.ctx = Context(pipe=pipe, params=params, reward=CountingScorer(reward, world), prompts=list(prompts),
+                           settings=settings, device=device, optimizer=opt, group=group)
+        self.group = self.ctx.group
+        if self.group.world_size > 1 and not getattr(method, "data_parallel", False):
+            raise ValueError(f"{type(method).__name__} runs in one process: only ROCM shards its batch over "
+                             f"train.num_processes > 1 processes")
         self.rows: list[dict] = []
         self.start_step = 0
         self.elapsed_wall = 0.0
@@ -167,7 +196,14 @@ class Trainer:
         return done[-1] if done else None
 
     def save_checkpoint(self, step: int) -> Path:
+        """Process 0 writes ``checkpoints/step_<step>`` atomically; every process waits until it exists."""
         final = self.ckpt_dir / f"step_{step:06d}"
+        if self.group.is_main:
+            self._write_checkpoint(step, final)
+        self.group.barrier()
+        return final
+
+    def _write_checkpoint(self, step: int, final: Path) -> Path:
         tmp = self.ckpt_dir / f".tmp_step_{step:06d}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -204,16 +240,19 @@ class Trainer:
         self.elapsed_wall = state["elapsed_wall"]
         self.elapsed_device_s = state["elapsed_device_s"]
         self.rows = pd.read_csv(path / "log.csv").to_dict("records") if (path / "log.csv").stat().st_size > 1 else []
-        print(f"resumed from {path} at step {self.start_step}", flush=True)
+        if self.group.is_main:
+            print(f"resumed from {path} at step {self.start_step}", flush=True)
 
     # ------------------------------------------------------------------ the loop
     def batch_arithmetic(self) -> str:
         s = self.settings
         per = getattr(self.method, "queries_per_step", lambda: None)() or s.batch_size
+        g = self.group
+        spread = (f", {g.world_size} processes x {s.batch_size // g.world_size} samples" if g.world_size > 1 else "")
         return (f"batch arithmetic: {s.steps} steps x {per} reward queries per step = {s.steps * per} reward "
-                f"queries; batch size {s.batch_size}, {s.num_steps} sampler steps, guidance {s.guidance_scale}, "
-                f"lr {s.lr}, {sum(p.numel() for p in self.ctx.params):,} trainable parameters, device "
-                f"{self.ctx.device}, mixed precision {s.mixed_precision}")
+                f"queries; batch size {s.batch_size}{spread}, {s.num_steps} sampler steps, guidance "
+                f"{s.guidance_scale}, lr {s.lr}, {sum(p.numel() for p in self.ctx.params):,} trainable parameters, "
+                f"device {self.ctx.device}, mixed precision {s.mixed_precision}")
 
     def run(self, max_steps: int | None = None) -> dict:
         """Train (resuming if a checkpoint exists). ``max_steps`` stops early (used to test kill-and-resume)."""
@@ -222,19 +261,20 @@ class Trainer:
         ckpt = self.latest_checkpoint()
         if ckpt is not None:
             self.load_checkpoint(ckpt)
-        print(self.batch_arithmetic(), flush=True)
+        if self.group.is_main:
+            print(self.batch_arithmetic(), flush=True)
         on_gpu = self.ctx.device.type == "cuda"
         end = self.settings.steps if max_steps is None else min(self.settings.steps, max_steps)
         bar = tqdm(total=self.settings.steps, initial=self.start_step, desc=self.run_info.get("run_id", "train"),
-                   mininterval=5.0, ascii=True)
+                   mininterval=5.0, ascii=True, disable=not self.group.is_main)
         for step in range(self.start_step + 1, end + 1):
             t0, c0 = time.time(), _cpu_seconds()
             out = self.method.train_step(self.ctx, step)
             if on_gpu:
                 torch.cuda.synchronize()
             dt = time.time() - t0
-            self.elapsed_wall += dt
-            self.elapsed_device_s += dt if on_gpu else (_cpu_seconds() - c0)
+            self.elapsed_wall += dt  # every process: devices x wall time on GPU, all processes' CPU time on CPU
+            self.elapsed_device_s += self.group.sum(dt if on_gpu else (_cpu_seconds() - c0))
             row = {"step": step, "wall_s": self.elapsed_wall, "device_hours": self.elapsed_device_s / 3600,
                    "device": self.ctx.device.type, "reward_queries": self.ctx.reward.queries,
                    "updates": self.ctx.updates,
@@ -256,9 +296,6 @@ class Trainer:
 
     def finish(self) -> dict:
         df = pd.DataFrame(self.rows)
-        with atomic_path(self.run_dir / "log.csv") as tmp:
-            df.to_csv(tmp, index=False)
-        save_lora(self.ctx.unet, self.run_dir / "adapter", self.pipeline_cls)
         tail = df.tail(max(1, len(df) // 10))
         final = {
             "reward_mean_first": float(df["reward_mean"].iloc[0]),
@@ -274,10 +311,16 @@ class Trainer:
             "seed": self.settings.seed,
             "settings": self.settings.__dict__,
             "device": str(self.ctx.device),
+            "num_processes": self.group.world_size,
             "device_hours_unit": "gpu_hours" if self.ctx.device.type == "cuda" else "cpu_core_hours",
             "batch_arithmetic": self.batch_arithmetic(),
             "versions": versions(),
             "final": final,
         })
-        write_json(self.run_dir / "run.json", info)
+        if self.group.is_main:
+            with atomic_path(self.run_dir / "log.csv") as tmp:
+                df.to_csv(tmp, index=False)
+            save_lora(self.ctx.unet, self.run_dir / "adapter", self.pipeline_cls)
+            write_json(self.run_dir / "run.json", info)
+        self.group.barrier()
         return info

@@ -13,6 +13,7 @@ the drift is logged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -26,6 +27,7 @@ class ROCM:
     beta: float = 0.0
     reduction: str = "mean"
     final_step: bool = True
+    data_parallel: ClassVar[bool] = True  # shards its batch over train.num_processes (training.distributed)
 
     def __post_init__(self):
         from ..divergences import available
@@ -48,12 +50,13 @@ class ROCM:
     def train_step(self, ctx, step: int) -> dict:
         s = ctx.settings
         pipe = ctx.pipe
-        prompts = ctx.batch_prompts(step)
+        prompts = ctx.batch_prompts(step)  # the global batch: every process draws it all and keeps its shard
         g = ctx.generator(step)
         shape = (len(prompts), pipe.unet.config.in_channels, pipe.unet.config.sample_size,
                  pipe.unet.config.sample_size)
-        latents = torch.randn(shape, generator=g).to(ctx.device, pipe.unet.dtype)
-        noise = draw_noise(shape, s.num_steps, g).to(ctx.device, pipe.unet.dtype)
+        latents = ctx.shard(torch.randn(shape, generator=g)).to(ctx.device, pipe.unet.dtype)
+        noise = ctx.shard(draw_noise(shape, s.num_steps, g)).to(ctx.device, pipe.unet.dtype)
+        prompts = ctx.shard(prompts)
         emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=pipe.unet.dtype)
         with ctx.autocast():
             traj = consistency_sample(
@@ -68,7 +71,10 @@ class ROCM:
         div_total = div.sum(1)
         loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
         ctx.update(loss)
-        out = {"loss": loss.item(), "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
+        reward, div = ctx.gather(reward.detach()), ctx.gather(div.detach())  # the global batch, for the log
+        div_total = div.sum(1)
+        logged_loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
+        out = {"loss": logged_loss.item(), "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
                "divergence_mean": div_total.mean().item()}
         for n in range(div.shape[1]):
             out[f"div_step_{n}"] = div[:, n].mean().item()

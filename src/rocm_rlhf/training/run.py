@@ -86,8 +86,11 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
               reward_name: str, reward_kwargs: dict, prompts: list[str], max_steps: int | None = None,
               **method_kwargs) -> dict:
     """Train one run into ``run_dir`` (resuming from its latest checkpoint) and return its run.json content."""
+    from .distributed import process_group
+
     settings = TrainSettings.from_config(config, seed)
-    device = pick_device(config["device"])
+    group = process_group(pick_device(config["device"]))  # several processes only inside a distributed launch
+    device = group.device
     dtype = DTYPES[config["model"]["dtype"]]
     seed_everything(seed)
     if method in LCM_METHODS:
@@ -112,5 +115,5 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
             "reward_definition": getattr(reward, "definition", ""), "config": config, **method_kwargs}
     trainer = Trainer(m, pipe, params, reward, prompts, settings, run_dir, device, run_info=info,
-                      pipeline_cls=pipeline_cls)
+                      pipeline_cls=pipeline_cls, group=group)
     return trainer.run(max_steps=max_steps)
