@@ -32,6 +32,25 @@ def test_dry_run_counts_jobs_without_network(tmp_path):
         assert counts[rule] == 1, rule
 
 
+def test_two_gpus_per_run_request_two_gpus_per_rocm_job(tmp_path):
+    """train.num_processes: 2 over the paper config: each ROCM job asks for 2 GPUs and threads for both processes;
+    baselines keep one GPU."""
+    import re
+
+    override = tmp_path / "two_gpus.yaml"
+    override.write_text("train: {num_processes: 2, batch_size: 2}\n")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "16", "--resources", "gpu=2",
+                          "--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
+                          "--configfile", str(PAPER), str(override)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    threads: (\d+)\n    resources: (.*)$", res.stdout, re.M)
+    rocm = [(t, r) for rule, t, r in jobs if rule == "train_rocm"]
+    assert len(rocm) == 39
+    assert all(t == "16" and "gpu=2" in r for t, r in rocm), rocm[:3]
+    baselines = [r for rule, _, r in jobs if rule == "train_baseline"]
+    assert len(baselines) == 12 and all("gpu=1" in r for r in baselines), baselines[:3]
+
+
 def test_staging_lists_every_model_of_the_config():
     from rocm_rlhf.staging import dataset_ids, model_assets
 
