@@ -235,6 +235,36 @@ def test_steps_for_budget_is_ceil_of_budget_over_queries_per_step():
 
 
 # ------------------------------------------------------------------------------------------------ PPO: RLCM, DDPO
+def test_shared_ppo_settings_name_the_method_and_default_the_batch():
+    """pg.PPOMethod's checks, shared by RLCM and DDPO, still name the method (and its config block) in the error."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from rocm_rlhf.training.ddpo import DDPO
+    from rocm_rlhf.training.rlcm import RLCM
+
+    with pytest.raises(ValueError, match="rlcm num_minibatches must be a positive integer"):
+        RLCM(num_minibatches=0)
+    with pytest.raises(ValueError, match="ddpo clip_range must be a positive number"):
+        DDPO(clip_range=-1.0)
+    with pytest.raises(ValueError, match="log_prob_reduction"):
+        DDPO(log_prob_reduction="max")
+    ctx = SimpleNamespace(settings=SimpleNamespace(batch_size=6, num_steps=3))
+    for cls in (RLCM, DDPO):
+        m = cls(num_minibatches=4)
+        with pytest.raises(ValueError, match=f"baselines.{cls.config_name}.num_minibatches=4 must divide the batch "
+                                             "size 6"):
+            m.setup(ctx)
+    m = RLCM(num_minibatches=3)
+    m.setup(ctx)
+    assert m.queries_per_step() == 6  # batch_size None -> train.batch_size
+    m.tracker.update(["a", "a"], torch.tensor([1.0, 2.0]))
+    m2 = RLCM()
+    m2.load_extra_state(m.extra_state())
+    assert list(m2.tracker.stats["a"]) == [1.0, 2.0]
+    assert "config_name" not in {f.name for f in dataclasses.fields(RLCM)}  # a class constant, not a field
+
+
 @pytest.mark.parametrize("method", ["rlcm", "ddpo"])
 def test_first_ppo_epoch_is_on_policy_and_its_gradient_is_reinforce(models, method):
     ctx = _context(method, models, lora_scale=0.05)

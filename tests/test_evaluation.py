@@ -6,10 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from rocm_rlhf.evaluation import diversity, eval_units, unit_seed
-from rocm_rlhf.models import initial_noise
+from rocm_rlhf.models import initial_noise, seeded_noise
+
+torch.set_num_threads(1)
 
 PIPE = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=4, sample_size=8)))
 
@@ -26,6 +29,49 @@ def test_unit_noise_is_independent_of_batch_and_order():
     assert torch.equal(lr.flip(0), lat) and torch.equal(nr.flip(0), noise)
     # and different units get different noise
     assert not torch.equal(lat[0], lat[1]) and unit_seed("p1", 0) != unit_seed("p1", 1) != unit_seed("p2", 0)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 5), (4, 8, 8)])
+def test_seeded_noise_keeps_the_numbers_of_both_samplers(shape):
+    """The per-unit noise is the one the LCM (initial_noise) and DDIM (generate_diffusion_units) evaluation drew
+    before they shared seeded_noise: the former formulas, written out here."""
+    seeds = [unit_seed("p1", 0), unit_seed("p2", 1), 7]
+
+    def old_lcm(k):  # models.initial_noise: latents, then K - 1 draws of one latent each
+        lat, noi = [], []
+        for s in seeds:
+            g = torch.Generator().manual_seed(int(s))
+            lat.append(torch.randn((1, *shape), generator=g))
+            draws = [torch.randn((1, *shape), generator=g) for _ in range(k - 1)]
+            noi.append(torch.stack(draws, 1) if draws else torch.zeros((1, 0, *shape)))
+        return torch.cat(lat), torch.cat(noi)
+
+    def old_ddim(t):  # evaluation.generate_diffusion_units: latents, then one draw of T latents
+        lat, noi = [], []
+        for s in seeds:
+            g = torch.Generator().manual_seed(int(s))
+            lat.append(torch.randn((1, *shape), generator=g))
+            noi.append(torch.randn((1, t, *shape), generator=g))
+        return torch.cat(lat), torch.cat(noi)
+
+    pipe = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=shape[0], sample_size=shape[1])))
+    for k in (1, 2, 4):
+        lat, noi = seeded_noise(seeds, shape, k, "lcm")
+        ref_lat, ref_noi = old_lcm(k)
+        assert noi.shape == (3, k - 1, *shape)
+        assert torch.equal(lat, ref_lat) and torch.equal(noi, ref_noi)
+        lat2, noi2 = initial_noise(pipe, 3, k, seeds=seeds)
+        assert torch.equal(lat2, ref_lat) and torch.equal(noi2, ref_noi)
+    for t in (1, 3, 7):
+        lat, noi = seeded_noise(seeds, shape, t, "ddim")
+        ref_lat, ref_noi = old_ddim(t)
+        assert noi.shape == (3, t, *shape)
+        assert torch.equal(lat, ref_lat) and torch.equal(noi, ref_noi)
+    # the two draw orders are genuinely different for this shape (so neither pin can pass for the other sampler)
+    if shape == (3, 5, 5):
+        assert not torch.equal(seeded_noise(seeds, shape, 4, "lcm")[1], seeded_noise(seeds, shape, 3, "ddim")[1])
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        seeded_noise(seeds, shape, 2, "ddpm")
 
 
 def test_diversity_is_mean_distance_to_the_other_images_of_the_prompt():

@@ -8,7 +8,9 @@ import torch
 from rocm_rlhf.models import load_lcm_pipeline
 from rocm_rlhf.samplers.common import encode_prompts
 from rocm_rlhf.samplers.consistency import (
+    adapter_disabled,
     consistency_sample,
+    consistency_transition,
     decode_latents,
     divergence_per_step,
     draw_noise,
@@ -161,6 +163,37 @@ def test_log_probs_of_taken_steps(tiny_lcm_dir):
         expect = -0.5 * noise[:, n].flatten(1).square().sum(1) - d * torch.log(torch.tensor(sd)) \
             - 0.5 * d * torch.log(torch.tensor(2 * torch.pi))
         torch.testing.assert_close(lp[:, n], expect, rtol=1e-4, atol=1e-3)
+
+
+def test_transition_at_stored_states_reproduces_the_chain_bit_for_bit(tiny_lcm_dir):
+    """consistency_transition at the states the sampler visited (as RLCM's PPO recomputes them) gives the sampler's
+    x0, means, stds, next states and reference means exactly, including the regularised last step (t_next = t)."""
+    pipe, _ = _lora_pipe(tiny_lcm_dir)
+    g = torch.Generator().manual_seed(5)
+    lat, noise = torch.randn(3, 4, 8, 8, generator=g), draw_noise((3, 4, 8, 8), 3, g)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    with torch.no_grad():
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=3, guidance_scale=3.0, latents=lat,
+                                  noise=noise, reference=True)
+        ts = traj.timesteps
+        assert len(traj.means) == 3 and len(traj.next_states) == 2
+        for n, t in enumerate(ts):
+            last = n == len(ts) - 1
+            x0, mean, std, x_next = consistency_transition(pipe.unet, pipe.scheduler, emb, traj.states[n], t,
+                                                           t if last else ts[n + 1], 3.0,
+                                                           noise=None if last else noise[:, n])
+            assert torch.equal(x0, traj.x0[n]) and torch.equal(mean, traj.means[n]) and std == traj.stds[n]
+            assert (x_next is None) if last else torch.equal(x_next, traj.next_states[n])
+            with adapter_disabled(pipe.unet):
+                ref = consistency_transition(pipe.unet, pipe.scheduler, emb, traj.states[n], t,
+                                             t if last else ts[n + 1], 3.0)[1]
+            assert torch.equal(ref, traj.ref_means[n])
+            assert not torch.equal(ref, mean)  # the adapter matters, so the reference check is not vacuous
+        # the formulas: mean = sqrt(abar_next) x0, std = sqrt(1 - abar_next), x_next = mean + std * noise
+        abar = pipe.scheduler.alphas_cumprod
+        torch.testing.assert_close(traj.means[0], abar[ts[1]].sqrt() * traj.x0[0])
+        assert traj.stds[0] == pytest.approx(float((1 - abar[ts[1]]).sqrt()))
+        torch.testing.assert_close(traj.next_states[0], traj.means[0] + traj.stds[0] * noise[:, 0])
 
 
 def test_bad_arguments(tiny_lcm_dir):

@@ -50,23 +50,50 @@ def latent_shape(pipe) -> tuple[int, int, int]:
     return (pipe.unet.config.in_channels, s, s)
 
 
+SAMPLER_NOISE = ("lcm", "ddim")
+
+
+def seeded_noise(seeds: list[int], shape: tuple[int, int, int], num_steps: int, sampler: str, device="cpu",
+                 dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image noise from per-image seeds: (latents [n, C, H, W], sampler noise [n, S, C, H, W]), n = len(seeds).
+
+    For each seed, a fresh CPU generator seeded with it draws the initial latents (one ``randn`` of [1, C, H, W]) and
+    then the sampler's noise, so an image's numbers depend on its seed alone (not on the batch or its place in it):
+
+    - ``sampler="lcm"``: ``S = K - 1`` re-noising draws of [1, C, H, W], one after the other, as LCMScheduler.step
+      draws them (:func:`rocm_rlhf.samplers.consistency.draw_noise`), ``num_steps = K``;
+    - ``sampler="ddim"``: ``S = T``, one draw of [1, T, C, H, W] (as the diffusion baselines' rollouts draw it),
+      ``num_steps = T``.
+
+    The two orders give different numbers for many shapes (e.g. (C, H, W) = (3, 5, 5) from K = 2 on, (1, 2, 2) with
+    7 draws; torch's CPU ``randn`` fills larger tensors in blocks), so each sampler keeps its own order.
+    """
+    if sampler not in SAMPLER_NOISE:
+        raise ValueError(f"sampler must be one of {SAMPLER_NOISE}, got {sampler!r}")
+    lat, noi = [], []
+    for s in seeds:
+        g = torch.Generator().manual_seed(int(s))
+        lat.append(torch.randn((1, *shape), generator=g))
+        if sampler == "lcm":
+            noi.append(draw_noise((1, *shape), num_steps, g))
+        else:
+            noi.append(torch.randn((1, num_steps, *shape), generator=g))
+    return torch.cat(lat).to(device, dtype), torch.cat(noi).to(device, dtype)
+
+
 def initial_noise(pipe, n: int, num_steps: int, seeds: list[int] | None = None, generator=None, device="cpu",
                   dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents [n, C, H, W], re-noising noise [n, K-1, C, H, W]).
+    """(latents [n, C, H, W], re-noising noise [n, K-1, C, H, W]) of the LCM sampler.
 
-    With ``seeds`` (one per image) every image's noise depends on its own seed only, so the same (prompt, seed) gets
-    the same noise in every run and comparisons are paired.
+    With ``seeds`` (one per image) every image's noise depends on its own seed only (:func:`seeded_noise`), so the
+    same (prompt, seed) gets the same noise in every run and comparisons are paired; otherwise one batch draw from
+    ``generator``.
     """
     shape = latent_shape(pipe)
     if seeds is not None:
         if len(seeds) != n:
             raise ValueError(f"got {len(seeds)} seeds for {n} images")
-        lat, noi = [], []
-        for s in seeds:
-            g = torch.Generator().manual_seed(int(s))
-            lat.append(torch.randn((1, *shape), generator=g))
-            noi.append(draw_noise((1, *shape), num_steps, g))
-        return torch.cat(lat).to(device, dtype), torch.cat(noi).to(device, dtype)
+        return seeded_noise(seeds, shape, num_steps, "lcm", device, dtype)
     lat = torch.randn((n, *shape), generator=generator)
     return lat.to(device, dtype), draw_noise((n, *shape), num_steps, generator).to(device, dtype)
 

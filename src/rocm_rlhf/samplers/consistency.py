@@ -126,6 +126,47 @@ def adapter_disabled(unet) -> ContextManager:
     return ctx()
 
 
+def consistency_transition(unet, scheduler, prompt_embeds: torch.Tensor, x: torch.Tensor, t: int, t_next: int,
+                           guidance_scale: float, *, noise: torch.Tensor | None = None, checkpoint: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+    """One step of the chain at states ``x`` [B, C, H, W]: ``(x0, mean, std, x_next)``, the only copy of its
+    arithmetic.
+
+    ``x0 = c_skip(t) x + c_out(t) pred_x0``, ``pred_x0 = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` with
+    ``eps = unet(x, t, c, w_emb(guidance_scale - 1))``; the transition to ``t_next`` is ``N(mean, std^2 I)``,
+    ``mean = sqrt(abar_{t_next}) x0``, ``std = sqrt(1 - abar_{t_next})`` (``t_next = t`` for the regularised last
+    evaluation, module docstring); with ``noise`` [B, C, H, W] also the re-noised state
+    ``x_next = sqrt(abar_{t_next}) x0 + std * noise`` (else None). Used by :func:`consistency_sample` and, at stored
+    states, by RLCM's PPO recomputation, so both give the same numbers bit for bit at the same weights.
+    ``checkpoint`` recomputes the UNet call in the backward pass (non-reentrant activation checkpointing).
+    """
+    w_emb = guidance_embedding(unet, guidance_scale, x.shape[0], x.device, prompt_embeds.dtype)
+    if checkpoint:
+        x0 = torch.utils.checkpoint.checkpoint(_consistency_function, unet, scheduler, prompt_embeds, w_emb, x, t,
+                                               use_reentrant=False)
+    else:
+        x0 = _consistency_function(unet, scheduler, prompt_embeds, w_emb, x, t)
+    abar = scheduler.alphas_cumprod
+    a_next = abar[t_next].to(x.device, x.dtype)
+    std = float((1 - abar[t_next]).sqrt())
+    # x_next is its own product, not mean + std * noise: reusing ``mean`` would sum the two gradient paths into x0
+    # in another order and change the gradients in the last bits (measured)
+    x_next = None if noise is None else a_next.sqrt() * x0 + std * noise
+    return x0, a_next.sqrt() * x0, std, x_next
+
+
+def _consistency_function(unet, scheduler, prompt_embeds: torch.Tensor, w_emb: torch.Tensor | None, x: torch.Tensor,
+                          t: int) -> torch.Tensor:
+    """f_theta(x, t) = c_skip(t) x + c_out(t) pred_x0(x, t). Every input is an argument (nothing closed over), so a
+    checkpointed call recomputes with the values it was called with."""
+    t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    eps = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+    a_t = scheduler.alphas_cumprod[t].to(x.device, x.dtype)
+    pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
+    return c_skip * x + c_out * pred_x0
+
+
 def consistency_sample(
     unet,
     scheduler,
@@ -171,18 +212,7 @@ def consistency_sample(
         raise ValueError(f"grad_steps must be >= 1 or None, got {grad_steps}")
 
     timesteps = lcm_timesteps(scheduler, num_steps)
-    abar = scheduler.alphas_cumprod
-    w_emb = guidance_embedding(unet, guidance_scale, bsz, latents.device, prompt_embeds.dtype)
     first_grad = 0 if grad_steps is None else max(0, num_steps - grad_steps)
-
-    def consistency_fn(x: torch.Tensor, t: int) -> torch.Tensor:
-        # t is bound as an argument (never closed over) so that checkpoint recomputation uses the right timestep
-        t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
-        a_t = abar[t].to(x.device, x.dtype)
-        pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
-        return c_skip * x + c_out * pred_x0
 
     traj = ConsistencyTrajectory(timesteps=timesteps, states=[], x0=[], means=[], stds=[], noise=noise)
     if reference:
@@ -193,24 +223,22 @@ def consistency_sample(
             x = x.detach()
         last = n == num_steps - 1
         t_next = t if last else timesteps[n + 1]
-        a_next = abar[t_next].to(x.device, x.dtype)
-        sigma = float((1 - abar[t_next]).sqrt())
         grad_here = torch.is_grad_enabled() and n >= first_grad
         with torch.set_grad_enabled(grad_here):
-            if checkpoint and grad_here:
-                x0 = torch.utils.checkpoint.checkpoint(consistency_fn, x, t, use_reentrant=False)
-            else:
-                x0 = consistency_fn(x, t)
+            x0, mean, sigma, x_next = consistency_transition(
+                unet, scheduler, prompt_embeds, x, t, t_next, guidance_scale, noise=None if last else noise[:, n],
+                checkpoint=checkpoint and grad_here)
             traj.states.append(x)
             traj.x0.append(x0)
             if not last or final_step:
-                traj.means.append(a_next.sqrt() * x0)
+                traj.means.append(mean)
                 traj.stds.append(sigma)
                 if reference:
                     with adapter_disabled(unet), torch.set_grad_enabled(grad_here and reference_grad):
-                        traj.ref_means.append(a_next.sqrt() * consistency_fn(x, t))
+                        traj.ref_means.append(consistency_transition(unet, scheduler, prompt_embeds, x, t, t_next,
+                                                                     guidance_scale)[1])
         if not last:
-            x = a_next.sqrt() * x0 + sigma * noise[:, n]
+            x = x_next
             traj.next_states.append(x)
     return traj
 

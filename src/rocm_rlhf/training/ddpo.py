@@ -40,8 +40,10 @@ from . import pg
 
 
 @dataclass
-class DDPO:
+class DDPO(pg.PPOMethod):
     """DDPO-clip; defaults from kvablack/ddpo-pytorch config/dgx.py (the paper's runs)."""
+
+    config_name = "ddpo"  # its block under baselines: (not a field)
 
     batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
     sample_steps: int = 50  # DDPO sample.num_steps (dgx)
@@ -60,38 +62,19 @@ class DDPO:
     tracker: pg.PerPromptStatTracker = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.batch_size is not None:
-            pg.check_positive("ddpo batch_size", self.batch_size)
         pg.check_positive("ddpo sample_steps", self.sample_steps)
         if not 0 < self.eta <= 1:
             raise ValueError(f"ddpo eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
-        pg.check_positive("ddpo num_inner_epochs", self.num_inner_epochs)
-        pg.check_positive("ddpo num_minibatches", self.num_minibatches)
-        pg.check_positive("ddpo clip_range", self.clip_range, integer=False)
-        pg.check_positive("ddpo adv_clip_max", self.adv_clip_max, integer=False)
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"ddpo timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
-        pg.log_prob_scale((1,), self.log_prob_reduction)
-        self.tracker = pg.PerPromptStatTracker(self.stat_buffer_size, self.stat_min_count)
+        self.check_ppo_settings()
         self.scheduler = None
 
     # ------------------------------------------------------------------------------------------- loop protocol
+    # (queries_per_step, extra_state and load_extra_state: pg.PPOMethod)
     def setup(self, ctx) -> None:
-        if self.batch_size is None:
-            self.batch_size = ctx.settings.batch_size
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(f"baselines.ddpo.num_minibatches={self.num_minibatches} must divide the batch size "
-                             f"{self.batch_size}")
+        self.setup_batch(ctx)
         self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
-
-    def queries_per_step(self) -> int | None:
-        return self.batch_size
-
-    def extra_state(self) -> dict:
-        return {"tracker": self.tracker.state_dict()}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.tracker.load_state_dict(state["tracker"])
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> pg.DiffusionRollout:
@@ -113,14 +96,7 @@ class DDPO:
                                  guidance_scale=self.guidance_scale, eta=self.eta)
 
     def train_step(self, ctx, step: int) -> dict:
-        roll = self.rollout(ctx, step)
-        adv = self.tracker.update(roll.prompts, roll.rewards)
-        scale = pg.log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
-        st = pg.ppo_train(ctx, step, log_prob_fn=pg.by_step(lambda idx, n: self.step_log_prob(ctx, roll, idx, n)),
-                          old_log_probs=roll.log_probs, advantages=adv, scale=scale,
-                          num_inner_epochs=self.num_inner_epochs, num_minibatches=self.num_minibatches,
-                          clip_range=self.clip_range, adv_clip_max=self.adv_clip_max,
-                          timestep_fraction=self.timestep_fraction)
+        roll, st = self.ppo_step(ctx, step, timestep_fraction=self.timestep_fraction)
         div = None
         if roll.ref_means is not None:
             div = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()

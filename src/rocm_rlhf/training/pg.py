@@ -22,7 +22,8 @@ PPO (DDPO-clip, RLCM). :func:`ppo_clip_loss` is ``mean(max(-A r, -A clip(r, 1 - 
 gradient of that loss over its minibatch of samples and over the trained sampler steps, divided by the number of
 steps (as the references' gradient accumulation across timesteps does): the update minimises the mean over
 (samples, steps). Where ``r = 1`` (the first update on freshly sampled trajectories) its gradient is the REINFORCE
-gradient ``-mean(A grad(s lp))``.
+gradient ``-mean(A grad(s lp))``. :class:`PPOMethod` is what the two PPO methods share (settings checks, the tracker
+as state, and the training step: rollout, advantages, :func:`ppo_train`); each adds its policy (rollout, log-prob).
 
 Gradient accumulation. ``Context.update(loss)`` backpropagates one loss. To keep memory at one UNet call whatever
 the number of sampler steps (an SD-sized UNet cannot hold 50 steps of activations), :class:`GradientAccumulator`
@@ -224,6 +225,63 @@ def ppo_train(ctx, step: int, *, log_prob_fn, old_log_probs: Tensor, advantages:
                 totals[key] = totals.get(key, 0.0) + v
             n_updates += 1
     return {k: v / n_updates for k, v in totals.items()}
+
+
+class PPOMethod:
+    """What DDPO-clip and RLCM share, as a mixin of their dataclasses: the PPO settings' checks, the per-prompt
+    tracker as checkpointed state, and one training step (rollout, advantages, :func:`ppo_train`).
+
+    The dataclass provides the fields ``batch_size``, ``num_inner_epochs``, ``num_minibatches``, ``clip_range``,
+    ``adv_clip_max``, ``stat_buffer_size``, ``stat_min_count``, ``log_prob_reduction`` and ``tracker``, the class
+    attribute ``config_name`` (its block under ``baselines:``), and the methods ``rollout(ctx, step)`` (a rollout with
+    ``prompts``, ``rewards`` [B] and summed ``log_probs`` [B, S]) and ``step_log_prob(ctx, roll, idx, n) -> [b]``
+    (step n's summed log-prob of samples ``idx``, with gradients).
+    """
+
+    config_name: str
+
+    def check_ppo_settings(self) -> None:
+        """Validate the shared PPO fields and create the tracker (call from ``__post_init__``)."""
+        name = self.config_name
+        if self.batch_size is not None:
+            check_positive(f"{name} batch_size", self.batch_size)
+        check_positive(f"{name} num_inner_epochs", self.num_inner_epochs)
+        check_positive(f"{name} num_minibatches", self.num_minibatches)
+        check_positive(f"{name} clip_range", self.clip_range, integer=False)
+        check_positive(f"{name} adv_clip_max", self.adv_clip_max, integer=False)
+        log_prob_scale((1,), self.log_prob_reduction)
+        self.tracker = PerPromptStatTracker(self.stat_buffer_size, self.stat_min_count)
+
+    def setup_batch(self, ctx) -> None:
+        """``batch_size`` defaults to ``train.batch_size``; ``num_minibatches`` must divide it."""
+        if self.batch_size is None:
+            self.batch_size = ctx.settings.batch_size
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(f"baselines.{self.config_name}.num_minibatches={self.num_minibatches} must divide the "
+                             f"batch size {self.batch_size}")
+
+    def queries_per_step(self) -> int | None:
+        return self.batch_size
+
+    def extra_state(self) -> dict:
+        return {"tracker": self.tracker.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+
+    def ppo_step(self, ctx, step: int, timestep_fraction: float = 1.0):
+        """One training step: ``roll = self.rollout(ctx, step)``, per-prompt advantages of its rewards, and the PPO
+        updates of :func:`ppo_train` on log-probs scaled by :func:`log_prob_scale` of the pipeline's latent shape
+        (:func:`latent_shape`, the shape the rollouts draw). Returns ``(roll, stats)``."""
+        roll = self.rollout(ctx, step)
+        adv = self.tracker.update(roll.prompts, roll.rewards)
+        scale = log_prob_scale(latent_shape(ctx.pipe), self.log_prob_reduction)
+        st = ppo_train(ctx, step, log_prob_fn=by_step(lambda idx, n: self.step_log_prob(ctx, roll, idx, n)),
+                       old_log_probs=roll.log_probs, advantages=adv, scale=scale,
+                       num_inner_epochs=self.num_inner_epochs, num_minibatches=self.num_minibatches,
+                       clip_range=self.clip_range, adv_clip_max=self.adv_clip_max,
+                       timestep_fraction=timestep_fraction)
+        return roll, st
 
 
 # ---------------------------------------------------------------------------------------------- the diffusion policy

@@ -36,34 +36,12 @@ from torch import Tensor
 from ..samplers.common import encode_prompts, gaussian_log_prob
 from ..samplers.consistency import (
     consistency_sample,
+    consistency_transition,
     decode_latents,
     divergence_per_step,
     draw_noise,
-    guidance_embedding,
-    scalings_for_boundary_conditions,
 )
 from . import pg
-
-
-def lcm_transition(unet, scheduler, prompt_embeds: Tensor, x: Tensor, timesteps: list[int], n: int,
-                   guidance_scale: float) -> tuple[Tensor, float]:
-    """Mean and std of the LCM policy's transition n (``x_{t_n} -> x_{t_{n+1}}``), for n < K - 1, at states ``x``.
-
-    The same arithmetic as the consistency function of :func:`rocm_rlhf.samplers.consistency.consistency_sample`
-    (so that at the sampling weights it reproduces the sampled transition bit for bit; tested), evaluated at stored
-    states for the PPO recomputation.
-    """
-    t, t_next = timesteps[n], timesteps[n + 1]
-    abar = scheduler.alphas_cumprod
-    w_emb = guidance_embedding(unet, guidance_scale, x.shape[0], x.device, prompt_embeds.dtype)
-    t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    eps = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
-    a_t = abar[t].to(x.device, x.dtype)
-    pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-    c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
-    x0 = c_skip * x + c_out * pred_x0
-    a_next = abar[t_next].to(x.device, x.dtype)
-    return a_next.sqrt() * x0, float((1 - abar[t_next]).sqrt())
 
 
 def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
@@ -85,8 +63,10 @@ class LCMRollout:
 
 
 @dataclass
-class RLCM:
+class RLCM(pg.PPOMethod):
     """PPO on the LCM policy; defaults are RLCM's aesthetic-task values (Owen-Oertell/rlcm conf/task/aesthetic.yaml)."""
+
+    config_name = "rlcm"  # its block under baselines: (not a field)
 
     batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
     num_inner_epochs: int = 1  # RLCM num_inner_epochs
@@ -102,34 +82,15 @@ class RLCM:
     tracker: pg.PerPromptStatTracker = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.batch_size is not None:
-            pg.check_positive("rlcm batch_size", self.batch_size)
-        pg.check_positive("rlcm num_inner_epochs", self.num_inner_epochs)
-        pg.check_positive("rlcm num_minibatches", self.num_minibatches)
-        pg.check_positive("rlcm clip_range", self.clip_range, integer=False)
-        pg.check_positive("rlcm adv_clip_max", self.adv_clip_max, integer=False)
-        pg.log_prob_scale((1,), self.log_prob_reduction)
-        self.tracker = pg.PerPromptStatTracker(self.stat_buffer_size, self.stat_min_count)
+        self.check_ppo_settings()
 
     # ------------------------------------------------------------------------------------------- loop protocol
+    # (queries_per_step, extra_state and load_extra_state: pg.PPOMethod)
     def setup(self, ctx) -> None:
-        if self.batch_size is None:
-            self.batch_size = ctx.settings.batch_size
         if ctx.settings.num_steps < 2:
             raise ValueError(f"RLCM needs model.num_steps >= 2: with K={ctx.settings.num_steps} the LCM chain has no "
                              "stochastic transition (no action for the policy gradient)")
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(f"baselines.rlcm.num_minibatches={self.num_minibatches} must divide the batch size "
-                             f"{self.batch_size}")
-
-    def queries_per_step(self) -> int | None:
-        return self.batch_size
-
-    def extra_state(self) -> dict:
-        return {"tracker": self.tracker.state_dict()}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.tracker.load_state_dict(state["tracker"])
+        self.setup_batch(ctx)
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> LCMRollout:
@@ -157,20 +118,17 @@ class RLCM:
                           log_probs=log_probs, rewards=rewards, divergence=div)
 
     def step_log_prob(self, ctx, roll: LCMRollout, idx: Tensor, n: int) -> Tensor:
-        """[b]: the current policy's summed log-prob of the stored transition n of samples ``idx`` (with grad)."""
+        """[b]: the current policy's summed log-prob of the stored transition n of samples ``idx`` (with grad), from
+        the sampler's own :func:`~rocm_rlhf.samplers.consistency.consistency_transition` (so at the sampling weights
+        it reproduces the sampled log-prob bit for bit)."""
         idx = idx.to(roll.states.device)
         with ctx.autocast():
-            mean, std = lcm_transition(ctx.pipe.unet, ctx.pipe.scheduler, roll.prompt_embeds[idx],
-                                       roll.states[idx, n], roll.timesteps, n, ctx.settings.guidance_scale)
+            _, mean, std, _ = consistency_transition(ctx.pipe.unet, ctx.pipe.scheduler, roll.prompt_embeds[idx],
+                                                     roll.states[idx, n], roll.timesteps[n], roll.timesteps[n + 1],
+                                                     ctx.settings.guidance_scale)
         return _log_prob(roll.next_states[idx, n], mean, std)
 
     def train_step(self, ctx, step: int) -> dict:
-        roll = self.rollout(ctx, step)
-        adv = self.tracker.update(roll.prompts, roll.rewards)
-        scale = pg.log_prob_scale(roll.states.shape[2:], self.log_prob_reduction)
-        st = pg.ppo_train(ctx, step, log_prob_fn=pg.by_step(lambda idx, n: self.step_log_prob(ctx, roll, idx, n)),
-                          old_log_probs=roll.log_probs, advantages=adv, scale=scale,
-                          num_inner_epochs=self.num_inner_epochs, num_minibatches=self.num_minibatches,
-                          clip_range=self.clip_range, adv_clip_max=self.adv_clip_max)
+        roll, st = self.ppo_step(ctx, step)
         div = roll.divergence.sum(1).mean() if roll.divergence is not None else None
         return pg.stats_out(roll.rewards, divergence_mean=div, **st)
