@@ -2,6 +2,10 @@
 and the training reward reached per wall-clock second, at the same reward-query budget.
 
     python benchmarks/bench_methods.py [--sandbox results/models/sandbox] [--queries 480] [--batch 8]
+        [--methods rocm-b0 rocm rlcm ddpo]
+
+Methods: ``rocm-b0`` is ROCM at beta = 0 (the like-for-like comparison with RLCM, which is unregularised),
+``rocm`` is ROCM with KL at beta = 0.1, and ``rlcm``, ``ddpo``, ``d3po``, ``dpok`` the baselines.
 
 Needs the sandbox models (`snakemake --cores 2 results/models/sandbox/quality.json`). The methods run one after the
 other, single-threaded, with the config defaults of config/config.yaml. Results: results/benchmarks/methods.json
@@ -27,7 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", default=str(REPO / "results/prompts/train.csv"))
     ap.add_argument("--queries", type=int, default=480)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--methods", nargs="+", default=["rocm", "rlcm", "ddpo"])
+    ap.add_argument("--methods", nargs="+", default=["rocm-b0", "rocm", "rlcm", "ddpo"],
+                    choices=["rocm-b0", "rocm", "rlcm", "ddpo", "d3po", "dpok"])
     ap.add_argument("--out", default=str(REPO / "results/benchmarks/methods.json"))
     args = ap.parse_args(argv)
 
@@ -53,9 +58,9 @@ def main(argv=None) -> int:
         run_dir = work / method
         shutil.rmtree(run_dir, ignore_errors=True)
         model = sbx / ("teacher" if method in ("ddpo", "d3po", "dpok") else "lcm")
-        kw = {"divergence": "kl", "beta": 0.1} if method == "rocm" else {}
+        kw = {"rocm": {"divergence": "kl", "beta": 0.1}, "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
         t0 = time.perf_counter()
-        train_run(cfg, method=method, run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
+        train_run(cfg, method=method.split("-")[0], run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
                   reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
                   prompts=prompts, **kw)
         total = time.perf_counter() - t0
