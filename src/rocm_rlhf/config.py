@@ -75,6 +75,11 @@ def _check_semantics(config: dict) -> None:
     sb = config["sandbox"]
     if sb["lcm"]["w_min"] > sb["lcm"]["w_max"]:
         problems.append("config key 'sandbox.lcm': w_min must not exceed w_max")
+    m = sb["models"]
+    bad = [c for c in m["unet_channels"] if c % m["attention_head_dim"]]
+    if bad:
+        problems.append(f"config key 'sandbox.models.unet_channels': {bad} not a multiple of "
+                        f"sandbox.models.attention_head_dim = {m['attention_head_dim']}")
     if config["setting"] == "hub" and not config["model"]["lcm"]:
         problems.append("config key 'model.lcm': the hub setting needs an LCM hub id or folder")
     if config["setting"] == "sandbox" and config["prompts"]["source"] != "sandbox":

@@ -53,7 +53,11 @@ def _world(config):
 def _sizes(config):
     from .sandbox.models import SandboxSizes
 
-    return SandboxSizes()
+    m = config["sandbox"]["models"]
+    return SandboxSizes(text_width=m["text_width"], text_layers=m["text_layers"],
+                        vae_channels=tuple(m["vae_channels"]), unet_channels=tuple(m["unet_channels"]),
+                        unet_layers=m["unet_layers"], attention_head_dim=m["attention_head_dim"],
+                        time_cond_proj_dim=m["time_cond_proj_dim"])
 
 
 def _stage(config, name, seed_offset):

@@ -32,7 +32,8 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
 
 @dataclass(frozen=True)
 class SandboxSizes:
-    """Widths of the tiny models (the config's `sandbox.models` section)."""
+    """Widths of the tiny models: the config's ``sandbox.models`` section (``max_tokens`` and ``latent_channels``
+    are fixed: the grammar's captions fit 16 tokens, and 4 latent channels is the SD layout)."""
 
     text_width: int = 64
     text_layers: int = 2
