@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import logging
 import os
-import sys
 import time
 import traceback
 from pathlib import Path

@@ -160,6 +160,16 @@ class FrozenScorer(Scorer):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    #: text scorers: ``tokenize`` pads and truncates to this many tokens (set by each subclass with a tokenizer)
+    max_tokens: int = 0
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask [B, max_tokens] of ``self.tokenizer``, on the scorer's device."""
+        enc = self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
 
 def load_checkpoint(path: str, *, weights_only: bool = True) -> dict[str, torch.Tensor]:
     """A ``torch.save``d state dict, unwrapped from ``{"state_dict": ...}`` and stripped of a DDP ``module.`` prefix."""

@@ -71,6 +71,7 @@ class _CLIPScorer(FrozenScorer):
 
     #: clip the resized image to [0, 1] as the PIL (8-bit) reference processors do
     clamp_resized: bool = True
+    max_tokens = CLIP_MAX_TOKENS
 
     def _setup(self, model, tokenizer, dtype) -> None:
         self.model = model.to(parse_dtype(dtype))
@@ -80,12 +81,6 @@ class _CLIPScorer(FrozenScorer):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return clip_preprocess(at_least_f32(images), self.image_size, clamp=self.clamp_resized).to(self.dtype)
-
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(prompts), padding="max_length", truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt"
-        )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def cosine(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         check_inputs(images, prompts)
@@ -270,6 +265,8 @@ class BLIPScore(FrozenScorer):
     Args: ``model_id`` (hub id or local folder of a BlipForImageTextRetrieval with its tokenizer), ``dtype``.
     """
 
+    max_tokens = BLIP_MAX_TOKENS
+
     definition = (
         "blipscore: Salesforce/blip-itm-large-coco BlipForImageTextRetrieval, ITC; resize to 384x384 bicubic+antialias "
         "clipped to [0,1] (no crop), CLIP mean/std; its BERT tokenizer truncated to 35 tokens; "
@@ -288,12 +285,6 @@ class BLIPScore(FrozenScorer):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return blip_preprocess(at_least_f32(images), self.image_size).to(self.dtype)
-
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(prompts), padding="max_length", truncation=True, max_length=BLIP_MAX_TOKENS, return_tensors="pt"
-        )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         check_inputs(images, prompts)
@@ -316,6 +307,8 @@ class ImageReward(FrozenScorer):
     ``tokenizer_id`` (bert-base-uncased; BLIP's [DEC] and [ENC] tokens are added as BLIP's ``init_tokenizer`` does),
     head counts (ViT-L 16, BERT-base 12), ``dtype``, ``weights_only``.
     """
+
+    max_tokens = BLIP_MAX_TOKENS
 
     definition = (
         "imagereward: ImageReward-v1.0 (THUDM/ImageReward ImageReward.pt: BLIP ViT-L/16 224 + BERT cross-attention + "
@@ -361,12 +354,6 @@ class ImageReward(FrozenScorer):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return clip_preprocess(at_least_f32(images), self.image_size).to(self.dtype)
-
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(prompts), padding="max_length", truncation=True, max_length=BLIP_MAX_TOKENS, return_tensors="pt"
-        )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         check_inputs(images, prompts)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
 from ..samplers.diffusion import ddim_log_prob
@@ -78,14 +77,8 @@ class DDPO(pg.PPOMethod):
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> pg.DiffusionRollout:
-        prompts = ctx.batch_prompts(step, self.batch_size)
-        g = ctx.generator(step)
-        shape = (len(prompts), *pg.latent_shape(ctx.pipe))
-        latents = torch.randn(shape, generator=g) * self.scheduler.init_noise_sigma
-        noise = torch.randn((shape[0], self.sample_steps, *shape[1:]), generator=g)
-        return pg.diffusion_rollout(ctx, self.scheduler, prompts, latents, noise, num_steps=self.sample_steps,
-                                    guidance_scale=self.guidance_scale, eta=self.eta,
-                                    reference=self.log_divergence)
+        return pg.step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
+                               guidance_scale=self.guidance_scale, eta=self.eta, reference=self.log_divergence)
 
     def step_log_prob(self, ctx, roll: pg.DiffusionRollout, idx: Tensor, n: int) -> Tensor:
         """[b]: the current policy's summed log-prob of the stored step n of samples ``idx`` (with grad)."""

@@ -178,13 +178,8 @@ class DPOK:
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> pg.DiffusionRollout:
-        prompts = ctx.batch_prompts(step, self.batch_size)
-        g = ctx.generator(step)
-        shape = (len(prompts), *pg.latent_shape(ctx.pipe))
-        latents = torch.randn(shape, generator=g) * self.scheduler.init_noise_sigma
-        noise = torch.randn((shape[0], self.sample_steps, *shape[1:]), generator=g)
-        return pg.diffusion_rollout(ctx, self.scheduler, prompts, latents, noise, num_steps=self.sample_steps,
-                                    guidance_scale=self.guidance_scale, eta=self.eta, reference=True)
+        return pg.step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
+                               guidance_scale=self.guidance_scale, eta=self.eta, reference=True)
 
     def add_to_buffer(self, ctx, roll: pg.DiffusionRollout) -> None:
         """Append the rollout's B*T transitions (step-major, as DPOK) and keep the last ``buffer_size`` (on CPU)."""

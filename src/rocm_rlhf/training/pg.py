@@ -301,6 +301,20 @@ class DiffusionRollout:
     ref_means: Tensor | None = None  # [B, T, C, H, W] the pretrained model's transition means at the same states
 
 
+def step_rollout(ctx, step: int, scheduler, *, batch_size: int, num_steps: int, guidance_scale: float, eta: float,
+                 reference: bool) -> DiffusionRollout:
+    """The DDIM rollout of training step ``step``: ``batch_size`` prompts, initial latents (scaled by the scheduler's
+    ``init_noise_sigma``) and the ``num_steps`` per-step noises drawn, in that order, from the step's generator, then
+    :func:`diffusion_rollout`."""
+    prompts = ctx.batch_prompts(step, batch_size)
+    g = ctx.generator(step)
+    shape = (len(prompts), *latent_shape(ctx.pipe))
+    latents = torch.randn(shape, generator=g) * scheduler.init_noise_sigma
+    noise = torch.randn((shape[0], num_steps, *shape[1:]), generator=g)
+    return diffusion_rollout(ctx, scheduler, prompts, latents, noise, num_steps=num_steps,
+                             guidance_scale=guidance_scale, eta=eta, reference=reference)
+
+
 def diffusion_rollout(ctx, scheduler, prompts: list[str], latents: Tensor, noise: Tensor, *, num_steps: int,
                       guidance_scale: float, eta: float, reference: bool) -> DiffusionRollout:
     """Sample DDIM trajectories (no gradients), decode, score with ``ctx.reward``; with ``reference`` also the
