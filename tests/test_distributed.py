@@ -84,8 +84,22 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_lcm_dir, tin
         torch.testing.assert_close(a2[k], a1[k], rtol=0, atol=1e-4, msg=k)
         moved += int(a1[k].abs().max() > 1e-3)
     assert moved > 0
-    # checkpoints were written once, by rank 0, and the run can be resumed (nothing left half-written)
+    # checkpoints were written once, by rank 0 (nothing left half-written)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+
+    # a preempted two-process run resumes: both ranks load the step-2 checkpoint and finish as the uninterrupted run
+    import shutil
+
+    shutil.rmtree(two / "checkpoints" / "step_000004")
+    shutil.rmtree(two / "adapter")
+    for f in ("run.json", "log.csv"):
+        (two / f).unlink()
+    train(_job(tmp_path, "two", tiny_lcm_dir, tiny_reward_dir, 2))
+    assert "resumed from" in capsys.readouterr().out
+    resumed = load_file(two / "adapter" / "pytorch_lora_weights.safetensors")
+    assert all(torch.equal(resumed[k], a2[k]) for k in a2)
+    timing = ["wall_s", "device_hours"]  # the replayed steps take their own time
+    assert pd.read_csv(two / "log.csv").drop(columns=timing).equals(l2.drop(columns=timing))
 
 
 @pytest.mark.slow
