@@ -81,3 +81,29 @@ def test_config_readme_documents_every_key():
         if f"`{path}`" not in text and not (f"`{parent}.*`" in text and f"`{leaf}`" in text):
             missing.append(path)
     assert not missing, f"config/README.md does not document: {missing}"
+
+
+def test_config_digest_sees_content_keys_and_ignores_operational_ones():
+    import copy
+
+    import pytest
+
+    from rocm_rlhf.config import config_digest
+
+    base = validate_config({})
+    d = config_digest(base, "train", "model.num_steps")
+    same = copy.deepcopy(base)
+    same["train"].update(threads=4, num_processes=2, checkpoint_every=7, log_every=3)
+    same["device"] = "cpu"
+    assert config_digest(same, "train", "model.num_steps") == d
+    for path, value in (("train.lr", 0.01), ("train.lora.rank", 8), ("model.num_steps", 8)):
+        other = copy.deepcopy(base)
+        section, *rest = path.split(".")
+        node = other[section]
+        for part in rest[:-1]:
+            node = node[part]
+        node[rest[-1]] = value
+        assert config_digest(other, "train", "model.num_steps") != d, path
+    assert config_digest(base, "model.num_steps", "train") == d  # order of the keys does not matter
+    with pytest.raises(KeyError, match="no config key 'train.nope'"):
+        config_digest(base, "train.nope")

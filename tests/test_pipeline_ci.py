@@ -113,6 +113,35 @@ def test_target_rule_reruns_only_its_figure(ci_run):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
+def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
+    """Every rule passes the digest of the config values its stage reads as a param (rocm_rlhf.config.config_digest),
+    so Snakemake's params trigger reruns exactly those jobs and what depends on them; operational keys rerun nothing."""
+    import re
+
+    def planned(overlay: str) -> dict[str, int]:
+        f = tmp_path / "overlay.yaml"
+        f.write_text(overlay)
+        res = subprocess.run([*SNAKEMAKE, "-n", "--quiet", "rules", "--directory", str(ci_run), *CONFIGS, str(f)],
+                             capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        rows = (re.match(r"^(\w+)\s+(\d+)$", line.strip()) for line in res.stdout.splitlines())
+        return {m.group(1): int(m.group(2)) for m in rows if m and m.group(1) != "total"}
+
+    operational = "device: cpu\ntrain: {threads: 2, checkpoint_every: 1, log_every: 2}\nevaluation: {batch_size: 7}\n"
+    assert planned(operational) == {}
+    lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
+    assert lr["train_rocm"] == 2 and lr["train_baseline"] == 4 and lr["sample_eval"] == 6
+    assert not any(rule.startswith(("sandbox_", "prepare_")) for rule in lr) and "sample_eval" in lr
+    ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's run alone
+    assert ddpo["train_baseline"] == 1 and "train_rocm" not in ddpo
+    proxies = planned("sandbox: {proxies: {lr: 0.003}}\n")  # the proxies and what they score, not the generators
+    assert proxies["sandbox_proxy"] == 2 and not {"sandbox_vae", "sandbox_teacher", "sandbox_lcm"} & set(proxies)
+    figures = planned("figures: {gallery_prompts: 3}\n")  # the statistics, tables and figures only
+    assert "fig_divergence_gallery" in figures and set(figures) <= {
+        "stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency", "fig_training_curves",
+        "fig_divergence_gallery", "all"}, figures
+
+
 def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):
     """A few ROCM steps on the sandbox LCM raise the proxy reward on the training prompts (fixed prompts, noise)."""
     import torch

@@ -7,6 +7,7 @@ one message naming every offending key (as a dotted path) and what is wrong with
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,43 @@ def _check_semantics(config: dict) -> None:
                         f"num_processes")
     if problems:
         raise ConfigError("invalid configuration (see config/README.md for every key):\n  - " + "\n  - ".join(problems))
+
+
+#: keys that change how a job runs, not what it computes: never a reason to rerun a finished job
+OPERATIONAL_KEYS = ("device", "train.threads", "train.num_processes", "train.checkpoint_every", "train.log_every",
+                    "evaluation.batch_size")
+
+
+def config_digest(config: dict, *keys: str) -> str:
+    """A 12-hex-digit hash of the config values at the dotted ``keys`` (whole sections such as ``"train"`` or single
+    values such as ``"sandbox.judge_tau"``), leaving out :data:`OPERATIONAL_KEYS`.
+
+    Each rule passes the digest of the keys its stage reads as a ``params`` entry, so that Snakemake's ``params``
+    rerun trigger reruns a finished job (and, through its newer outputs, everything downstream) when one of those
+    values changes, and only then. Keys that choose which jobs exist (the beta grid, seeds, methods) are not a rule's
+    keys: changing them adds or drops jobs instead.
+    """
+    import hashlib
+
+    picked = {}
+    for key in keys:
+        node = config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"config_digest: no config key '{key}'")
+            node = node[part]
+        picked[key] = copy.deepcopy(node)
+    for op in OPERATIONAL_KEYS:
+        for key, value in picked.items():
+            if op.startswith(key + ".") and isinstance(value, dict):
+                node, parts = value, op[len(key) + 1:].split(".")
+                for part in parts[:-1]:
+                    node = node.get(part, {}) if isinstance(node, dict) else {}
+                if isinstance(node, dict):
+                    node.pop(parts[-1], None)
+        picked.pop(op, None)
+    blob = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:

@@ -21,6 +21,13 @@ rule sample_eval:
     resources:
         gpu=1,
     params:
+        config_digest=config_params(
+            "model",
+            "evaluation.images_per_prompt",
+            "baselines.sample_steps",
+            "baselines.eta",
+            "baselines.guidance_scale",
+        ),  # reruns it when these values change
         method=lambda wildcards: run_method(wildcards.run),
         model_id=model_id_param,
     script:
@@ -43,5 +50,14 @@ rule evaluate:
         "../../envs/torch.yaml"
     resources:
         gpu=1,
+    params:
+        config_digest=config_params(
+            "setting",
+            "evaluation.metrics",
+            "rewards",
+            "sandbox.image_size",
+            "sandbox.jitter",
+            "sandbox.judge_tau",
+        ),  # reruns it when these values change
     script:
         "../scripts/evaluate.py"

@@ -6,5 +6,7 @@ rule prepare_prompts:
         "logs/prepare_prompts.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        config_digest=config_params("setting", "seed", "prompts"),  # reruns it when these values change
     script:
         "../scripts/prepare_prompts.py"

@@ -24,6 +24,10 @@ rule stats:
         "logs/stats.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
+        ),  # reruns it when these values change
     script:
         "../scripts/stats.py"
 
@@ -43,6 +47,10 @@ rule table1:
         "logs/table1.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
+        ),  # reruns it when these values change
     script:
         "../scripts/table1.py"
 
@@ -62,6 +70,10 @@ rule table_divergence_beta:
         "logs/table_divergence_beta.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
+        ),  # reruns it when these values change
     script:
         "../scripts/table_divergence_beta.py"
 
@@ -80,6 +92,10 @@ rule fig_beta_sweep:
         "logs/fig_beta_sweep.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
+        ),  # reruns it when these values change
     script:
         "../scripts/fig_beta_sweep.py"
 
@@ -99,6 +115,10 @@ rule fig_efficiency:
         "logs/fig_efficiency.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
+        ),  # reruns it when these values change
     script:
         "../scripts/fig_efficiency.py"
 
@@ -117,6 +137,10 @@ rule fig_training_curves:
         "logs/fig_training_curves.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
+        ),  # reruns it when these values change
     script:
         "../scripts/fig_training_curves.py"
 
@@ -136,5 +160,15 @@ rule fig_divergence_gallery:
         "logs/fig_divergence_gallery.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config_digest=config_params(
+            "seed",
+            "setting",
+            "figures",
+            "train.reward",
+            "evaluation.metrics",
+            "rocm.seeds",
+            "rocm.unregularised",
+        ),  # reruns it when these values change
     script:
         "../scripts/fig_divergence_gallery.py"

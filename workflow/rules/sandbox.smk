@@ -14,6 +14,14 @@ rule sandbox_vae:
     # nothing else can run beside it (every later stage needs it); 2 threads train it 1.2-1.3x faster than 1 on
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
+    params:
+        config_digest=config_params(
+            "seed",
+            "sandbox.image_size",
+            "sandbox.jitter",
+            "sandbox.models",
+            "sandbox.vae",
+        ),  # reruns it when these values change
     script:
         "../scripts/sandbox_vae.py"
 
@@ -33,6 +41,14 @@ rule sandbox_teacher:
     # nothing else can run beside it (every later stage needs it); 2 threads train it 1.2-1.3x faster than 1 on
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
+    params:
+        config_digest=config_params(
+            "seed",
+            "sandbox.image_size",
+            "sandbox.jitter",
+            "sandbox.models",
+            "sandbox.teacher",
+        ),  # reruns it when these values change
     script:
         "../scripts/sandbox_teacher.py"
 
@@ -49,6 +65,14 @@ rule sandbox_lcm:
         "results/benchmarks/sandbox/lcm.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        config_digest=config_params(
+            "seed",
+            "sandbox.image_size",
+            "sandbox.jitter",
+            "sandbox.models",
+            "sandbox.lcm",
+        ),  # reruns it when these values change
     script:
         "../scripts/sandbox_lcm.py"
 
@@ -67,6 +91,15 @@ rule sandbox_proxy:
         proxy="|".join(PROXIES),
     conda:
         "../../envs/torch.yaml"
+    params:
+        config_digest=config_params(
+            "seed",
+            "sandbox.image_size",
+            "sandbox.jitter",
+            "sandbox.judge_tau",
+            "sandbox.proxies",
+            "model.guidance_scale",
+        ),  # reruns it when these values change
     script:
         "../scripts/sandbox_proxy.py"
 
@@ -83,5 +116,14 @@ rule sandbox_quality:
         "logs/sandbox/quality.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        config_digest=config_params(
+            "seed",
+            "sandbox.image_size",
+            "sandbox.jitter",
+            "sandbox.judge_tau",
+            "sandbox.quality_prompts",
+            "model.guidance_scale",
+        ),  # reruns it when these values change
     script:
         "../scripts/sandbox_quality.py"

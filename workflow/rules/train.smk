@@ -23,6 +23,9 @@ rule train_rocm:
     resources:
         gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
     params:
+        config_digest=config_params(
+            "model", "rewards", "train", "rocm.reduction", "rocm.final_step"
+        ),  # reruns it when these values change
         method="rocm",
         divergence=run_param("divergence"),
         beta=run_param("beta"),
@@ -55,6 +58,20 @@ rule train_baseline:
     resources:
         gpu=1,
     params:
+        # reruns it when these values change (a method's own block: only that method's runs)
+        config_digest=lambda wildcards: config_params(
+            "model",
+            "rewards",
+            "train",
+            "rocm.reduction",
+            "rocm.final_step",
+            "baselines.reward_queries",
+            "baselines.sample_steps",
+            "baselines.eta",
+            "baselines.guidance_scale",
+            "baselines.log_divergence",
+            f"baselines.{run_method(wildcards.run)}",
+        ),
         method=run_param("method"),
         divergence="none",
         beta="nan",
