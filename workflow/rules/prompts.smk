@@ -7,6 +7,9 @@ rule prepare_prompts:
     conda:
         "../../envs/torch.yaml"
     params:
-        config_digest=config_params("setting", "seed", "prompts"),  # reruns it when these values change
+        # reruns it when these values change
+        config_digest=config_params(
+            "setting", "seed", "prompts", "sandbox.image_size", "sandbox.jitter"
+        ),
     script:
         "../scripts/prepare_prompts.py"
