@@ -21,13 +21,14 @@ rule sample_eval:
     resources:
         gpu=1,
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "model",
             "evaluation.images_per_prompt",
             "baselines.sample_steps",
             "baselines.eta",
             "baselines.guidance_scale",
-        ),  # reruns it when these values change
+        ),
         method=lambda wildcards: run_method(wildcards.run),
         model_id=model_id_param,
     script:
@@ -51,6 +52,7 @@ rule evaluate:
     resources:
         gpu=1,
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "setting",
             "evaluation.metrics",
@@ -58,6 +60,6 @@ rule evaluate:
             "sandbox.image_size",
             "sandbox.jitter",
             "sandbox.judge_tau",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/evaluate.py"

@@ -25,9 +25,10 @@ rule stats:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/stats.py"
 
@@ -48,9 +49,10 @@ rule table1:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/table1.py"
 
@@ -71,9 +73,10 @@ rule table_divergence_beta:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/table_divergence_beta.py"
 
@@ -93,9 +96,10 @@ rule fig_beta_sweep:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/fig_beta_sweep.py"
 
@@ -116,9 +120,10 @@ rule fig_efficiency:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/fig_efficiency.py"
 
@@ -138,9 +143,10 @@ rule fig_training_curves:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/fig_training_curves.py"
 
@@ -161,6 +167,7 @@ rule fig_divergence_gallery:
     conda:
         "../../envs/analysis.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed",
             "setting",
@@ -169,6 +176,6 @@ rule fig_divergence_gallery:
             "evaluation.metrics",
             "rocm.seeds",
             "rocm.unregularised",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/fig_divergence_gallery.py"

@@ -15,13 +15,14 @@ rule sandbox_vae:
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed",
             "sandbox.image_size",
             "sandbox.jitter",
             "sandbox.models",
             "sandbox.vae",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/sandbox_vae.py"
 
@@ -42,13 +43,14 @@ rule sandbox_teacher:
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed",
             "sandbox.image_size",
             "sandbox.jitter",
             "sandbox.models",
             "sandbox.teacher",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/sandbox_teacher.py"
 
@@ -66,13 +68,14 @@ rule sandbox_lcm:
     conda:
         "../../envs/torch.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed",
             "sandbox.image_size",
             "sandbox.jitter",
             "sandbox.models",
             "sandbox.lcm",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/sandbox_lcm.py"
 
@@ -92,6 +95,7 @@ rule sandbox_proxy:
     conda:
         "../../envs/torch.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed",
             "sandbox.image_size",
@@ -99,7 +103,7 @@ rule sandbox_proxy:
             "sandbox.judge_tau",
             "sandbox.proxies",
             "model.guidance_scale",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/sandbox_proxy.py"
 
@@ -117,6 +121,7 @@ rule sandbox_quality:
     conda:
         "../../envs/torch.yaml"
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "seed",
             "sandbox.image_size",
@@ -124,6 +129,6 @@ rule sandbox_quality:
             "sandbox.judge_tau",
             "sandbox.quality_prompts",
             "model.guidance_scale",
-        ),  # reruns it when these values change
+        ),
     script:
         "../scripts/sandbox_quality.py"

@@ -23,9 +23,10 @@ rule train_rocm:
     resources:
         gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
     params:
+        # reruns it when these values change
         config_digest=config_params(
             "model", "rewards", "train", "rocm.reduction", "rocm.final_step"
-        ),  # reruns it when these values change
+        ),
         method="rocm",
         divergence=run_param("divergence"),
         beta=run_param("beta"),
