@@ -15,7 +15,6 @@ is a stand-in (mean image brightness), so its own cost is not included: add one 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -121,8 +120,9 @@ def main(argv=None) -> int:
             res["variants"][name] = {"error": f"out of memory: {err}".splitlines()[0]}
             torch.cuda.empty_cache()
         print(name, res["variants"][name], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    from rocm_rlhf.utils import write_json
+
+    write_json(args.out, res)  # atomic, creating the folder
     return 0
 
 

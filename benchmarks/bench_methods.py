@@ -15,7 +15,6 @@ other, single-threaded, with the config defaults of config/config.yaml. Results:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
@@ -79,8 +78,9 @@ def main(argv=None) -> int:
             "reward_gain_per_s": float((last - first) / log["wall_s"].iloc[-1]),
         }
         print(method, res["methods"][method], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    from rocm_rlhf.utils import write_json
+
+    write_json(args.out, res)  # atomic, creating the folder
     return 0
 
 

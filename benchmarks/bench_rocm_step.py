@@ -139,8 +139,9 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()} {platform.processor()} python {platform.python_version()} torch "
                    f"{torch.__version__}",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    from rocm_rlhf.utils import write_json
+
+    write_json(args.out, res)  # atomic, creating the folder
     print(json.dumps(res, indent=2))
     if tmp is not None:
         tmp.cleanup()

@@ -75,8 +75,9 @@ def main(argv=None) -> int:
                 "speedup": t_single / t_batched,
                 "max_abs_difference": float((batched - single).abs().max()),
             }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    from rocm_rlhf.utils import write_json
+
+    write_json(args.out, res)  # atomic, creating the folder
     print(json.dumps(res, indent=2))
     if tmp is not None:
         tmp.cleanup()

@@ -48,3 +48,14 @@ def build_tiny_lcm(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lcm_dir(tmp_path_factory) -> Path:
     return build_tiny_lcm(tmp_path_factory.mktemp("tiny_lcm") / "pipe")
+
+
+def assert_same_adapter(run_a: Path, run_b: Path) -> None:
+    """The adapters saved in two run folders (``<run>/adapter``) hold the same tensors, bit for bit."""
+    from safetensors.torch import load_file
+
+    a = load_file(Path(run_a) / "adapter" / "pytorch_lora_weights.safetensors")
+    b = load_file(Path(run_b) / "adapter" / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

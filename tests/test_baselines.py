@@ -21,9 +21,9 @@ import math
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import _tiny_models as tm  # tests/ is on sys.path under pytest's default import mode
+from conftest import assert_same_adapter
 from rocm_rlhf.config import validate_config
 from rocm_rlhf.rewards import Scorer, register
 from rocm_rlhf.training import pg
@@ -488,11 +488,7 @@ def test_kill_and_resume_gives_the_same_adapter_and_method_state(tmp_path, model
     _train(tmp_path, method, models, "full", cfg, **extra)
     assert _train(tmp_path, method, models, "killed", cfg, max_steps=3, **extra) == {"stopped_at": 3}
     _train(tmp_path, method, models, "killed", cfg, **extra)  # resumes from step 2
-    a = load_file(tmp_path / "full" / "adapter" / "pytorch_lora_weights.safetensors")
-    b = load_file(tmp_path / "killed" / "adapter" / "pytorch_lora_weights.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_adapter(tmp_path / "full", tmp_path / "killed")
     la, lb = pd.read_csv(tmp_path / "full" / "log.csv"), pd.read_csv(tmp_path / "killed" / "log.csv")
     pd.testing.assert_series_equal(la["reward_mean"], lb["reward_mean"])
     pd.testing.assert_series_equal(la["loss"], lb["loss"])

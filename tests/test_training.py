@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import assert_same_adapter
 from rocm_rlhf.config import validate_config
 from rocm_rlhf.models import load_lcm_pipeline
 from rocm_rlhf.rewards import Scorer, register
@@ -133,11 +134,7 @@ def test_kill_and_resume_gives_the_same_adapter(tmp_path, tiny_lcm_dir):
     assert not (tmp_path / "killed" / "adapter").exists()
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("step_*")) == ["step_000002"]
     _train(tmp_path, "killed", tiny_lcm_dir, steps=5, beta=0.1)  # resumes from step 2, replays 3..5
-    a = load_file(tmp_path / "full" / "adapter" / "pytorch_lora_weights.safetensors")
-    b = load_file(tmp_path / "killed" / "adapter" / "pytorch_lora_weights.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_adapter(tmp_path / "full", tmp_path / "killed")
     la, lb = pd.read_csv(tmp_path / "full" / "log.csv"), pd.read_csv(tmp_path / "killed" / "log.csv")
     pd.testing.assert_series_equal(la["reward_mean"], lb["reward_mean"])
     assert list(lb["reward_queries"]) == list(la["reward_queries"])

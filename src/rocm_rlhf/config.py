@@ -113,23 +113,24 @@ def config_digest(config: dict, *keys: str) -> str:
     """
     import hashlib
 
+    content = copy.deepcopy(config)
+    for op in OPERATIONAL_KEYS:  # drop them once, wherever they sit under a picked section
+        *parents, leaf = op.split(".")
+        node = content
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     picked = {}
     for key in keys:
-        node = config
+        if key in OPERATIONAL_KEYS:
+            continue
+        node = content
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
                 raise KeyError(f"config_digest: no config key '{key}'")
             node = node[part]
-        picked[key] = copy.deepcopy(node)
-    for op in OPERATIONAL_KEYS:
-        for key, value in picked.items():
-            if op.startswith(key + ".") and isinstance(value, dict):
-                node, parts = value, op[len(key) + 1:].split(".")
-                for part in parts[:-1]:
-                    node = node.get(part, {}) if isinstance(node, dict) else {}
-                if isinstance(node, dict):
-                    node.pop(parts[-1], None)
-        picked.pop(op, None)
+        picked[key] = node
     blob = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
