@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import _tiny_models as tm  # tests/ is on sys.path under pytest's default import mode
-from conftest import assert_same_adapter
+from conftest import REPO, assert_same_adapter
 from rocm_rlhf.config import validate_config
 from rocm_rlhf.rewards import Scorer, register
 from rocm_rlhf.training import pg
@@ -131,7 +131,18 @@ def models(tmp_path_factory):
 
 def _config(steps=4, batch_size=8, lr=0.01, num_steps=2, sample_steps=3, reward_queries=None, checkpoint_every=100,
             baselines=None):
-    b = {"sample_steps": sample_steps, "reward_queries": reward_queries, **(baselines or {})}
+    """A validated config whose baselines all sample ``batch_size`` images per step (D3PO: half as many pairs) with
+    ``sample_steps`` DDIM steps, learning rate ``lr`` and gradient clip 1; ``baselines`` overrides single keys of a
+    method's block (``{"ddpo": {"lr": 0.1}}``)."""
+    common = {"lr": lr, "grad_clip": 1.0, "weight_decay": 0.0}
+    diffusion = {"sample_steps": sample_steps, "guidance_scale": None}
+    b = {"reward_queries": reward_queries,
+         "rlcm": {"batch_size": batch_size, **common},
+         "ddpo": {"batch_size": batch_size, "num_minibatches": 1, **diffusion, **common},
+         "d3po": {"prompts_per_step": max(1, batch_size // 2), **diffusion, **common},
+         "dpok": {"batch_size": batch_size, **diffusion, **common}}
+    for method, block in (baselines or {}).items():
+        b[method].update(block)
     return validate_config({
         "device": "cpu",
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
@@ -234,30 +245,65 @@ def test_steps_for_budget_is_ceil_of_budget_over_queries_per_step():
         make_method("ppo", cfg)
 
 
+def test_each_baseline_has_its_own_rollout_batch_whatever_rocms_batch():
+    """At the paper's train.batch_size of 1 every baseline keeps its reference's rollout batch (the old code gave
+    each baseline train.batch_size: RLCM's advantage was then (r - r) / eps = 0 on every step and DDPO's 4
+    minibatches did not divide 1), and the equal budget sets the number of steps."""
+    from rocm_rlhf.config import load_config
+
+    cfg = load_config(REPO / "config" / "paper.yaml")
+    assert cfg["train"]["batch_size"] == 1
+    per_step = {m: make_method(m, cfg).queries_per_step() for m in ("rlcm", "ddpo", "d3po", "dpok")}
+    assert per_step == {"rlcm": 8, "ddpo": 256, "d3po": 40, "dpok": 6}
+    assert {m: steps_for_budget(m, cfg) for m in per_step} == {"rlcm": 500, "ddpo": 16, "d3po": 100, "dpok": 667}
+    # each diffusion baseline samples with its reference's DDIM steps and guidance, in training and evaluation
+    from rocm_rlhf.training.run import diffusion_sampling
+
+    assert {m: (make_method(m, cfg).sample_steps, make_method(m, cfg).guidance_scale)
+            for m in ("ddpo", "d3po", "dpok")} == {"ddpo": (50, 5.0), "d3po": (20, 5.0), "dpok": (50, 7.5)}
+    assert diffusion_sampling(cfg, "d3po") == {"sample_steps": 20, "guidance_scale": 5.0, "eta": 1.0}
+    # and its own optimizer settings (references' values), not ROCM's lr 6e-5 / clip 1
+    b = cfg["baselines"]
+    assert {m: (b[m]["lr"], b[m]["weight_decay"], b[m]["grad_clip"]) for m in per_step} == {
+        "rlcm": (1e-4, 0.0, 5.0), "ddpo": (3e-4, 1e-4, 1.0), "d3po": (3e-5, 1e-4, 1.0), "dpok": (1e-5, 0.0, 0.1)}
+    assert b["ddpo"]["adv_clip_max"] == 5 and b["rlcm"]["adv_clip_max"] == 10
+
+
+@pytest.mark.parametrize("overlay,key", [
+    ({"rlcm": {"batch_size": 1}}, "baselines.rlcm.batch_size"),
+    ({"ddpo": {"batch_size": 1, "num_minibatches": 1}}, "baselines.ddpo.batch_size"),
+    ({"ddpo": {"batch_size": 6, "num_minibatches": 4}}, "baselines.ddpo.num_minibatches"),
+    ({"d3po": {"prompts_per_step": 3, "num_minibatches": 2}}, "baselines.d3po.num_minibatches"),
+])
+def test_settings_under_which_a_baseline_cannot_learn_fail_validation_naming_the_key(overlay, key):
+    from rocm_rlhf.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _config(baselines=overlay)
+    method, block = next(iter(overlay.items()))
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):  # the method object refuses it too
+        make_method(method, _config(), **block)
+
+
 # ------------------------------------------------------------------------------------------------ PPO: RLCM, DDPO
-def test_shared_ppo_settings_name_the_method_and_default_the_batch():
-    """pg.PPOMethod's checks, shared by RLCM and DDPO, still name the method (and its config block) in the error."""
+def test_shared_ppo_settings_name_the_method_and_keep_the_tracker():
+    """pg.PPOMethod's checks, shared by RLCM and DDPO, name the method's config block in the error."""
     import dataclasses
-    from types import SimpleNamespace
 
     from rocm_rlhf.training.ddpo import DDPO
     from rocm_rlhf.training.rlcm import RLCM
 
-    with pytest.raises(ValueError, match="rlcm num_minibatches must be a positive integer"):
+    with pytest.raises(ValueError, match="baselines.rlcm.num_minibatches must be a positive integer"):
         RLCM(num_minibatches=0)
-    with pytest.raises(ValueError, match="ddpo clip_range must be a positive number"):
+    with pytest.raises(ValueError, match="baselines.ddpo.clip_range must be a positive number"):
         DDPO(clip_range=-1.0)
     with pytest.raises(ValueError, match="log_prob_reduction"):
         DDPO(log_prob_reduction="max")
-    ctx = SimpleNamespace(settings=SimpleNamespace(batch_size=6, num_steps=3))
     for cls in (RLCM, DDPO):
-        m = cls(num_minibatches=4)
-        with pytest.raises(ValueError, match=f"baselines.{cls.config_name}.num_minibatches=4 must divide the batch "
-                                             "size 6"):
-            m.setup(ctx)
-    m = RLCM(num_minibatches=3)
-    m.setup(ctx)
-    assert m.queries_per_step() == 6  # batch_size None -> train.batch_size
+        with pytest.raises(ValueError, match=f"baselines.{cls.config_name}.num_minibatches' = 4 does not divide "):
+            cls(batch_size=6, num_minibatches=4)
+    m = RLCM(batch_size=6, num_minibatches=3)
+    assert m.queries_per_step() == 6
     m.tracker.update(["a", "a"], torch.tensor([1.0, 2.0]))
     m2 = RLCM()
     m2.load_extra_state(m.extra_state())
@@ -299,46 +345,58 @@ def test_first_ppo_epoch_is_on_policy_and_its_gradient_is_reinforce(models, meth
 
 
 # -------------------------------------------------------------------------------------------------------------- DPOK
-def test_dpok_kl_is_zero_at_init_and_grows_with_the_adapter(models):
-    from rocm_rlhf.samplers.diffusion import ddim_transition
+@pytest.mark.parametrize("regularizer", ["eps_mse", "gaussian_kl"])
+def test_dpok_regularizer_is_zero_at_init_and_is_the_reference_term(models, regularizer):
+    """DPOK's regulariser, recomputed independently: ``eps_mse`` is the reference's ``kl_regularizer = (noise_pred -
+    old_noise_pred) ** 2`` of the guided noise predictions of the policy and the pretrained model at the buffer
+    state, averaged over the elements; ``gaussian_kl`` the exact KL of the two DDIM Gaussians times the log-prob
+    scale. (The old code used the KL under DPOK's name: it fails the eps_mse case.)"""
+    from rocm_rlhf.samplers.diffusion import ddim_transition, guided_model_output
     from rocm_rlhf.training.dpok import DPOK
 
     ctx = _context("dpok", models, lora_scale=0.0)
     base = copy.deepcopy(ctx.pipe.unet)  # an independent pretrained model: LoRA B = 0 is the base exactly
     base.disable_adapters()
-    m = DPOK(batch_size=3, sample_steps=3, guidance_scale=3.0, buffer_size=9)
+    m = DPOK(batch_size=3, sample_steps=3, guidance_scale=3.0, buffer_size=9, regularizer=regularizer)
     m.setup(ctx)
     roll = m.rollout(ctx, step=1)
     m.add_to_buffer(ctx, roll)
     assert m.buffer["step"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # step-major, as DPOK
     idx = torch.arange(9)
-    lp, kl = m.transition_stats(ctx, idx)
+    lp, reg = m.transition_stats(ctx, idx)
     torch.testing.assert_close(lp, m.buffer["log_prob"], rtol=1e-12, atol=1e-9)  # ratio 1 on fresh transitions
-    assert kl.abs().max() < 1e-20  # the policy is the pretrained model
+    assert reg.abs().max() < 1e-20  # the policy is the pretrained model
 
-    # the policy moves; the next rollout replaces the buffer (size 9) and stores the pretrained model's means
+    # the policy moves; the next rollout replaces the buffer (size 9) and stores the pretrained model's outputs
     set_lora_b(ctx.pipe.unet, 1e-3)
     roll = m.rollout(ctx, step=2)
     m.add_to_buffer(ctx, roll)
     assert torch.equal(m.buffer["state"][3:6], roll.latents[:, 1]) and m.buffer["prompt"][:3] == roll.prompts
     emb = roll.prompt_embeds.repeat(3, 1, 1)
     t = m.scheduler.timesteps[m.buffer["step"]]
-    args = (m.scheduler, emb, roll.negative_embeds, m.buffer["state"], t)
+    state = m.buffer["state"]
+    args = (m.scheduler, emb, roll.negative_embeds, state, t)
     mq, std, _ = ddim_transition(base, *args, guidance_scale=3.0, eta=1.0)  # independently: the pretrained model
-    kls = []
+    eq = guided_model_output(base, state, t, emb, roll.negative_embeds, 3.0)
+    regs = []
     for scale in (1e-3, 2e-3):
         set_lora_b(ctx.pipe.unet, scale)
-        lp, kl = m.transition_stats(ctx, idx)
+        lp, reg = m.transition_stats(ctx, idx)
         mp, _, _ = ddim_transition(ctx.pipe.unet, *args, guidance_scale=3.0, eta=1.0)
-        expected = ((mp - mq) ** 2).flatten(1).sum(1) / (2 * std**2)  # the exact KL of the two DDIM Gaussians
-        torch.testing.assert_close(kl.detach(), expected, rtol=1e-6, atol=0)
-        kls.append(kl.detach())
+        kl = ((mp - mq) ** 2).flatten(1).sum(1) / (2 * std**2)  # the exact KL of the two DDIM Gaussians
+        if regularizer == "eps_mse":
+            ep = guided_model_output(ctx.pipe.unet, state, t, emb, roll.negative_embeds, 3.0)
+            expected = ((ep - eq) ** 2).flatten(1).mean(1)
+        else:
+            expected = kl * pg.log_prob_scale(state.shape[1:], "mean")
+        torch.testing.assert_close(reg.detach(), expected, rtol=1e-6, atol=0)
+        regs.append(reg.detach())
         if scale == 1e-3:  # the sampling policy: ratio 1, and the logged per-step KL of the batch is the same KL
             torch.testing.assert_close(lp, m.buffer["log_prob"], rtol=1e-12, atol=1e-9)
             logged = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, "sum")  # [3 samples, 3 steps]
-            torch.testing.assert_close(logged.T.reshape(-1), expected, rtol=1e-6, atol=0)
-    assert (kls[0] > 0).all()
-    ratio = kls[1] / kls[0]  # small moves: the KL is quadratic in the adapter's size
+            torch.testing.assert_close(logged.T.reshape(-1), kl, rtol=1e-6, atol=0)
+    assert (regs[0] > 0).all()
+    ratio = regs[1] / regs[0]  # small moves: both terms are quadratic in the adapter's size
     assert ((ratio > 3.8) & (ratio < 4.2)).all(), ratio
 
 

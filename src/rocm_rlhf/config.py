@@ -93,6 +93,10 @@ def _check_semantics(config: dict) -> None:
         problems.append(f"config key 'train.num_processes': the global batch train.batch_size = {t['batch_size']} "
                         f"does not split evenly over {t['num_processes']} processes; make batch_size a multiple of "
                         f"num_processes")
+    from .training.batching import batch_problems  # torch-free: the methods check the same rules
+
+    for method in config["baselines"]["methods"]:
+        problems += batch_problems(method, config["baselines"][method])
     if problems:
         raise ConfigError("invalid configuration (see config/README.md for every key):\n  - " + "\n  - ".join(problems))
 

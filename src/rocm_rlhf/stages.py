@@ -217,11 +217,12 @@ def _sample_eval(job) -> None:
     if _path(job.input, "adapter"):
         pipe.load_lora_weights(_path(job.input, "adapter"))  # the standard diffusers call a user makes
     units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
-    if diffusion:
-        b = cfg["baselines"]
-        guidance = b["guidance_scale"] if b["guidance_scale"] is not None else cfg["model"]["guidance_scale"]
-        images = generate_diffusion_units(pipe, units, num_steps=b["sample_steps"], guidance_scale=guidance,
-                                          eta=b["eta"], batch_size=cfg["evaluation"]["batch_size"])
+    if diffusion:  # the method's own DDIM sampler, as in its training
+        from .training.run import diffusion_sampling
+
+        d = diffusion_sampling(cfg, job.params.method)
+        images = generate_diffusion_units(pipe, units, num_steps=d["sample_steps"], guidance_scale=d["guidance_scale"],
+                                          eta=d["eta"], batch_size=cfg["evaluation"]["batch_size"])
     else:
         images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
                                     guidance_scale=cfg["model"]["guidance_scale"],

@@ -140,6 +140,18 @@ def parse_run(run):
     }
 
 
+def sampler_keys(run):
+    """The config keys of a run's evaluation sampler beyond model.*: a diffusion baseline's own DDIM settings."""
+    method = run_method(run)
+    if method not in DIFFUSION_METHODS:
+        return []
+    return [
+        f"baselines.{method}.sample_steps",
+        f"baselines.{method}.guidance_scale",
+        "baselines.eta",
+    ]
+
+
 def run_param(key):
     return lambda wildcards: parse_run(wildcards.run)[key]
 

@@ -22,12 +22,10 @@ rule sample_eval:
         gpu=1,
     params:
         # reruns it when these values change
-        config_digest=config_params(
+        config_digest=lambda wildcards: config_params(
             "model",
             "evaluation.images_per_prompt",
-            "baselines.sample_steps",
-            "baselines.eta",
-            "baselines.guidance_scale",
+            *sampler_keys(wildcards.run),
         ),
         method=lambda wildcards: run_method(wildcards.run),
         model_id=model_id_param,

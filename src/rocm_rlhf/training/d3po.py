@@ -70,7 +70,7 @@ class PairRollout:
 class D3PO:
     """D3PO with a reward model as the judge; defaults from yk7333/d3po config/base.py."""
 
-    prompts_per_step: int | None = None  # pairs per step (2 reward queries each); None: max(1, train.batch_size // 2)
+    prompts_per_step: int = 20  # pairs per step (2 reward queries each): D3PO sample.batch_size 10 x 2 batches
     sample_steps: int = 20  # D3PO sample.num_steps
     eta: float = 1.0  # D3PO sample.eta
     guidance_scale: float = 5.0  # D3PO sample.guidance_scale
@@ -84,8 +84,9 @@ class D3PO:
     divergence_reduction: str = "mean"
 
     def __post_init__(self):
-        if self.prompts_per_step is not None:
-            pg.check_positive("d3po prompts_per_step", self.prompts_per_step)
+        from .batching import check_batch
+
+        pg.check_positive("baselines.d3po.prompts_per_step", self.prompts_per_step)
         pg.check_positive("d3po sample_steps", self.sample_steps)
         if not 0 < self.eta <= 1:
             raise ValueError(f"d3po eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
@@ -97,23 +98,19 @@ class D3PO:
             pg.check_positive("d3po num_minibatches", self.num_minibatches)
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"d3po timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
+        check_batch("d3po", {"prompts_per_step": self.prompts_per_step, "num_minibatches": self.num_minibatches})
         pg.log_prob_scale((1,), self.log_prob_reduction)
         self.scheduler = None
 
     # ------------------------------------------------------------------------------------------- loop protocol
     def setup(self, ctx) -> None:
-        if self.prompts_per_step is None:
-            self.prompts_per_step = max(1, ctx.settings.batch_size // 2)
-        if self.prompts_per_step % self.updates_per_pass():
-            raise ValueError(f"baselines.d3po.num_minibatches={self.num_minibatches} must divide the "
-                             f"{self.prompts_per_step} pairs of a step")
         self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
 
     def updates_per_pass(self) -> int:
         return self.num_minibatches or self.prompts_per_step
 
-    def queries_per_step(self) -> int | None:
-        return None if self.prompts_per_step is None else 2 * self.prompts_per_step
+    def queries_per_step(self) -> int:
+        return 2 * self.prompts_per_step
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> PairRollout:

@@ -44,14 +44,14 @@ class DDPO(pg.PPOMethod):
 
     config_name = "ddpo"  # its block under baselines: (not a field)
 
-    batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
+    batch_size: int = 256  # images (= reward queries) per step: one DDPO epoch (dgx: 8 GPUs x 8 x 4 batches)
     sample_steps: int = 50  # DDPO sample.num_steps (dgx)
     eta: float = 1.0  # DDPO sample.eta
     guidance_scale: float = 5.0  # DDPO sample.guidance_scale
     num_inner_epochs: int = 1  # DDPO train.num_inner_epochs
     num_minibatches: int = 4  # updates per pass: 256 samples per epoch / 64 per update (dgx)
     clip_range: float = 1e-4  # DDPO train.clip_range (on the per-dimension ratio, module docstring)
-    adv_clip_max: float = 10.0  # DDPO train.adv_clip_max
+    adv_clip_max: float = 5.0  # DDPO base.py train.adv_clip_max
     timestep_fraction: float = 1.0  # DDPO train.timestep_fraction
     stat_buffer_size: int = 16  # DDPO per_prompt_stat_tracking.buffer_size
     stat_min_count: int = 16  # DDPO per_prompt_stat_tracking.min_count
@@ -72,7 +72,6 @@ class DDPO(pg.PPOMethod):
     # ------------------------------------------------------------------------------------------- loop protocol
     # (queries_per_step, extra_state and load_extra_state: pg.PPOMethod)
     def setup(self, ctx) -> None:
-        self.setup_batch(ctx)
         self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
 
     # -------------------------------------------------------------------------------------------------- pieces

@@ -9,7 +9,7 @@ its LoRA adapter disabled.
 One training step (= one DPOK ``count``):
 
 1. sample ``batch_size`` prompts and trajectories without gradients, decode, score (``batch_size`` queries); push
-   every transition ``(x_{t_n}, x_{t_{n+1}}, n, prompt, final reward, log pi_old, mean_ref)`` into a FIFO replay
+   every transition ``(x_{t_n}, x_{t_{n+1}}, n, prompt, final reward, log pi_old, eps_pre)`` into a FIFO replay
    buffer of ``buffer_size`` transitions (DPOK keeps the last 1000);
 2. value function: ``value_updates`` minibatches of ``value_batch_size`` transitions drawn from the buffer without
    replacement (all of it while it is smaller), MSE of ``V(x_{t_n}, c, n)`` to the final reward, gradients averaged
@@ -18,31 +18,31 @@ One training step (= one DPOK ``count``):
 3. policy: ``policy_updates`` optimizer updates, each accumulating ``grad_accumulation`` minibatches of
    ``policy_batch_size`` buffer transitions of::
 
-       loss = mean(-reward_weight * A * clip(r, 1 - e, 1 + e) + kl_weight * s * KL_n) / grad_accumulation
+       loss = mean(-reward_weight * A * clip(r, 1 - e, 1 + e) + kl_weight * REG_n) / grad_accumulation
        e    = ratio_clip
        A    = R - V(x_{t_n}, c, n)                  (no gradient; the value baseline; c the prompt)
        r    = exp(s * (log pi_theta - log pi_old)(x_{t_{n+1}} | x_{t_n}))
-       KL_n = KL( pi_theta(. | x_{t_n}) || pi_pre(. | x_{t_n}) )
-            = |mean_theta - mean_pre|^2 / (2 sigma_n^2)  summed over the latent dimensions
+       REG_n = mean_d (eps_theta(x_{t_n}) - eps_pre(x_{t_n}))^2          (regularizer "eps_mse", DPOK's term)
+             = s * KL( pi_theta(. | x_{t_n}) || pi_pre(. | x_{t_n}) )   (regularizer "gaussian_kl", an option)
 
-   ``KL_n`` is the exact KL between the two Gaussian DDIM transitions (:func:`rocm_rlhf.divergences.gaussian_divergence`
-   ``("kl", ..., reduction="sum")``) to the *pretrained* model at the buffer state, not to the previous policy. ``s`` is
-   the log-prob scale of :mod:`rocm_rlhf.training.pg` (``1/(C*H*W)`` by default): DPOK's code averages log-densities
-   over the dimensions and regularises with the per-element mean of ``(eps_theta - eps_pre)^2``; scaling both terms by
-   ``s`` keeps their published weights on the same per-dimension footing (with ``log_prob_reduction="sum"`` both are
-   true densities and the weights must be re-tuned). The pretrained transition mean is computed once, when the
-   transition enters the buffer (the reference is frozen, so this equals DPOK's recomputation in every minibatch).
+   ``eps`` are the guided UNet outputs (``eps_u + w (eps_c - eps_u)``) of the policy and of the *pretrained* model at
+   the buffer state, as DPOK's ``forward_calculate_logprob`` computes its ``kl_regularizer`` (then averaged over all
+   elements). That term is DPOK's per-step stand-in for the KL: the exact KL of the two Gaussian DDIM transitions is
+   ``c_n^2 |eps_theta - eps_pre|^2 / (2 sigma_n^2)`` with a step-dependent ``c_n``, so the two weight the steps
+   differently (the KL is dominated by the last steps, where sigma_n is small). ``s`` is the log-prob scale of
+   :mod:`rocm_rlhf.training.pg` (``1/(C*H*W)`` by default: DPOK's code averages log-densities over the dimensions).
+   The pretrained model's outputs are computed once, when the transition enters the buffer (the reference is frozen,
+   so this equals DPOK's recomputation in every minibatch).
 
 Defaults are DPOK's multi-prompt command (README) over its argument defaults: reward_weight 1000, kl_weight 0.1,
 ratio clip 1e-4, 5 policy updates per step of 12 x 2 transitions, buffer 1000, value lr 1e-4, value batch 256,
-5 value minibatches per step, 50 DDIM steps, eta 1, guidance 7.5 (the pipeline's default), policy lr 1e-5 and gradient
-norm 0.1 (``baselines.dpok.lr`` / ``grad_clip``), LoRA rank 4 (here: the shared ``train.lora``). DPOK samples 6
-prompts per step; here ``batch_size`` (default ``train.batch_size``) so that all methods query the reward equally
-often per step.
+5 value minibatches per step, 6 prompts per step (``--g_batch_size``, one image each), 50 DDIM steps, eta 1,
+guidance 7.5 (the pipeline's default), policy lr 1e-5, no weight decay and gradient norm 0.1
+(``baselines.dpok.lr`` / ``weight_decay`` / ``grad_clip``); LoRA rank 4 in DPOK, here the shared ``train.lora``.
 
 ``divergence_mean`` in the log is the KL to the pretrained model of the freshly sampled batch, summed over its steps
-(reduction ``divergence_reduction`` over the dimensions, as ROCM's log), and ``kl`` the mean per-transition
-``s * KL_n`` of the policy minibatches. The value network, its optimizer and the buffer are checkpointed
+(reduction ``divergence_reduction`` over the dimensions, as ROCM's log), and ``kl`` the mean regulariser ``REG_n``
+of the policy minibatches. The value network, its optimizer and the buffer are checkpointed
 (``extra_state``), so a resumed run replays exactly.
 """
 
@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from ..divergences import gaussian_divergence
 from ..samplers.common import encode_prompts, gaussian_log_prob
-from ..samplers.diffusion import ddim_transition
+from ..samplers.diffusion import ddim_step_mean_std, guided_model_output
 from . import pg
 
 
@@ -106,19 +106,21 @@ def pooled_text_embeddings(pipe, prompts: list[str], device) -> Tensor:
     return (pooled if pooled is not None else out[0].mean(1)).float()
 
 
-BUFFER_KEYS = ("state", "next_state", "step", "reward", "text", "log_prob", "ref_mean")
+REGULARIZERS = ("eps_mse", "gaussian_kl")
+BUFFER_KEYS = ("state", "next_state", "step", "reward", "text", "log_prob", "ref_output")
 
 
 @dataclass
 class DPOK:
     """DPOK; defaults from google-research dpok (README multi-prompt command over train_online_pg.py defaults)."""
 
-    batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
+    batch_size: int = 6  # prompts (one image, one reward query each) per step: --g_batch_size, --num_samples 1
     sample_steps: int = 50  # DPOK samples with the pipeline default of 50 DDIM steps
     eta: float = 1.0
     guidance_scale: float = 7.5  # StableDiffusionPipeline default, used by DPOK
     reward_weight: float = 1000.0  # --reward_weight (README, multiple prompts)
     kl_weight: float = 0.1  # --kl_weight (README, multiple prompts)
+    regularizer: str = "eps_mse"  # DPOK's mean squared noise-prediction difference; "gaussian_kl": the exact KL
     ratio_clip: float = 1e-4  # --ratio_clip
     policy_updates: int = 5  # --p_step
     policy_batch_size: int = 2  # --p_batch_size (README, multiple prompts)
@@ -133,13 +135,14 @@ class DPOK:
     divergence_reduction: str = "mean"
 
     def __post_init__(self):
-        if self.batch_size is not None:
-            pg.check_positive("dpok batch_size", self.batch_size)
+        pg.check_positive("baselines.dpok.batch_size", self.batch_size)
         for name in ("sample_steps", "policy_updates", "policy_batch_size", "grad_accumulation", "buffer_size",
                      "value_batch_size", "value_updates", "value_hidden"):
             pg.check_positive(f"dpok {name}", getattr(self, name))
         for name in ("reward_weight", "ratio_clip", "value_lr"):
             pg.check_positive(f"dpok {name}", getattr(self, name), integer=False)
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"baselines.dpok.regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
         if not self.kl_weight >= 0:
             raise ValueError(f"dpok kl_weight must be >= 0, got {self.kl_weight}")
         if not 0 < self.eta <= 1:
@@ -152,8 +155,6 @@ class DPOK:
 
     # ------------------------------------------------------------------------------------------- loop protocol
     def setup(self, ctx) -> None:
-        if self.batch_size is None:
-            self.batch_size = ctx.settings.batch_size
         self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
         shape = pg.latent_shape(ctx.pipe)
         text_dim = int(pooled_text_embeddings(ctx.pipe, [""], ctx.device).shape[-1])
@@ -164,7 +165,7 @@ class DPOK:
         self.value_opt = torch.optim.AdamW(self.value.parameters(), lr=self.value_lr)
         self.buffer = None
 
-    def queries_per_step(self) -> int | None:
+    def queries_per_step(self) -> int:
         return self.batch_size
 
     def extra_state(self) -> dict:
@@ -192,7 +193,7 @@ class DPOK:
             "reward": roll.rewards.float().cpu().repeat(t),
             "text": text.repeat(t, 1),
             "log_prob": roll.log_probs.transpose(0, 1).reshape(-1).cpu(),
-            "ref_mean": roll.ref_means.transpose(0, 1).reshape(b * t, *roll.ref_means.shape[2:]).cpu(),
+            "ref_output": roll.ref_outputs.transpose(0, 1).reshape(b * t, *roll.ref_outputs.shape[2:]).cpu(),
         }
         prompts = [p for _ in range(t) for p in roll.prompts]
         if self.buffer is None:
@@ -203,8 +204,9 @@ class DPOK:
         self.buffer = {k: v[-self.buffer_size:] for k, v in merged.items()}
 
     def transition_stats(self, ctx, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """For buffer transitions ``idx``: (summed log pi_theta of the stored next state [b], KL_n to the pretrained
-        model [b], exact: summed over dimensions), with gradients to the adapter."""
+        """For buffer transitions ``idx``: (summed log pi_theta of the stored next state [b], the regulariser [b]),
+        with gradients to the adapter. The regulariser (``regularizer``) is DPOK's ``mean_d (eps_theta - eps_pre)^2``
+        of the guided noise predictions at the buffer state, or ``s * KL_n`` of the two Gaussian transitions."""
         buf = self.buffer
         dev, dtype = ctx.device, ctx.pipe.unet.dtype
         prompts = [buf["prompt"][i] for i in idx.tolist()]
@@ -213,13 +215,20 @@ class DPOK:
                                                                              ctx.pipe.text_encoder, [""],
                                                                              device=dev, dtype=dtype)
         self.scheduler.set_timesteps(self.sample_steps, device=dev)
-        t = self.scheduler.timesteps[buf["step"][idx].to(self.scheduler.timesteps.device)]
+        t = self.scheduler.timesteps[buf["step"][idx].to(self.scheduler.timesteps.device)].to(dev)
+        state = buf["state"][idx].to(dev, dtype)
         with ctx.autocast():
-            mean, std, _ = ddim_transition(ctx.pipe.unet, self.scheduler, emb, neg, buf["state"][idx].to(dev, dtype),
-                                           t.to(dev), guidance_scale=self.guidance_scale, eta=self.eta)
+            out = guided_model_output(ctx.pipe.unet, state, t, emb, neg, self.guidance_scale)
+            mean, std, _ = ddim_step_mean_std(self.scheduler, out, t, state, self.eta)
         lp = gaussian_log_prob(buf["next_state"][idx].to(dev).to(mean.dtype), mean, std)
-        kl = gaussian_divergence("kl", mean, buf["ref_mean"][idx].to(dev, mean.dtype), std, reduction="sum")
-        return lp, kl
+        ref_out = buf["ref_output"][idx].to(dev, mean.dtype)
+        if self.regularizer == "eps_mse":
+            reg = (out.to(mean.dtype) - ref_out).pow(2).flatten(1).mean(1)
+        else:
+            ref_mean = ddim_step_mean_std(self.scheduler, ref_out, t, state, self.eta)[0]
+            scale = pg.log_prob_scale(state.shape[1:], self.log_prob_reduction)
+            reg = scale * gaussian_divergence("kl", mean, ref_mean.to(mean.dtype), std, reduction="sum")
+        return lp, reg
 
     def value_step(self, ctx, step: int) -> float:
         buf = self.buffer
@@ -255,12 +264,12 @@ class DPOK:
                     adv = buf["reward"][idx].to(ctx.device) - self.value(
                         buf["state"][idx].to(ctx.device), buf["text"][idx].to(ctx.device),
                         buf["step"][idx].to(ctx.device))
-                lp, kl = self.transition_stats(ctx, idx)
+                lp, reg = self.transition_stats(ctx, idx)
                 ratio = torch.exp((lp - buf["log_prob"][idx].to(lp.device, lp.dtype)) * scale)
                 clipped = ratio.clamp(1.0 - self.ratio_clip, 1.0 + self.ratio_clip)
-                loss = (-self.reward_weight * adv.to(lp.dtype) * clipped + self.kl_weight * scale * kl).mean()
+                loss = (-self.reward_weight * adv.to(lp.dtype) * clipped + self.kl_weight * reg).mean()
                 acc.backward(loss / self.grad_accumulation)
-                kls.append((scale * kl).mean().item())
+                kls.append(reg.mean().item())
                 ratios.append(ratio.mean().item())
             ctx.update(acc.surrogate())
             losses.append(acc.value)

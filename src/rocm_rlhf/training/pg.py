@@ -166,7 +166,7 @@ def minibatches(n: int, num_minibatches: int, generator: torch.Generator) -> lis
     """A random permutation of ``range(n)`` split into ``num_minibatches`` equal parts."""
     if n % num_minibatches:
         raise ValueError(f"num_minibatches={num_minibatches} must divide the {n} samples of a step; change the "
-                         "method's num_minibatches or train.batch_size")
+                         "method's num_minibatches or its rollout batch")
     return list(torch.randperm(n, generator=generator).chunk(num_minibatches))
 
 
@@ -241,26 +241,22 @@ class PPOMethod:
     config_name: str
 
     def check_ppo_settings(self) -> None:
-        """Validate the shared PPO fields and create the tracker (call from ``__post_init__``)."""
+        """Validate the shared PPO fields and create the tracker (call from ``__post_init__``): before any work, a
+        rollout batch under which the method cannot learn is an error naming its config keys
+        (:func:`rocm_rlhf.training.batching.check_batch`)."""
+        from .batching import check_batch
+
         name = self.config_name
-        if self.batch_size is not None:
-            check_positive(f"{name} batch_size", self.batch_size)
-        check_positive(f"{name} num_inner_epochs", self.num_inner_epochs)
-        check_positive(f"{name} num_minibatches", self.num_minibatches)
-        check_positive(f"{name} clip_range", self.clip_range, integer=False)
-        check_positive(f"{name} adv_clip_max", self.adv_clip_max, integer=False)
+        check_positive(f"baselines.{name}.batch_size", self.batch_size)
+        check_positive(f"baselines.{name}.num_inner_epochs", self.num_inner_epochs)
+        check_positive(f"baselines.{name}.num_minibatches", self.num_minibatches)
+        check_positive(f"baselines.{name}.clip_range", self.clip_range, integer=False)
+        check_positive(f"baselines.{name}.adv_clip_max", self.adv_clip_max, integer=False)
+        check_batch(name, {"batch_size": self.batch_size, "num_minibatches": self.num_minibatches})
         log_prob_scale((1,), self.log_prob_reduction)
         self.tracker = PerPromptStatTracker(self.stat_buffer_size, self.stat_min_count)
 
-    def setup_batch(self, ctx) -> None:
-        """``batch_size`` defaults to ``train.batch_size``; ``num_minibatches`` must divide it."""
-        if self.batch_size is None:
-            self.batch_size = ctx.settings.batch_size
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(f"baselines.{self.config_name}.num_minibatches={self.num_minibatches} must divide the "
-                             f"batch size {self.batch_size}")
-
-    def queries_per_step(self) -> int | None:
+    def queries_per_step(self) -> int:
         return self.batch_size
 
     def extra_state(self) -> dict:
@@ -299,6 +295,7 @@ class DiffusionRollout:
     stds: Tensor  # [T]
     rewards: Tensor  # [B] float32
     ref_means: Tensor | None = None  # [B, T, C, H, W] the pretrained model's transition means at the same states
+    ref_outputs: Tensor | None = None  # [B, T, C, H, W] its guided UNet outputs (noise predictions) there
 
 
 def step_rollout(ctx, step: int, scheduler, *, batch_size: int, num_steps: int, guidance_scale: float, eta: float,
@@ -337,24 +334,28 @@ def diffusion_rollout(ctx, scheduler, prompts: list[str], latents: Tensor, noise
                             timesteps=traj.timesteps, log_probs=traj.log_probs, means=traj.means, stds=traj.stds,
                             rewards=rewards)
     if reference:
-        roll.ref_means = reference_means(ctx, scheduler, roll, guidance_scale=guidance_scale, eta=eta)
+        roll.ref_means, roll.ref_outputs = reference_transitions(ctx, scheduler, roll, guidance_scale=guidance_scale,
+                                                                 eta=eta)
     return roll
 
 
 @torch.no_grad()
-def reference_means(ctx, scheduler, roll: DiffusionRollout, *, guidance_scale: float, eta: float) -> Tensor:
-    """[B, T, C, H, W]: the pretrained model's DDIM transition means at the rollout's states (adapter disabled)."""
+def reference_transitions(ctx, scheduler, roll: DiffusionRollout, *, guidance_scale: float,
+                          eta: float) -> tuple[Tensor, Tensor]:
+    """``(means, outputs)``, each [B, T, C, H, W]: the pretrained model's (adapter disabled) DDIM transition means and
+    guided UNet outputs at the rollout's states."""
     from ..samplers.consistency import adapter_disabled
-    from ..samplers.diffusion import ddim_transition
+    from ..samplers.diffusion import ddim_step_mean_std, guided_model_output
 
     unet = ctx.pipe.unet
-    out = []
+    means, outputs = [], []
     with adapter_disabled(unet), ctx.autocast():
         for n, t in enumerate(roll.timesteps):
-            mean, _, _ = ddim_transition(unet, scheduler, roll.prompt_embeds, roll.negative_embeds,
-                                         roll.latents[:, n], t, guidance_scale=guidance_scale, eta=eta)
-            out.append(mean)
-    return torch.stack(out, 1)
+            out = guided_model_output(unet, roll.latents[:, n], t, roll.prompt_embeds, roll.negative_embeds,
+                                      guidance_scale)
+            means.append(ddim_step_mean_std(scheduler, out, t, roll.latents[:, n], eta)[0])
+            outputs.append(out)
+    return torch.stack(means, 1), torch.stack(outputs, 1)
 
 
 def kl_per_step(means: Tensor, ref_means: Tensor, stds: Tensor, reduction: str) -> Tensor:

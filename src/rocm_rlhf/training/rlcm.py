@@ -68,7 +68,7 @@ class RLCM(pg.PPOMethod):
 
     config_name = "rlcm"  # its block under baselines: (not a field)
 
-    batch_size: int | None = None  # images (= reward queries) per step; None: train.batch_size
+    batch_size: int = 8  # images (= reward queries) per step: RLCM sample_batch_size_per_gpu x num_sample_iters
     num_inner_epochs: int = 1  # RLCM num_inner_epochs
     num_minibatches: int = 1  # updates per pass: sample batch 8 / (train batch 2 x accumulation 4)
     clip_range: float = 1e-4  # RLCM clip_range (on the per-dimension ratio)
@@ -90,7 +90,6 @@ class RLCM(pg.PPOMethod):
         if ctx.settings.num_steps < 2:
             raise ValueError(f"RLCM needs model.num_steps >= 2: with K={ctx.settings.num_steps} the LCM chain has no "
                              "stochastic transition (no action for the policy gradient)")
-        self.setup_batch(ctx)
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> LCMRollout:

@@ -32,23 +32,27 @@ def make_method(name: str, config: dict, **kwargs):
         b = config["baselines"]
         fields = {k: v for k, v in b[name].items() if k not in SETTINGS_OVERRIDES}
         fields.update(log_divergence=b["log_divergence"], divergence_reduction=config["rocm"]["reduction"])
-        batch = config["train"]["batch_size"]
-        if name == "d3po":
-            fields["prompts_per_step"] = max(1, batch // 2)  # two images (reward queries) per prompt
-        else:
-            fields["batch_size"] = batch
         if name == "rlcm":
             fields["final_step"] = config["rocm"]["final_step"]  # the logged KL as ROCM logs it
         if name in DIFFUSION_METHODS:
-            guidance = b["guidance_scale"] if b["guidance_scale"] is not None else config["model"]["guidance_scale"]
-            fields.update(sample_steps=b["sample_steps"], eta=b["eta"], guidance_scale=guidance)
+            fields.update(diffusion_sampling(config, name))
         fields.update(kwargs)
         return getattr(importlib.import_module(f".{name}", __package__), BASELINES[name])(**fields)
     raise ValueError(f"unknown training method '{name}'; known: rocm, rlcm, ddpo, d3po, dpok")
 
 
 BASELINES = {"rlcm": "RLCM", "ddpo": "DDPO", "d3po": "D3PO", "dpok": "DPOK"}
-SETTINGS_OVERRIDES = ("lr", "grad_clip")  # per-baseline keys that set the loop's settings, not the method's fields
+#: per-baseline keys that set the loop's settings (optimizer, clipping), not the method's fields
+SETTINGS_OVERRIDES = ("lr", "grad_clip", "weight_decay")
+
+
+def diffusion_sampling(config: dict, method: str) -> dict:
+    """The DDIM sampler of a diffusion baseline, for its training and its evaluation samples alike: its own
+    ``sample_steps`` and ``guidance_scale`` (null: ``model.guidance_scale``) and the shared ``baselines.eta``."""
+    b = config["baselines"]
+    own = b[method]
+    guidance = own["guidance_scale"] if own["guidance_scale"] is not None else config["model"]["guidance_scale"]
+    return {"sample_steps": int(own["sample_steps"]), "guidance_scale": float(guidance), "eta": float(b["eta"])}
 
 
 def reward_query_budget(config: dict) -> int:
@@ -63,20 +67,18 @@ def steps_for_budget(method, config: dict) -> int:
     queries than the budget (:func:`reward_query_budget`) and uses exactly the budget when the method's queries per
     step divide it (otherwise at most ``queries_per_step - 1`` more). ``method`` is a name or a method object."""
     m = make_method(method, config) if isinstance(method, str) else method
-    per = m.queries_per_step() or config["train"]["batch_size"]
-    return -(-reward_query_budget(config) // int(per))
+    return -(-reward_query_budget(config) // int(m.queries_per_step()))
 
 
 def baseline_settings(name: str, method, config: dict, settings: TrainSettings) -> TrainSettings:
     """The loop settings of a baseline run: the number of steps from the reward-query budget, the method's own
-    learning rate and gradient clipping where its config block sets them, and (diffusion policies) its sampler steps
-    and guidance recorded in place of the LCM's."""
+    learning rate, weight decay and gradient clipping (``baselines.<name>``), and (diffusion policies) its sampler
+    steps and guidance recorded in place of the LCM's."""
     settings.steps = steps_for_budget(method, config)
     hp = config["baselines"][name]
-    if hp.get("lr") is not None:
-        settings.lr = float(hp["lr"])
-    if hp.get("grad_clip") is not None:
-        settings.grad_clip = float(hp["grad_clip"])
+    settings.lr = float(hp["lr"])
+    settings.weight_decay = float(hp["weight_decay"])
+    settings.grad_clip = float(hp["grad_clip"])
     if name in DIFFUSION_METHODS:
         settings.num_steps, settings.guidance_scale = method.sample_steps, method.guidance_scale
     return settings
@@ -89,6 +91,9 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     from .distributed import process_group
 
     settings = TrainSettings.from_config(config, seed)
+    if method not in LCM_METHODS | DIFFUSION_METHODS:
+        raise ValueError(f"unknown training method '{method}'; known: {sorted(LCM_METHODS | DIFFUSION_METHODS)}")
+    m = make_method(method, config, **method_kwargs)  # settings errors before any model is loaded
     group = process_group(pick_device(config["device"]))  # several processes only inside a distributed launch
     device = group.device
     dtype = DTYPES[config["model"]["dtype"]]
@@ -96,11 +101,9 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     if method in LCM_METHODS:
         pipe = load_lcm_pipeline(model_id, dtype=dtype, device=device)
         from diffusers import LatentConsistencyModelPipeline as pipeline_cls
-    elif method in DIFFUSION_METHODS:
+    else:
         pipe = load_sd_pipeline(model_id, dtype=dtype, device=device)
         from diffusers import StableDiffusionPipeline as pipeline_cls
-    else:
-        raise ValueError(f"unknown training method '{method}'; known: {sorted(LCM_METHODS | DIFFUSION_METHODS)}")
     lora = config["train"]["lora"]
     params = add_lora(pipe.unet, lora["rank"], lora["alpha"], lora["target_modules"], seed=seed)
     if dtype != torch.float32:
@@ -109,7 +112,6 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     reward = load_scorer(reward_name, **reward_kwargs).to(device)
     if not getattr(reward, "differentiable", True) and method == "rocm":
         raise ValueError(f"reward '{reward_name}' is not differentiable: ROCM needs a differentiable reward")
-    m = make_method(method, config, **method_kwargs)
     if method != "rocm":  # baselines: steps from the reward-query budget, their own lr / grad clip
         settings = baseline_settings(method, m, config, settings)
     info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
