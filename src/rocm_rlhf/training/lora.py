@@ -49,8 +49,25 @@ def load_lora_state_dict(unet, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"checkpoint has LoRA keys the model lacks: {unexpected[:5]} ...")
 
 
+def lora_scaling(unet, adapter_name: str = "default") -> float:
+    """The factor peft multiplies ``B @ A`` by: ``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA). Per-module rank or
+    alpha patterns are refused: every adapter this project creates has one rank and one alpha."""
+    cfg = unet.peft_config[adapter_name]
+    if getattr(cfg, "rank_pattern", None) or getattr(cfg, "alpha_pattern", None):
+        raise ValueError("LoRA adapters with per-module rank_pattern / alpha_pattern are not supported by save_lora")
+    return float(cfg.lora_alpha) / (cfg.r ** 0.5 if getattr(cfg, "use_rslora", False) else cfg.r)
+
+
 def save_lora(unet, out_dir: str | Path, pipeline_cls=None) -> Path:
-    """Save the adapter as diffusers LoRA weights (``load_lora_weights``-compatible)."""
+    """Save the adapter as diffusers LoRA weights (``load_lora_weights``-compatible), at full strength.
+
+    A LoRA weight update is ``(alpha / r) * B @ A``; the diffusers file holds ``A`` and ``B`` only, and loaders that
+    find no alpha in it (every diffusers release before adapter metadata, and the other tools that read this format)
+    rebuild the adapter with ``alpha = r``, i.e. scale 1. So the scale is folded into ``B`` before saving
+    (``B' = (alpha / r) B``): the file then means the same update for every loader, whatever it assumes about alpha.
+    Tested with alpha != rank (the shipped configs' r 16 / alpha 32): a fresh pipeline plus this file reproduces the
+    trained model's UNet outputs.
+    """
     from diffusers import LatentConsistencyModelPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -58,6 +75,11 @@ def save_lora(unet, out_dir: str | Path, pipeline_cls=None) -> Path:
     pipeline_cls = pipeline_cls or LatentConsistencyModelPipeline
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    scale = lora_scaling(unet)
+    state = {k: (v * scale if "lora_B" in k else v).detach().clone()
+             for k, v in get_peft_model_state_dict(unet).items()}
+    if not any("lora_B" in k for k in state):
+        raise ValueError("no LoRA B weights found in the adapter state dict: cannot fold the LoRA scale")
+    layers = convert_state_dict_to_diffusers(state)
     pipeline_cls.save_lora_weights(save_directory=str(out_dir), unet_lora_layers=layers, safe_serialization=True)
     return out_dir / "pytorch_lora_weights.safetensors"
