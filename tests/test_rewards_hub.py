@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -180,10 +181,42 @@ def test_offline_and_missing_raises_model_not_available_naming_the_id(tmp_path):
         "imagereward": "THUDM/ImageReward",
         "hf_file": "xswu/HPSv2",
     }
+    # the staging hint names the download command of the installed huggingface_hub, the repo and, for a single file,
+    # the file
+    commands = {
+        "pickscore": "hf download yuvalkirstain/PickScore_v1",
+        "clipscore": "hf download openai/clip-vit-large-patch14",
+        "hpsv2": "hf download xswu/HPSv2 HPS_v2.1_compressed.pt",
+        "aesthetic": "hf download camenduru/improved-aesthetic-predictor sac+logos+ava1-l14-linearMSE.pth",
+        "blipscore": "hf download Salesforce/blip-itm-large-coco",
+        "imagereward": "hf download THUDM/ImageReward ImageReward.pt",
+        "hf_file": "hf download xswu/HPSv2 HPS_v2.1_compressed.pt",
+    }
     for name, model_id in expected.items():
         msg = out[name]
         assert f"model '{model_id}'" in msg, (name, msg)
-        assert "HF_HUB_OFFLINE=1" in msg and "huggingface-cli download" in msg, (name, msg)
+        assert "HF_HUB_OFFLINE=1" in msg and f"`{commands[name]}`" in msg, (name, msg)
+        assert "huggingface-cli" not in msg, (name, msg)
+
+
+def test_staging_hint_names_a_command_of_the_installed_huggingface_hub(monkeypatch):
+    """``hf download REPO [FILE]`` exists in the installed huggingface_hub (huggingface-cli is gone from 1.0 on), and
+    preflight names one download per missing asset."""
+    from rocm_rlhf import hub, staging
+
+    cmd = hub.download_command("xswu/HPSv2", "HPS_v2.1_compressed.pt")
+    assert cmd == "hf download xswu/HPSv2 HPS_v2.1_compressed.pt"
+    exe = shutil.which("hf", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    assert exe is not None, "huggingface_hub's hf command is not installed"
+    help_text = subprocess.run([exe, "download", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "REPO_ID" in help_text and "FILENAMES" in help_text
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(staging, "_cached", lambda repo, filename: False)
+    with pytest.raises(hub.ModelNotAvailableError) as err:
+        staging.preflight([("xswu/HPSv2", "HPS_v2.1_compressed.pt"), ("openai/clip-vit-large-patch14", None)])
+    msg = str(err.value)
+    assert "`hf download xswu/HPSv2 HPS_v2.1_compressed.pt`; `hf download openai/clip-vit-large-patch14`" in msg
+    assert "stage_models" in msg and "HF_HUB_OFFLINE=1" in msg
 
 
 def test_bad_inputs_give_one_clear_error(scorers):

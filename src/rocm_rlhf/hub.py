@@ -7,13 +7,35 @@ gives the same message everywhere: which model, and the command that stages it.
 from __future__ import annotations
 
 import os
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-STAGE_HINT = (
-    "Stage it once on a machine with network access: `snakemake --cores 1 stage_models --configfile <your config>` "
-    "(or `huggingface-cli download {model_id}`), then run offline with HF_HUB_OFFLINE=1."
-)
+
+def _download_cli() -> str:
+    """huggingface_hub's command-line tool: ``hf`` from 0.34 on (1.x has no other), ``huggingface-cli`` before."""
+    import huggingface_hub
+    from packaging.version import Version
+
+    return "hf" if Version(huggingface_hub.__version__) >= Version("0.34") else "huggingface-cli"
+
+
+def download_command(repo_id: str, filename: str | None = None) -> str:
+    """The shell command that puts ``repo_id`` (the whole repository, or its one file ``filename``) in the cache."""
+    words = [_download_cli(), "download", str(repo_id)] + ([filename] if filename else [])
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def stage_hint(assets: Iterable[tuple[str, str | None]]) -> str:
+    """How to stage the missing (repo id, file name or None) ``assets``: the pipeline's rule, or one download each."""
+    assets = list(assets)
+    commands = "; ".join(f"`{download_command(repo, filename)}`" for repo, filename in assets)
+    return (
+        f"Stage {'it' if len(assets) == 1 else 'them'} once on a machine with network access: "
+        f"`snakemake --cores 1 stage_models --configfile <your config>` (or {commands}), then run offline with "
+        "HF_HUB_OFFLINE=1."
+    )
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -42,8 +64,7 @@ def from_pretrained(cls: Any, model_id: str | os.PathLike, **kwargs: Any) -> Any
             raise
         where = "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache" if is_offline() else "not reachable"
         raise ModelNotAvailableError(
-            f"model '{model_id}' ({getattr(cls, '__name__', cls)}) is {where}. "
-            + STAGE_HINT.format(model_id=model_id)
+            f"model '{model_id}' ({getattr(cls, '__name__', cls)}) is {where}. " + stage_hint([(model_id, None)])
         ) from err
 
 
@@ -75,5 +96,5 @@ def hf_file(repo_id: str | os.PathLike, filename: str, **kwargs: Any) -> str:
     except (OSError, ValueError, EntryNotFoundError) as err:
         where = "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache" if is_offline() else "not reachable"
         raise ModelNotAvailableError(
-            f"model '{repo_id}' (file '{filename}') is {where}. " + STAGE_HINT.format(model_id=repo_id)
+            f"model '{repo_id}' (file '{filename}') is {where}. " + stage_hint([(str(repo_id), filename)])
         ) from err

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .hub import STAGE_HINT, ModelNotAvailableError, is_local
+from .hub import ModelNotAvailableError, is_local, stage_hint
 
 Asset = tuple[str, str | None]  # (repo id, file name or None for the whole repository)
 
@@ -68,12 +68,12 @@ def preflight(assets: Iterable[Asset]) -> None:
 
     if not is_offline():
         return  # online: from_pretrained downloads what is missing
-    missing = [f"{repo}" + (f" ({filename})" if filename else "") for repo, filename in assets
-               if not _cached(repo, filename)]
+    missing = [(repo, filename) for repo, filename in assets if not _cached(repo, filename)]
     if missing:
+        names = [repo + (f" ({filename})" if filename else "") for repo, filename in missing]
         raise ModelNotAvailableError(
-            "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache: " + ", ".join(missing) + ". "
-            + STAGE_HINT.format(model_id=missing[0].split(" ")[0]))
+            "offline (HF_HUB_OFFLINE=1) and not in the Hugging Face cache: " + ", ".join(names) + ". "
+            + stage_hint(missing))
 
 
 def stage(config: dict) -> dict:
