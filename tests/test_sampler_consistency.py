@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rocm_rlhf.models import load_lcm_pipeline
-from rocm_rlhf.samplers.common import encode_prompts
+from rocm_rlhf.samplers.common import encode_prompts, gaussian_log_prob
 from rocm_rlhf.samplers.consistency import (
     adapter_disabled,
     consistency_sample,
@@ -146,6 +146,37 @@ def test_gradient_checkpointing_and_truncation(tiny_lcm_dir):
         torch.testing.assert_close(a, b)
 
 
+def _saved_bytes(pipe, emb, num_steps, **kw) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one regularised chain (a checkpointed call keeps
+    only its inputs here: its inner activations are dropped and recomputed)."""
+    lat = torch.randn(len(emb), 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = draw_noise(lat.shape, num_steps, torch.Generator().manual_seed(1))
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=num_steps, guidance_scale=3.0,
+                                  latents=lat, noise=noise, reference=True, **kw)
+        traj.final.square().mean() + divergence_per_step(traj, "kl").sum()
+    return total[0]
+
+
+def test_checkpointing_also_drops_the_reference_activations(tiny_lcm_dir):
+    """At beta > 0 gradients flow through the reference's transitions, so without checkpointing them the chain keeps
+    the reference UNet's activations for all K steps (the old code: checkpointing covered the policy only). With
+    checkpointing, what is kept is a few latent-sized tensors per step: at K = 8 less than a quarter of one UNet
+    call's activations in all, where each extra step would otherwise add two calls' worth."""
+    pipe, _ = _lora_pipe(tiny_lcm_dir)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    one_call = _saved_bytes(pipe, emb, 2) / 4  # plain K = 2: two policy and two reference UNet calls
+    kept = {k: _saved_bytes(pipe, emb, k, checkpoint=True) for k in (2, 8)}
+    assert kept[8] < 0.25 * one_call, (kept, one_call)
+    assert kept[8] - kept[2] < 0.25 * one_call, (kept, one_call)
+
+
 def test_log_probs_of_taken_steps(tiny_lcm_dir):
     pipe, _ = _lora_pipe(tiny_lcm_dir)
     emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
@@ -156,6 +187,17 @@ def test_log_probs_of_taken_steps(tiny_lcm_dir):
                                   noise=noise)
     lp = traj.log_probs()
     assert lp.shape == (3, 3)
+    # with gradients: the taken states are constants (score-function gradient through the means only); were they
+    # not detached, every log-prob would be -|eps|^2/2 + const, with zero gradient
+    traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=4, guidance_scale=3.0, latents=lat,
+                              noise=noise)
+    params = [p for p in pipe.unet.parameters() if p.requires_grad]
+    got = torch.autograd.grad(traj.log_probs().sum(), params, retain_graph=True)
+    want = torch.autograd.grad(sum(gaussian_log_prob(n.detach(), m, sd).sum()
+                                   for n, m, sd in zip(traj.next_states, traj.means, traj.stds)), params)
+    assert max(g.abs().max().item() for g in got) > 0
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
     # the taken step is mean + sigma * eps, so log p = -|eps|^2/2 - D log sigma - D/2 log 2 pi
     d = 4 * 8 * 8
     for n in range(3):
@@ -209,3 +251,33 @@ def test_bad_arguments(tiny_lcm_dir):
     with pytest.raises(ValueError, match="no LoRA adapter"):
         consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=1, guidance_scale=3.0, latents=lat,
                            noise=torch.randn(3, 0, 4, 8, 8), reference=True)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_consistency_function_matches_lcm_scheduler_for_each_prediction_type(tiny_lcm_dir, kind):
+    """x0 of one step equals LCMScheduler.step's ``denoised`` for the same UNet output, per prediction type; an
+    unimplemented prediction type is refused before any UNet call."""
+    from diffusers import LCMScheduler
+
+    from rocm_rlhf.samplers.consistency import consistency_transition, guidance_embedding
+
+    pipe, _ = _lora_pipe(tiny_lcm_dir)
+    sched = LCMScheduler.from_config(pipe.scheduler.config, prediction_type=kind)
+    sched.set_timesteps(4)
+    t = int(sched.timesteps[1])
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x0, *_ = consistency_transition(pipe.unet, sched, emb, x, t, t, 3.0)
+        w = guidance_embedding(pipe.unet, 3.0, 3, x.device, emb.dtype)
+        out = pipe.unet(x, t, timestep_cond=w, encoder_hidden_states=emb, return_dict=False)[0]
+        sched._step_index = 1
+        ref = sched.step(out, t, x, return_dict=True).denoised
+    torch.testing.assert_close(x0, ref, rtol=1e-5, atol=1e-5)
+
+    odd = LCMScheduler.from_config(pipe.scheduler.config)
+    odd.register_to_config(prediction_type="flow")
+    lat = torch.randn(3, 4, 8, 8)
+    with pytest.raises(ValueError, match="prediction_type 'flow' is not implemented"):
+        consistency_sample(pipe.unet, odd, emb, num_steps=2, guidance_scale=3.0, latents=lat,
+                           noise=draw_noise(lat.shape, 2, None))

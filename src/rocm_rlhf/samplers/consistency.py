@@ -60,8 +60,11 @@ class ConsistencyTrajectory:
         return self.x0[-1]
 
     def log_probs(self) -> torch.Tensor:
-        """[B, K-1]: log pi(x_{t_{n+1}} | x_{t_n}) of the taken stochastic steps (for policy-gradient methods)."""
-        cols = [gaussian_log_prob(nxt, mu, sd) for nxt, mu, sd in zip(self.next_states, self.means, self.stds)]
+        """[B, K-1]: log pi(x_{t_{n+1}} | x_{t_n}) of the taken stochastic steps (for policy-gradient methods). The
+        taken states are actions, constants of the log-density: they are detached, so the gradient is the score
+        function's (through the means). Not detached, ``x_{t_{n+1}} = mu_n + sigma_n eps_n`` would make every log-prob
+        ``-|eps_n|^2 / 2 + const``, with a gradient of 0."""
+        cols = [gaussian_log_prob(nxt.detach(), mu, sd) for nxt, mu, sd in zip(self.next_states, self.means, self.stds)]
         if not cols:
             return torch.zeros(self.noise.shape[0], 0, device=self.noise.device)
         return torch.stack(cols, 1)
@@ -127,25 +130,27 @@ def adapter_disabled(unet) -> ContextManager:
 
 
 def consistency_transition(unet, scheduler, prompt_embeds: torch.Tensor, x: torch.Tensor, t: int, t_next: int,
-                           guidance_scale: float, *, noise: torch.Tensor | None = None, checkpoint: bool = False
-                           ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+                           guidance_scale: float, *, noise: torch.Tensor | None = None, checkpoint: bool = False,
+                           reference: bool = False) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
     """One step of the chain at states ``x`` [B, C, H, W]: ``(x0, mean, std, x_next)``, the only copy of its
     arithmetic.
 
     ``x0 = c_skip(t) x + c_out(t) pred_x0``, ``pred_x0 = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` with
-    ``eps = unet(x, t, c, w_emb(guidance_scale - 1))``; the transition to ``t_next`` is ``N(mean, std^2 I)``,
+    ``eps = unet(x, t, c, w_emb(guidance_scale - 1))`` (or the v- and sample-prediction forms, as LCMScheduler); the transition to ``t_next`` is ``N(mean, std^2 I)``,
     ``mean = sqrt(abar_{t_next}) x0``, ``std = sqrt(1 - abar_{t_next})`` (``t_next = t`` for the regularised last
     evaluation, module docstring); with ``noise`` [B, C, H, W] also the re-noised state
     ``x_next = sqrt(abar_{t_next}) x0 + std * noise`` (else None). Used by :func:`consistency_sample` and, at stored
     states, by RLCM's PPO recomputation, so both give the same numbers bit for bit at the same weights.
     ``checkpoint`` recomputes the UNet call in the backward pass (non-reentrant activation checkpointing).
+    ``reference`` evaluates the reference policy: the UNet with its LoRA adapter disabled, the disabling done inside
+    the (checkpointed) function, so that a recomputation in the backward pass runs the reference too.
     """
     w_emb = guidance_embedding(unet, guidance_scale, x.shape[0], x.device, prompt_embeds.dtype)
+    fn = _reference_function if reference else _consistency_function
     if checkpoint:
-        x0 = torch.utils.checkpoint.checkpoint(_consistency_function, unet, scheduler, prompt_embeds, w_emb, x, t,
-                                               use_reentrant=False)
+        x0 = torch.utils.checkpoint.checkpoint(fn, unet, scheduler, prompt_embeds, w_emb, x, t, use_reentrant=False)
     else:
-        x0 = _consistency_function(unet, scheduler, prompt_embeds, w_emb, x, t)
+        x0 = fn(unet, scheduler, prompt_embeds, w_emb, x, t)
     abar = scheduler.alphas_cumprod
     a_next = abar[t_next].to(x.device, x.dtype)
     std = float((1 - abar[t_next]).sqrt())
@@ -155,16 +160,42 @@ def consistency_transition(unet, scheduler, prompt_embeds: torch.Tensor, x: torc
     return x0, a_next.sqrt() * x0, std, x_next
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # LCMScheduler.step's, each implemented below
+
+
+def prediction_type(scheduler) -> str:
+    """The scheduler's ``prediction_type``; one the consistency function does not implement is an error (it would
+    otherwise be read as epsilon and give wrong images and gradients without a word)."""
+    kind = getattr(scheduler.config, "prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"scheduler prediction_type {kind!r} is not implemented by the consistency sampler "
+                         f"(implemented: {', '.join(PREDICTION_TYPES)})")
+    return kind
+
+
 def _consistency_function(unet, scheduler, prompt_embeds: torch.Tensor, w_emb: torch.Tensor | None, x: torch.Tensor,
                           t: int) -> torch.Tensor:
     """f_theta(x, t) = c_skip(t) x + c_out(t) pred_x0(x, t). Every input is an argument (nothing closed over), so a
     checkpointed call recomputes with the values it was called with."""
     t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    eps = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+    out = unet(x, t_tensor, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
     a_t = scheduler.alphas_cumprod[t].to(x.device, x.dtype)
-    pred_x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    kind = prediction_type(scheduler)
+    if kind == "epsilon":
+        pred_x0 = (x - (1 - a_t).sqrt() * out) / a_t.sqrt()
+    elif kind == "v_prediction":
+        pred_x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * out
+    else:  # "sample"
+        pred_x0 = out
     c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
     return c_skip * x + c_out * pred_x0
+
+
+def _reference_function(unet, scheduler, prompt_embeds: torch.Tensor, w_emb: torch.Tensor | None, x: torch.Tensor,
+                        t: int) -> torch.Tensor:
+    """f_ref(x, t): :func:`_consistency_function` with the adapter disabled (also when recomputed by a checkpoint)."""
+    with adapter_disabled(unet):
+        return _consistency_function(unet, scheduler, prompt_embeds, w_emb, x, t)
 
 
 def consistency_sample(
@@ -196,8 +227,9 @@ def consistency_sample(
         final_step: include the last evaluation's transition in ``means``/``stds`` (module docstring).
         grad_steps: truncated backpropagation: gradients flow through the last ``grad_steps`` evaluations only
             (the states before them are detached). None = all K.
-        checkpoint: recompute each policy UNet call in the backward pass (non-reentrant activation checkpointing)
-            to save memory; the reference pass needs no parameter gradients and is never checkpointed.
+        checkpoint: recompute each UNet call that gradients pass through in the backward pass (non-reentrant
+            activation checkpointing) to save memory: the policy's and, with ``reference_grad``, the reference's
+            (gradients flow through it into the visited states), so the saved activations do not grow with K.
     """
     if latents.ndim != 4:
         raise ValueError(f"latents must be [B, C, H, W], got shape {tuple(latents.shape)}")
@@ -211,6 +243,7 @@ def consistency_sample(
     if grad_steps is not None and grad_steps < 1:
         raise ValueError(f"grad_steps must be >= 1 or None, got {grad_steps}")
 
+    prediction_type(scheduler)  # refuse an unknown prediction type before any UNet call
     timesteps = lcm_timesteps(scheduler, num_steps)
     first_grad = 0 if grad_steps is None else max(0, num_steps - grad_steps)
 
@@ -234,9 +267,11 @@ def consistency_sample(
                 traj.means.append(mean)
                 traj.stds.append(sigma)
                 if reference:
-                    with adapter_disabled(unet), torch.set_grad_enabled(grad_here and reference_grad):
+                    ref_grad = grad_here and reference_grad
+                    with torch.set_grad_enabled(ref_grad):
                         traj.ref_means.append(consistency_transition(unet, scheduler, prompt_embeds, x, t, t_next,
-                                                                     guidance_scale)[1])
+                                                                     guidance_scale, reference=True,
+                                                                     checkpoint=checkpoint and ref_grad)[1])
         if not last:
             x = x_next
             traj.next_states.append(x)
