@@ -146,3 +146,26 @@ def test_nan_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, tiny_lcm
     ckpts = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").glob("step_*"))
     assert ckpts == ["step_000002"]
     assert not (tmp_path / "nan" / "run.json").exists()
+
+
+def test_paper_batch_of_one_logs_an_empty_reward_std(tmp_path, tiny_lcm_dir):
+    """At train.batch_size 1 (the paper's ROCM setting) the std of one image is undefined: log.csv leaves it empty
+    (the old code logged torch's NaN from ROCM and 0.0 from the baselines), and training runs on with finite loss."""
+    _train(tmp_path, "b1", tiny_lcm_dir, steps=3, beta=0.1, batch_size=1)
+    log = pd.read_csv(tmp_path / "b1" / "log.csv")
+    assert log["reward_std"].isna().all()
+    assert log[["reward_mean", "loss", "divergence_mean", "grad_norm"]].notna().all().all()
+    from rocm_rlhf.training.loop import reward_stats
+
+    assert reward_stats(torch.tensor([1.0, 3.0]))["reward_std"] == pytest.approx(2 ** 0.5)
+
+
+def test_fp16_is_refused_pointing_to_bf16():
+    from rocm_rlhf.config import ConfigError
+    from rocm_rlhf.training.loop import TrainSettings
+
+    with pytest.raises(ConfigError, match="train.mixed_precision.*bf16"):
+        _config(mixed_precision="fp16")
+    with pytest.raises(ValueError, match="fp16 is not supported.*bf16"):
+        TrainSettings(steps=1, batch_size=1, lr=1e-3, seed=0, mixed_precision="fp16")
+    assert _config(mixed_precision="bf16")["train"]["mixed_precision"] == "bf16"

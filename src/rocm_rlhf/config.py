@@ -93,6 +93,9 @@ def _check_semantics(config: dict) -> None:
         problems.append(f"config key 'train.num_processes': the global batch train.batch_size = {t['batch_size']} "
                         f"does not split evenly over {t['num_processes']} processes; make batch_size a multiple of "
                         f"num_processes")
+    if t["mixed_precision"] == "fp16":
+        problems.append("config key 'train.mixed_precision': fp16 is not supported (fp16 gradients underflow without "
+                        "a loss scaler, which this trainer does not use); use bf16, which has float32's range, or no")
     from .training.batching import batch_problems  # torch-free: the methods check the same rules
 
     for method in config["baselines"]["methods"]:

@@ -94,7 +94,7 @@ STYLE = {
 LOG_REQUIRED = ("step", "wall_s", "device_hours", "device", "reward_queries", "reward_mean")
 LOG_OPTIONAL = ("reward_std", "divergence_mean", "loss")
 """Columns of ``log.csv``: the required ones must exist; optional ones are filled with NaN when absent (baselines
-have no divergence). ``div_step_<n>`` columns (divergence per sampler step, ROCM only) are kept as they are."""
+have no divergence; ``reward_std`` is empty at a batch of one image). ``div_step_<n>`` columns (divergence per sampler step, ROCM only) are kept as they are."""
 RUN_META = ("run_id", "arm", "method", "divergence", "beta", "seed")
 
 

@@ -64,6 +64,19 @@ class CountingScorer(torch.nn.Module):
         return self.scorer(images, prompts)
 
 
+MIXED_PRECISION = ("no", "bf16")
+
+
+def check_mixed_precision(value: str) -> None:
+    """fp16 autocast needs a loss scaler (small LoRA gradients underflow in fp16), which this trainer does not have:
+    refused, pointing to bf16 (float32's exponent range, no scaler needed)."""
+    if value == "fp16":
+        raise ValueError("train.mixed_precision: fp16 is not supported (fp16 gradients underflow without a loss "
+                         "scaler, which this trainer does not use); use bf16, which has float32's range, or no")
+    if value not in MIXED_PRECISION:
+        raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {value!r}")
+
+
 @dataclass
 class TrainSettings:
     steps: int
@@ -79,6 +92,9 @@ class TrainSettings:
     truncated_backprop: int = 0
     num_steps: int = 4
     guidance_scale: float = 3.0
+
+    def __post_init__(self):
+        check_mixed_precision(self.mixed_precision)
 
     @classmethod
     def from_config(cls, config: dict, seed: int) -> "TrainSettings":
@@ -127,7 +143,7 @@ class Context:
         mp = self.settings.mixed_precision
         if mp == "no" or self.device.type != "cuda":
             return torch.autocast(device_type=self.device.type, enabled=False)
-        return torch.autocast(device_type="cuda", dtype=torch.float16 if mp == "fp16" else torch.bfloat16)
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
     def generator(self, step: int, stream: int = 0) -> torch.Generator:
         """A CPU generator seeded by (seed, step, stream): the same numbers whenever the step is replayed."""
@@ -156,6 +172,14 @@ class Context:
         self.optimizer.step()
         self.updates += 1
         self.grad_norms.append(float(norm))
+
+
+def reward_stats(reward: torch.Tensor) -> dict:
+    """The logged reward of one step's freshly sampled batch: ``reward_mean`` and ``reward_std`` (unbiased). The std
+    of a single image is undefined: with a batch of one (the paper's ROCM setting) ``reward_std`` is NaN, an empty
+    cell in ``log.csv``, never a number that looks like zero spread."""
+    r = reward.detach().double()
+    return {"reward_mean": r.mean().item(), "reward_std": r.std().item() if r.numel() > 1 else float("nan")}
 
 
 def _cpu_seconds() -> float:

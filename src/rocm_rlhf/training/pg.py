@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .loop import reward_stats
+
 LOG_PROB_REDUCTIONS = ("mean", "sum")
 
 
@@ -383,8 +385,8 @@ def latent_shape(pipe) -> tuple[int, int, int]:
 
 
 def stats_out(reward: Tensor, **extra) -> dict:
-    """The logged scalars: reward mean and std (unbiased) of the freshly sampled batch, plus ``extra``."""
-    r = reward.detach().double()
-    out = {"reward_mean": r.mean().item(), "reward_std": r.std().item() if r.numel() > 1 else 0.0}
+    """The logged scalars: reward mean and std of the freshly sampled batch (:func:`~.loop.reward_stats`), plus
+    ``extra``."""
+    out = reward_stats(reward)
     out.update({k: float(v) for k, v in extra.items() if v is not None})
     return out

@@ -19,6 +19,7 @@ import torch
 
 from ..samplers.common import encode_prompts
 from ..samplers.consistency import consistency_sample, decode_latents, divergence_per_step, draw_noise
+from .loop import reward_stats
 
 
 @dataclass
@@ -74,8 +75,7 @@ class ROCM:
         reward, div = ctx.gather(reward.detach()), ctx.gather(div.detach())  # the global batch, for the log
         div_total = div.sum(1)
         logged_loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
-        out = {"loss": logged_loss.item(), "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
-               "divergence_mean": div_total.mean().item()}
+        out = {"loss": logged_loss.item(), **reward_stats(reward), "divergence_mean": div_total.mean().item()}
         for n in range(div.shape[1]):
             out[f"div_step_{n}"] = div[:, n].mean().item()
         return out
