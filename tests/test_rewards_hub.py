@@ -32,6 +32,9 @@ PROMPTS = ["a photo of a cat", LONG, "the green dog"]
 # looking image the difference is at most about one grey level (measured: max 1.1, mean 0.3).
 MAX_GREY_LEVELS = 1.5
 MEAN_GREY_LEVELS = 0.4
+# HPSv2's reference resizes a float tensor (no 8-bit rounding); PIL's 32-bit float ("F") images resize with the same
+# antialiased bicubic kernel, so the two agree to float32 rounding (measured: max 2.3e-5 grey levels).
+LETTERBOX_GREY_LEVELS = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,6 +98,27 @@ def _grey_levels(ours: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """|difference| of normalised images, expressed in 8-bit grey levels of the unnormalised image."""
     std = torch.tensor(hc.CLIP_STD, dtype=torch.float64).view(3, 1, 1)
     return ((ours.double() - ref.double()).abs() * std * 255).flatten()
+
+
+def _letterbox_reference(arr: np.ndarray, size: int) -> torch.Tensor:
+    """hpsv2.score's eval transform (its open_clip's ToTensor, ResizeMaxSize(size, fill=0), Normalize with OpenAI
+    CLIP's mean/std) in PIL and numpy: each channel as a float PIL image resized with PIL's bicubic to
+    round(side * size / longest), then zero padding, pad // 2 on the top / left and the rest on the bottom / right."""
+    from PIL import Image
+
+    h, w = arr.shape[:2]
+    scale = size / float(max(h, w))
+    new_h, new_w = round(h * scale), round(w * scale)
+    f = arr.astype(np.float32) / 255
+    channels = [
+        np.asarray(Image.fromarray(f[..., c], mode="F").resize((new_w, new_h), Image.Resampling.BICUBIC))
+        for c in range(3)
+    ]
+    img = np.stack(channels, -1).astype(np.float64)
+    pad_h, pad_w = size - new_h, size - new_w
+    img = np.pad(img, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    img = (img - np.array(hc.CLIP_MEAN)) / np.array(hc.CLIP_STD)
+    return torch.from_numpy(img.transpose(2, 0, 1).copy())
 
 
 def _processor(kind: str, size: int):
@@ -346,13 +370,61 @@ def test_each_scorer_preprocesses_like_its_reference_processor(scorers, name):
 
     s = scorers[name]
     arr = _sample_image(50, 41, seed=7)
+    ours = s.preprocess(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255)[0]
+    if name == "hpsv2":  # open_clip's ResizeMaxSize (longest side, zero padding), not the CLIP processor
+        diff = _grey_levels(ours, _letterbox_reference(arr, s.image_size))
+        assert diff.max() <= LETTERBOX_GREY_LEVELS, diff.max()
+        return
     kind = "blip" if name == "blipscore" else "clip"
     ref = torch.from_numpy(
         np.asarray(_processor(kind, s.image_size)(Image.fromarray(arr), return_tensors="np")["pixel_values"][0])
     )
-    ours = s.preprocess(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255)[0]
     diff = _grey_levels(ours, ref)
     assert diff.max() <= MAX_GREY_LEVELS and diff.mean() <= MEAN_GREY_LEVELS, (diff.max(), diff.mean())
+
+
+# (40, 64) / (64, 40): upsampled, padded evenly; (50, 64): odd padding (24 rows on top, 25 below); (39, 64): the short
+# side is 136.5 before rounding (Python's round gives 136); (300, 257): downsampled
+@pytest.mark.parametrize("hw", [(40, 64), (64, 40), (50, 64), (39, 64), (300, 257)])
+def test_hpsv2_preprocessing_is_open_clip_resize_max_size(hw):
+    arr = _sample_image(*hw)
+    ref = _letterbox_reference(arr, 224)
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None].double() / 255
+    ours = hc.letterbox_preprocess(x, 224)[0]
+    assert ours.shape == ref.shape == (3, 224, 224)
+    assert _grey_levels(ours, ref).max() <= LETTERBOX_GREY_LEVELS
+    # the padding is black before normalisation, where the reference puts it
+    black = hc.normalize(torch.zeros(1, 3, 1, 1, dtype=torch.float64))[0, :, 0, 0]
+    h, w = hw
+    scale = 224 / max(h, w)
+    new_h, new_w = round(h * scale), round(w * scale)
+    top, left = (224 - new_h) // 2, (224 - new_w) // 2
+    inside = torch.zeros(224, 224, dtype=torch.bool)
+    inside[top : top + new_h, left : left + new_w] = True
+    assert torch.equal(ours[:, ~inside], black[:, None].expand(3, int((~inside).sum())))
+    # the old preprocessing (shortest side + centre crop) is far outside the tolerance
+    assert _grey_levels(hc.clip_preprocess(x, 224, clamp=False)[0], ref).max() > 50
+
+
+def test_hpsv2_preprocessing_tolerance_would_catch_wrong_settings():
+    """One row of padding moved from the bottom to the top, int() instead of round(), torch's default bicubic kernel
+    (a = -0.75, what F.interpolate uses without antialias) are each far outside the tolerance."""
+    import torch.nn.functional as F
+
+    for hw, wrong in (
+        ((50, 64), lambda x: hc.normalize(F.pad(hc.resize_longest_side(x, 224), (0, 0, 25, 24)))),
+        (
+            (39, 64),
+            lambda x: hc.normalize(
+                hc.pad_to_square(F.interpolate(x, size=(137, 224), mode="bicubic", antialias=True), 224)
+            ),
+        ),
+        ((40, 64), lambda x: hc.normalize(hc.pad_to_square(F.interpolate(x, size=(140, 224), mode="bicubic"), 224))),
+    ):
+        arr = _sample_image(*hw)
+        x = torch.from_numpy(arr).permute(2, 0, 1)[None].double() / 255
+        ref = _letterbox_reference(arr, 224)
+        assert _grey_levels(wrong(x)[0], ref).max() > 1000 * LETTERBOX_GREY_LEVELS, hw
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -505,3 +577,4 @@ def test_pt_loading_is_weights_only(assets, tmp_path):
     with pytest.raises(ValueError, match="weights_only=False"):
         load_scorer("imagereward", **kw)
     assert load_scorer("imagereward", weights_only=False, **kw)(_images(1), ["a cat"]).shape == (1,)
+

@@ -11,8 +11,13 @@ Preprocessing conventions (images in [0, 1], shape (B, 3, H, W), float; everythi
   rounds the half offset instead, which can differ by one pixel when H - size or W - size is odd).
 - :func:`normalize`: (x - mean) / std per channel, CLIP's mean and std by default.
 - ``clamp`` (default True): the resized image is clipped to [0, 1] before cropping, as PIL (8-bit) clips bicubic
-  overshoot; HPSv2's open_clip transform resizes a float tensor with torch and does not clip (``clamp=False``). The
-  clip has zero gradient only at overshooting pixels.
+  overshoot. The clip has zero gradient only at overshooting pixels.
+- :func:`letterbox_preprocess` (HPSv2): the eval transform ``hpsv2.score`` builds (its vendored open_clip's
+  ``image_transform(resize_longest_max=True)``: ToTensor, ``ResizeMaxSize``, Normalize): the longer side becomes
+  ``size`` and the shorter one ``round(short * size / long)`` (:func:`resize_longest_side`; torchvision's bicubic
+  resize of a float tensor, antialiased by default since torchvision 0.17, which is ``F.interpolate(...,
+  antialias=True)``, not clipped), then zero padding (black, before normalisation) to size x size with
+  ``pad // 2`` on the top / left and the rest on the bottom / right (:func:`pad_to_square`); no crop.
 
 Against the PIL-based reference processors (transformers' CLIPImageProcessor/BlipImageProcessor PIL backend) on a
 natural-looking 8-bit image, the result differs by at most about one grey level (1/255 before normalisation; mean
@@ -97,6 +102,30 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
 
 
+def resize_longest_side(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize so that the longer side is ``size`` (aspect kept, the other side ``round(side * size / long)`` with
+    Python's round, as open_clip's ``ResizeMaxSize``), bicubic + antialias, not clipped."""
+    h, w = images.shape[-2:]
+    scale = size / float(max(h, w))
+    if scale == 1.0:
+        return images
+    new_h, new_w = round(h * scale), round(w * scale)
+    return F.interpolate(images, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+
+
+def pad_to_square(images: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+    """Pad with ``fill`` to size x size: ``pad_h // 2`` rows on top and the rest below, ``pad_w // 2`` columns on the
+    left and the rest on the right (open_clip's ``ResizeMaxSize``: ``F.pad(img, [pad_w // 2, pad_h // 2, pad_w -
+    pad_w // 2, pad_h - pad_h // 2], fill)``)."""
+    h, w = images.shape[-2:]
+    if h > size or w > size:
+        raise ValueError(f"cannot pad {h}x{w} images to {size}x{size}; resize first")
+    pad_h, pad_w = size - h, size - w
+    if pad_h == pad_w == 0:
+        return images
+    return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
+
+
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     h, w = images.shape[-2:]
     if h < size or w < size:
@@ -129,6 +158,14 @@ def blip_preprocess(
     if clamp:
         resized = resized.clamp(0.0, 1.0)
     return normalize(resized, mean, std)
+
+
+def letterbox_preprocess(images: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """HPSv2 (open_clip ``ResizeMaxSize``): resize the longest side to ``size`` (bicubic, antialias, not clipped), pad
+    with zeros to size x size (``pad // 2`` on top / left), normalise. Unlike the reference, an image whose longest
+    side is already ``size`` is padded too (the reference returns it unpadded, which the ViT cannot take unless it is
+    square)."""
+    return normalize(pad_to_square(resize_longest_side(images, size), size), mean, std)
 
 
 def at_least_f32(x: torch.Tensor) -> torch.Tensor:

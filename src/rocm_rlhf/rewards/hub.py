@@ -9,15 +9,18 @@ dtype; preprocessing and the final cosine / normalisation run in at least float3
 the (repo id, file or None for the whole repo) pairs its defaults need, for staging.
 
 Preprocessing "CLIP-224" below: resize the shorter side to 224 (bicubic with antialiasing, long side
-int(224 * long / short)), clip to [0, 1] as 8-bit PIL does (not for hpsv2, whose reference resizes a float tensor),
-center crop 224 x 224 (offset (H - 224) // 2), normalise with CLIP's mean (0.48145466, 0.4578275, 0.40821073) and std
-(0.26862954, 0.26130258, 0.27577711), as CLIPImageProcessor / open_clip / OpenAI CLIP do for these checkpoints.
+int(224 * long / short)), clip to [0, 1] as 8-bit PIL does, center crop 224 x 224 (offset (H - 224) // 2), normalise
+with CLIP's mean (0.48145466, 0.4578275, 0.40821073) and std (0.26862954, 0.26130258, 0.27577711), as
+CLIPImageProcessor / open_clip / OpenAI CLIP do for these checkpoints. "Letterbox-224" (hpsv2, as ``hpsv2.score``'s
+open_clip ``ResizeMaxSize``): resize the longer side to 224 (bicubic with antialiasing, short side
+round(short * 224 / long), not clipped), pad with zeros (black) to 224 x 224 with pad // 2 on the top / left and the
+rest on the bottom / right, no crop, the same mean and std.
 
 | name | checkpoint (hub id, file) | image preprocessing | text | score |
 |---|---|---|---|---|
 | pickscore | yuvalkirstain/PickScore_v1 (CLIP ViT-H/14) | CLIP-224 (processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K) | CLIP BPE of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, 77 tokens | logit_scale.exp() * cos(img, txt), as the PickScore reference (checkpoint's learned scale) |
 | clipscore | openai/clip-vit-large-patch14 | CLIP-224 | its CLIP BPE, 77 tokens, prompt as is (no "A photo depicts" prefix) | 100 * max(cos(img, txt), 0) |
-| hpsv2 | HPS v2.1: xswu/HPSv2, HPS_v2.1_compressed.pt (open_clip ViT-H-14, keys mapped to CLIPModel) | CLIP-224 | CLIP BPE of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, 77 tokens | cos(img, txt), raw as hpsv2.score returns (~0.2-0.35) |
+| hpsv2 | HPS v2.1: xswu/HPSv2, HPS_v2.1_compressed.pt (open_clip ViT-H-14, keys mapped to CLIPModel) | Letterbox-224 | CLIP BPE of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, 77 tokens | cos(img, txt), raw as hpsv2.score returns (~0.2-0.35) |
 | aesthetic | camenduru/improved-aesthetic-predictor, sac+logos+ava1-l14-linearMSE.pth, on openai/clip-vit-large-patch14 | CLIP-224 | prompts ignored | MLP 768-1024-128-64-16-1 of the L2-normalised CLIP ViT-L/14 image embedding (AVA 1-10 scale) |
 | blipscore | Salesforce/blip-itm-large-coco (BLIP ViT-L, COCO retrieval) | resize to 384 x 384 (bicubic, antialias, no crop), CLIP mean/std (BlipImageProcessor) | its BERT WordPiece, 35 tokens, first token [CLS] | ITC: cos(vision_proj(img CLS), text_proj(txt CLS)), in [-1, 1] |
 | imagereward | ImageReward-v1.0: THUDM/ImageReward, ImageReward.pt (BLIP ViT-L/16 + BERT cross-attention + MLP) | CLIP-224 (ImageReward's own transform) | bert-base-uncased + [DEC], [ENC] (BLIP's), 35 tokens, first token [CLS] | (r - 0.16717362830052426) / 1.0333394966054072 |
@@ -52,6 +55,7 @@ from ._hub_common import (
     check_inputs,
     clip_preprocess,
     features,
+    letterbox_preprocess,
     load_checkpoint,
     parse_dtype,
 )
@@ -69,8 +73,6 @@ __all__ = ["PickScore", "CLIPScore", "HPSv2", "AestheticScore", "BLIPScore", "Im
 class _CLIPScorer(FrozenScorer):
     """A transformers CLIPModel with its tokenizer: CLIP-style preprocessing at the vision tower's image size."""
 
-    #: clip the resized image to [0, 1] as the PIL (8-bit) reference processors do
-    clamp_resized: bool = True
     max_tokens = CLIP_MAX_TOKENS
 
     def _setup(self, model, tokenizer, dtype) -> None:
@@ -80,7 +82,7 @@ class _CLIPScorer(FrozenScorer):
         self.freeze()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return clip_preprocess(at_least_f32(images), self.image_size, clamp=self.clamp_resized).to(self.dtype)
+        return clip_preprocess(at_least_f32(images), self.image_size).to(self.dtype)
 
     def cosine(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         check_inputs(images, prompts)
@@ -157,17 +159,17 @@ class HPSv2(_CLIPScorer):
     needs torchvision. Args: ``model_id`` (hub repo, local folder holding ``filename``, or the .pt file itself),
     ``filename``, ``tokenizer_id`` (the OpenAI CLIP BPE, as open_clip's ViT-H-14 tokenizer), head counts (ViT-H-14:
     16 and 16), ``dtype``, ``weights_only`` (torch.load safety; set False only for a trusted file that needs it).
-    The reference (open_clip's eval transform: ToTensor, then Resize/CenterCrop on the float tensor) resizes with
-    torch's antialiased bicubic (torchvision >= 0.17 default) and does not clip: our preprocessing is that same
-    operation (``clamp_resized`` False).
+    Preprocessing is the reference's: ``hpsv2.score`` builds its model with ``light_augmentation=True``, whose eval
+    transform is open_clip's ``image_transform(resize_longest_max=True)``: ToTensor, then ``ResizeMaxSize`` on the
+    float tensor (longest side to 224 with torch's antialiased bicubic, the torchvision >= 0.17 default, not clipped;
+    zero padding to 224 x 224, ``pad // 2`` on top / left), no crop (:func:`._hub_common.letterbox_preprocess`).
     """
 
-    clamp_resized = False
-
     definition = (
-        "hpsv2: HPS v2.1 (xswu/HPSv2 HPS_v2.1_compressed.pt, open_clip ViT-H-14 mapped to CLIPModel); resize shortest "
-        "side 224 bicubic+antialias (not clipped), center crop 224, CLIP mean/std; CLIP BPE tokenizer of "
-        "laion/CLIP-ViT-H-14-laion2B-s32B-b79K truncated to 77 tokens; score = cos(image, text) (raw, ~0.2-0.35)"
+        "hpsv2: HPS v2.1 (xswu/HPSv2 HPS_v2.1_compressed.pt, open_clip ViT-H-14 mapped to CLIPModel); resize longest "
+        "side to 224 (other side rounded) bicubic+antialias (not clipped), pad with zeros to 224x224 (pad//2 on "
+        "top/left), no crop, CLIP mean/std; CLIP BPE tokenizer of laion/CLIP-ViT-H-14-laion2B-s32B-b79K truncated to "
+        "77 tokens; score = cos(image, text) (raw, ~0.2-0.35)"
     )
     HUB_ASSETS = (("xswu/HPSv2", "HPS_v2.1_compressed.pt"), (LAION_H14, None))
 
@@ -200,6 +202,9 @@ class HPSv2(_CLIPScorer):
         mapped = openclip_to_clip_state_dict(raw)
         model = build_with_weights(lambda: CLIPModel(config), mapped, f"HPSv2 ({path})")
         self._setup(model, tokenizer, dtype)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        return letterbox_preprocess(at_least_f32(images), self.image_size).to(self.dtype)
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         return self.cosine(images, prompts)
