@@ -35,6 +35,15 @@ MEAN_GREY_LEVELS = 0.4
 # HPSv2's reference resizes a float tensor (no 8-bit rounding); PIL's 32-bit float ("F") images resize with the same
 # antialiased bicubic kernel, so the two agree to float32 rounding (measured: max 2.3e-5 grey levels).
 LETTERBOX_GREY_LEVELS = 1e-3
+# the parameters each scorer keeps in float32 under 16-bit weights (name prefixes)
+KEPT_FLOAT32 = {
+    "pickscore": ("model.logit_scale",),
+    "clipscore": ("model.logit_scale",),
+    "hpsv2": ("model.logit_scale",),
+    "aesthetic": ("head.",),
+    "blipscore": (),
+    "imagereward": ("net.head.",),
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,7 +309,10 @@ def test_gradient_matches_central_difference_float64(assets, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_bfloat16_weights_give_close_float32_scores(assets, scorers, name):
     s16 = load_scorer(name, dtype="bfloat16", **assets["kwargs"][name])
-    assert all(p.dtype == torch.bfloat16 for p in s16.parameters())
+    for pname, p in s16.named_parameters():
+        kept = pname.startswith(KEPT_FLOAT32[name])
+        assert p.dtype == (torch.float32 if kept else torch.bfloat16), (pname, p.dtype)
+    assert s16.dtype == torch.bfloat16
     x = _images(2, seed=6)
     with torch.no_grad():
         out16, out32 = s16(x, PROMPTS[:2]), scorers[name](x, PROMPTS[:2])
@@ -577,4 +589,66 @@ def test_pt_loading_is_weights_only(assets, tmp_path):
     with pytest.raises(ValueError, match="weights_only=False"):
         load_scorer("imagereward", **kw)
     assert load_scorer("imagereward", weights_only=False, **kw)(_images(1), ["a cat"]).shape == (1,)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 16-bit weights: the logit scale and the MLP heads stay float32
+
+
+def _head_f32(sd, prefix, x):
+    """The affine MLP head from its float32 state dict, in float32."""
+    h = x.float()
+    for idx in (0, 2, 4, 6, 7):
+        h = h @ sd[f"{prefix}{idx}.weight"].float().t() + sd[f"{prefix}{idx}.bias"].float()
+    return h.squeeze(-1)
+
+
+def test_bfloat16_scorers_keep_logit_scale_float32(assets):
+    from transformers import CLIPModel
+
+    clip_scale = CLIPModel.from_pretrained(assets["clip"]).logit_scale.detach()
+    assert clip_scale.dtype == torch.float32
+    x = _images(2, seed=14)
+    for name, scale in (
+        ("pickscore", clip_scale),
+        ("clipscore", clip_scale),
+        ("hpsv2", assets["hps_sd"]["logit_scale"]),
+    ):
+        s = load_scorer(name, dtype=torch.bfloat16, **assets["kwargs"][name])
+        assert s.model.logit_scale.dtype == torch.float32, name
+        assert torch.equal(s.model.logit_scale.detach(), scale), name  # not rounded through bfloat16
+        assert s.model.visual_projection.weight.dtype == torch.bfloat16
+        if name == "pickscore":
+            with torch.no_grad():
+                torch.testing.assert_close(s(x, PROMPTS[:2]), scale.exp() * s.cosine(x, PROMPTS[:2]), rtol=1e-6, atol=0)
+
+
+def test_bfloat16_aesthetic_head_is_float32_on_the_same_embedding(assets):
+    s = load_scorer("aesthetic", dtype=torch.bfloat16, **assets["kwargs"]["aesthetic"])
+    assert all(p.dtype == torch.float32 for p in s.head.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in s.clip.parameters())
+    x = _images(3, seed=15)
+    with torch.no_grad():
+        emb = hc.features(s.clip.get_image_features(pixel_values=s.preprocess(x))).float()
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        torch.testing.assert_close(s(x, None), _head_f32(assets["aes_sd"], "layers.", emb), rtol=1e-6, atol=1e-6)
+
+
+def test_bfloat16_imagereward_head_is_float32_on_the_same_embedding(assets):
+    s = load_scorer("imagereward", dtype=torch.bfloat16, **assets["kwargs"]["imagereward"])
+    assert all(p.dtype == torch.float32 for p in s.net.head.parameters())
+    assert s.net.text_encoder.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    seen = []
+    hook = s.net.head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            out = s(_images(3, seed=16), PROMPTS)
+    finally:
+        hook.remove()
+    (cls,) = seen  # the [CLS] output of the bfloat16 text encoder
+    assert cls.dtype == torch.bfloat16
+    r = _head_f32(assets["ir_sd"], "mlp.layers.", cls)
+    torch.testing.assert_close(
+        out, (r - hub_scorers.IMAGEREWARD_MEAN) / hub_scorers.IMAGEREWARD_STD, rtol=1e-6, atol=1e-6
+    )
 

@@ -180,7 +180,15 @@ def features(out: Any) -> torch.Tensor:
 
 class FrozenScorer(Scorer):
     """A scorer whose weights never train: ``requires_grad`` False everywhere, and always in eval mode (``train()``
-    is a no-op, so dropout never fires even when a caller switches a parent module to training)."""
+    is a no-op, so dropout never fires even when a caller switches a parent module to training).
+
+    :meth:`cast` sets the weights' dtype, except the parameters named in ``keep_float32`` (name or name prefix):
+    scalars and small heads that set the score's scale (the CLIP logit scale, the MLP reward heads), which stay in at
+    least float32 and are computed in it, since rounding them to 16 bits shifts every score (bfloat16 keeps 8
+    significant bits: logit_scale 4.6052 becomes 4.59375, i.e. PickScore 1.1 % lower)."""
+
+    #: parameter names (or prefixes, before a ".") kept in at least float32 by :meth:`cast`
+    keep_float32: tuple[str, ...] = ()
 
     def freeze(self) -> None:
         self.requires_grad_(False)
@@ -189,12 +197,29 @@ class FrozenScorer(Scorer):
     def train(self, mode: bool = True) -> "FrozenScorer":
         return super().train(False)
 
+    def _kept_float32(self, name: str) -> bool:
+        return any(name == k or name.startswith(k + ".") for k in self.keep_float32)
+
+    def cast(self, dtype: str | torch.dtype | None) -> None:
+        """``self.to(dtype)``, but the ``keep_float32`` parameters get ``promote_types(dtype, float32)`` (float32
+        under float16/bfloat16, float64 under float64), from their values before the cast."""
+        dtype = parse_dtype(dtype)
+        high = torch.promote_types(dtype, torch.float32)
+        kept = {n: p.detach().clone() for n, p in self.named_parameters() if self._kept_float32(n)}
+        self.to(dtype)
+        for name, value in kept.items():
+            self.get_parameter(name).data = value.to(high)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the weights (that of the inputs to the networks), not counting ``keep_float32``."""
+        for name, p in self.named_parameters():
+            if not self._kept_float32(name):
+                return p.dtype
         return next(self.parameters()).dtype
 
     #: text scorers: ``tokenize`` pads and truncates to this many tokens (set by each subclass with a tokenizer)
@@ -286,4 +311,5 @@ class MLPHead(nn.Module):
         return (shapes[0][1],) + tuple(s[0] for s in shapes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        """Computed in the head's own dtype (float32 when the scorer keeps it so under 16-bit weights)."""
+        return self.layers(x.to(self.layers[0].weight.dtype))

@@ -5,7 +5,8 @@ float64 scorer); preprocessing is done in torch (see :mod:`rocm_rlhf.rewards._hu
 the pixels; weights are frozen and the module stays in eval mode. ``model_id`` is a hub id (default: the pinned
 one) or a local folder / file, loaded through :func:`rocm_rlhf.hub.from_pretrained` / :func:`rocm_rlhf.hub.hf_file`
 (one clear error when offline and not staged). ``dtype`` ("float32" default, "float16", "bfloat16") sets the weights'
-dtype; preprocessing and the final cosine / normalisation run in at least float32. ``HUB_ASSETS`` on each class lists
+dtype, except the CLIP logit scale and the MLP heads (aesthetic, ImageReward), which stay float32 and are computed in
+it; preprocessing and the final cosine / normalisation run in at least float32. ``HUB_ASSETS`` on each class lists
 the (repo id, file or None for the whole repo) pairs its defaults need, for staging.
 
 Preprocessing "CLIP-224" below: resize the shorter side to 224 (bicubic with antialiasing, long side
@@ -57,7 +58,6 @@ from ._hub_common import (
     features,
     letterbox_preprocess,
     load_checkpoint,
-    parse_dtype,
 )
 
 LAION_H14 = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -71,12 +71,15 @@ __all__ = ["PickScore", "CLIPScore", "HPSv2", "AestheticScore", "BLIPScore", "Im
 
 
 class _CLIPScorer(FrozenScorer):
-    """A transformers CLIPModel with its tokenizer: CLIP-style preprocessing at the vision tower's image size."""
+    """A transformers CLIPModel with its tokenizer: CLIP-style preprocessing at the vision tower's image size; the
+    logit scale stays float32 under 16-bit weights."""
 
     max_tokens = CLIP_MAX_TOKENS
+    keep_float32 = ("model.logit_scale",)
 
     def _setup(self, model, tokenizer, dtype) -> None:
-        self.model = model.to(parse_dtype(dtype))
+        self.model = model
+        self.cast(dtype)
         self.tokenizer = tokenizer
         self.image_size = int(self.model.config.vision_config.image_size)
         self.freeze()
@@ -215,8 +218,10 @@ class AestheticScore(FrozenScorer):
     """LAION improved aesthetic predictor (v2, "sac+logos+ava1-l14-linearMSE"): an affine MLP on the L2-normalised
     OpenAI CLIP ViT-L/14 image embedding (the projected 768-d one, as ``clip.encode_image`` returns). Prompts are
     ignored (may be None). Args: ``model_id`` (hub repo, local folder, or the .pth itself), ``filename``,
-    ``clip_model_id``, ``dtype``, ``weights_only``.
+    ``clip_model_id``, ``dtype`` (of the CLIP; the MLP head stays float32 and runs in it), ``weights_only``.
     """
+
+    keep_float32 = ("head",)
 
     definition = (
         "aesthetic: LAION improved-aesthetic-predictor (camenduru/improved-aesthetic-predictor "
@@ -250,7 +255,7 @@ class AestheticScore(FrozenScorer):
                 f"{self.clip.visual_projection.out_features}-d ones: pair the head with the CLIP it was trained on"
             )
         self.image_size = int(self.clip.config.vision_config.image_size)
-        self.to(parse_dtype(dtype))
+        self.cast(dtype)
         self.freeze()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -260,7 +265,7 @@ class AestheticScore(FrozenScorer):
         check_inputs(images, prompts, need_prompts=False)
         emb = at_least_f32(features(self.clip.get_image_features(pixel_values=self.preprocess(images))))
         emb = emb / emb.norm(dim=-1, keepdim=True)
-        return at_least_f32(self.head(emb.to(self.dtype)).squeeze(-1))
+        return at_least_f32(self.head(emb).squeeze(-1))
 
 
 @register("blipscore")
@@ -283,7 +288,8 @@ class BLIPScore(FrozenScorer):
         super().__init__()
         from transformers import AutoTokenizer, BlipForImageTextRetrieval
 
-        self.model = hub.from_pretrained(BlipForImageTextRetrieval, model_id).to(parse_dtype(dtype))
+        self.model = hub.from_pretrained(BlipForImageTextRetrieval, model_id)
+        self.cast(dtype)
         self.tokenizer = hub.from_pretrained(AutoTokenizer, model_id)
         self.image_size = int(self.model.config.vision_config.image_size)
         self.freeze()
@@ -310,10 +316,12 @@ class ImageReward(FrozenScorer):
     The checkpoint (BLIP-repo key layout) is mapped into transformers' BlipVisionModel/BlipTextModel
     (:mod:`._hub_blip`). Args: ``model_id`` (hub repo, local folder, or the .pt itself), ``filename``,
     ``tokenizer_id`` (bert-base-uncased; BLIP's [DEC] and [ENC] tokens are added as BLIP's ``init_tokenizer`` does),
-    head counts (ViT-L 16, BERT-base 12), ``dtype``, ``weights_only``.
+    head counts (ViT-L 16, BERT-base 12), ``dtype`` (of BLIP; the MLP head stays float32 and runs in it),
+    ``weights_only``.
     """
 
     max_tokens = BLIP_MAX_TOKENS
+    keep_float32 = ("net.head",)
 
     definition = (
         "imagereward: ImageReward-v1.0 (THUDM/ImageReward ImageReward.pt: BLIP ViT-L/16 224 + BERT cross-attention + "
@@ -353,7 +361,7 @@ class ImageReward(FrozenScorer):
                 f"tokenizer '{tokenizer_id}' has {len(tokenizer)} tokens but the text encoder only {text.vocab_size}"
             )
         self.net = build_with_weights(lambda: ImageRewardNet(vision, text, widths), mapped, f"ImageReward ({path})")
-        self.net.to(parse_dtype(dtype))
+        self.cast(dtype)
         self.image_size = int(vision.image_size)
         self.freeze()
 
