@@ -652,3 +652,46 @@ def test_bfloat16_imagereward_head_is_float32_on_the_same_embedding(assets):
         out, (r - hub_scorers.IMAGEREWARD_MEAN) / hub_scorers.IMAGEREWARD_STD, rtol=1e-6, atol=1e-6
     )
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# generators: from_pretrained in the requested dtype
+
+
+def test_pipeline_dtype_keyword_by_diffusers_version():
+    """diffusers 0.31-0.39 read only torch_dtype (dtype= is dropped, the weights load float32); 0.40 reads dtype and
+    deprecates torch_dtype."""
+    from rocm_rlhf.models import pipeline_dtype_kwargs
+
+    bf16 = torch.bfloat16
+    for version, key in (
+        ("0.31.0", "torch_dtype"),
+        ("0.39.0", "torch_dtype"),
+        ("0.40.0", "dtype"),
+        ("0.42.1", "dtype"),
+    ):
+        assert pipeline_dtype_kwargs(bf16, version) == {key: bf16}, version
+
+
+@pytest.mark.parametrize("loader", ["load_lcm_pipeline", "load_sd_pipeline"])
+def test_pipelines_load_in_the_requested_dtype_without_warnings(tiny_lcm_dir, loader):
+    import logging
+    import warnings
+
+    from rocm_rlhf import models
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")  # diffusers' loggers do not propagate to the root logger
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipe = getattr(models, loader)(tiny_lcm_dir, dtype=torch.bfloat16)
+    finally:
+        logger.removeHandler(handler)
+    for part in ("unet", "vae", "text_encoder"):
+        dtypes = {p.dtype for p in getattr(pipe, part).parameters()}
+        assert dtypes == {torch.bfloat16}, (part, dtypes)
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in records]
+    assert not [m for m in messages if "dtype" in m], messages

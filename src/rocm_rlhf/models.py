@@ -16,12 +16,29 @@ from .samplers.common import encode_prompts
 from .samplers.consistency import consistency_sample, decode_latents, draw_noise
 
 
+def pipeline_dtype_kwargs(dtype: torch.dtype, diffusers_version: str | None = None) -> dict[str, torch.dtype]:
+    """The keyword that sets the weights' dtype in ``DiffusionPipeline.from_pretrained`` of the installed diffusers.
+
+    diffusers 0.31-0.39 read only ``torch_dtype`` (an unknown ``dtype=`` is dropped with a warning and the weights
+    load in float32); 0.40 reads ``dtype`` and deprecates ``torch_dtype`` (a FutureWarning; removal announced for
+    1.0). So: ``torch_dtype`` before 0.40, ``dtype`` from 0.40 on.
+    """
+    from packaging.version import Version
+
+    if diffusers_version is None:
+        import diffusers
+
+        diffusers_version = diffusers.__version__
+    key = "dtype" if Version(diffusers_version) >= Version("0.40") else "torch_dtype"
+    return {key: dtype}
+
+
 def load_lcm_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """A LatentConsistencyModelPipeline (no safety checker), frozen, on ``device``."""
     from diffusers import LatentConsistencyModelPipeline
 
     pipe = from_pretrained(
-        LatentConsistencyModelPipeline, model_id, dtype=dtype, safety_checker=None,
+        LatentConsistencyModelPipeline, model_id, **pipeline_dtype_kwargs(dtype), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -35,8 +52,8 @@ def load_sd_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, d
     from diffusers import StableDiffusionPipeline
 
     pipe = from_pretrained(
-        StableDiffusionPipeline, model_id, dtype=dtype, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
+        StableDiffusionPipeline, model_id, **pipeline_dtype_kwargs(dtype), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
