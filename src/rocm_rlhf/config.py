@@ -57,6 +57,10 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
                 allowed = sorted(e.schema.get("properties", {}))
                 hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
                 lines.append(f"config key '{_path(e)}': {e.message}{hint}")
+            elif e.validator == "type" and isinstance(e.instance, str) and _looks_numeric(e.instance):
+                lines.append(f"config key '{_path(e)}': {e.message}: YAML reads {e.instance} as text (a number in "
+                             f"exponent form needs a decimal point and a signed exponent, e.g. 1.0e-5), or write it "
+                             f"without an exponent (0.00001)")
             else:
                 lines.append(f"config key '{_path(e)}': {e.message}")
         raise ConfigError(
@@ -64,6 +68,14 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
         )
     _check_semantics(config)
     return config
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_semantics(config: dict) -> None:
@@ -146,8 +158,8 @@ def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Merge YAML files (later ones win, recursively, as Snakemake does) and validate."""
     config: dict[str, Any] = {}
     for p in paths:
-        with open(p) as fh:
-            _update(config, yaml.safe_load(fh) or {})
+        with open(p) as fh:  # JSON as JSON: YAML 1.1 would read a dumped 3e-05 as the string "3e-05"
+            _update(config, (json.load(fh) if str(p).endswith(".json") else yaml.safe_load(fh)) or {})
     if overrides:
         _update(config, overrides)
     return validate_config(config)
