@@ -50,6 +50,33 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written, or cannot be resumed from (the message says why)."""
+
+
+CHECKPOINT_FILES = ("adapter.safetensors", "trainer.pt", "log.csv")
+OPERATIONAL_SETTINGS = ("checkpoint_every", "log_every")  # how a run is checkpointed and logged, not what it learns
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class CountingScorer(torch.nn.Module):
     """Wraps a reward model and counts every image it scores (the reward-query budget)."""
 
@@ -212,18 +239,49 @@ class Trainer:
         self.elapsed_device_s = 0.0
 
     # ------------------------------------------------------------------ checkpoints
-    def latest_checkpoint(self) -> Path | None:
+    def complete_checkpoints(self) -> list[Path]:
+        """``checkpoints/step_*`` folders that were renamed into place (they hold ``state.json``), oldest first."""
         if not self.ckpt_dir.exists():
-            return None
-        done = sorted((p for p in self.ckpt_dir.glob("step_*") if (p / "state.json").exists()),
+            return []
+        return sorted((p for p in self.ckpt_dir.glob("step_*") if (p / "state.json").exists()),
                       key=lambda p: int(p.name.split("_")[1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        done = self.complete_checkpoints()
         return done[-1] if done else None
+
+    def training_digest(self) -> str:
+        """A hash of everything that shapes the trajectory: the method and its settings, the loop's settings except
+        the operational ones and ``steps`` (a run may be extended: randomness is per step and no schedule depends
+        on the total), the model, the reward, LoRA, dtype and the prompts. A checkpoint of another digest was made
+        under other settings and is never resumed from."""
+        import dataclasses
+        import hashlib
+
+        settings = {k: v for k, v in self.settings.__dict__.items() if k not in ("steps", *OPERATIONAL_SETTINGS)}
+        method = ({f.name: getattr(self.method, f.name) for f in dataclasses.fields(self.method) if f.init}
+                  if dataclasses.is_dataclass(self.method) else {})
+        info = {k: v for k, v in self.run_info.items() if k not in ("config", "run_id")}
+        cfg = self.run_info.get("config") or {}
+        shaping = {"lora": cfg.get("train", {}).get("lora"), "dtype": cfg.get("model", {}).get("dtype")}
+        prompts = hashlib.sha256("\n".join(self.ctx.prompts).encode()).hexdigest()
+        blob = json.dumps({"method": type(self.method).__name__, "fields": method, "settings": settings,
+                           "info": info, "shaping": shaping, "prompts": prompts}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def save_checkpoint(self, step: int) -> Path:
         """Process 0 writes ``checkpoints/step_<step>`` atomically; every process waits until it exists."""
         final = self.ckpt_dir / f"step_{step:06d}"
         if self.group.is_main:
-            self._write_checkpoint(step, final)
+            try:
+                self._write_checkpoint(step, final)
+            except (OSError, RuntimeError) as err:
+                shutil.rmtree(self.ckpt_dir / f".tmp_step_{step:06d}", ignore_errors=True)
+                previous = self.latest_checkpoint()
+                raise CheckpointError(
+                    f"could not write checkpoint {final} ({type(err).__name__}: {err}). Is the disk full or the folder "
+                    f"read-only? Free space or fix the permissions of {self.ckpt_dir}, then rerun the job: it resumes "
+                    f"from " + (f"{previous}, which is intact" if previous else "the start")) from err
         self.group.barrier()
         return final
 
@@ -238,34 +296,98 @@ class Trainer:
         extra = self.method.extra_state() if hasattr(self.method, "extra_state") else {}
         torch.save({"optimizer": self.ctx.optimizer.state_dict(), "extra": extra}, tmp / "trainer.pt")
         pd.DataFrame(self.rows).to_csv(tmp / "log.csv", index=False)
-        (tmp / "state.json").write_text(json.dumps({
-            "step": step, "reward_queries": self.ctx.reward.queries, "updates": self.ctx.updates,
-            "elapsed_wall": self.elapsed_wall, "elapsed_device_s": self.elapsed_device_s}))
+        state = {"step": step, "reward_queries": self.ctx.reward.queries, "updates": self.ctx.updates,
+                 "elapsed_wall": self.elapsed_wall, "elapsed_device_s": self.elapsed_device_s,
+                 "training_digest": self.training_digest(),
+                 "sha256": {name: _sha256(tmp / name) for name in CHECKPOINT_FILES}}
+        (tmp / "state.json").write_text(json.dumps(state))
+        for f in tmp.iterdir():  # on disk before the folder is renamed into place
+            _fsync(f)
+        _fsync(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync(self.ckpt_dir)
         for old in self.ckpt_dir.glob("step_*"):  # keep the newest two
             if old != final and int(old.name.split("_")[1]) < step - self.settings.checkpoint_every:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_checkpoint(self, path: Path) -> None:
+    def read_checkpoint(self, path: Path) -> dict:
+        """Read and verify a checkpoint without touching the model: raises :class:`CheckpointError` saying why it
+        cannot be resumed from (made under other settings, past the run's steps, or damaged: a file missing, its
+        checksum wrong, unreadable, or a log whose rows do not match its step). ``trainer.pt`` is loaded with
+        ``weights_only=True``: a checkpoint holds tensors and plain values, never code."""
         from safetensors.torch import load_file
 
-        load_lora_state_dict(self.ctx.unet, load_file(path / "adapter.safetensors"))
-        blob = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        try:
+            state = json.loads((path / "state.json").read_text())
+            step = int(state["step"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"damaged: state.json unreadable ({type(err).__name__}: {err})") from err
+        if state.get("training_digest") != self.training_digest():
+            raise CheckpointError("stale: made under other training settings (its training digest differs)")
+        if step > self.settings.steps:
+            raise CheckpointError(f"stale: at step {step}, past this run's {self.settings.steps} steps")
+        sums = state.get("sha256") or {}
+        for name in CHECKPOINT_FILES:
+            if not (path / name).is_file():
+                raise CheckpointError(f"damaged: {name} is missing")
+            if sums.get(name) != _sha256(path / name):
+                raise CheckpointError(f"damaged: {name} does not match its checksum")
+        try:
+            adapter = load_file(path / "adapter.safetensors")
+            blob = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+            rows = pd.read_csv(path / "log.csv").to_dict("records") if (path / "log.csv").stat().st_size > 1 else []
+        except Exception as err:  # noqa: BLE001 -- any failure to read means: cannot resume from it
+            raise CheckpointError(f"damaged: unreadable ({type(err).__name__}: {err})") from err
+        if len(rows) != step or (rows and int(rows[-1]["step"]) != step):
+            raise CheckpointError(f"damaged: log.csv has {len(rows)} rows for step {step}")
+        if not all(torch.isfinite(v).all() for v in adapter.values()):
+            raise CheckpointError("damaged: the adapter holds non-finite weights")
+        return {"state": state, "adapter": adapter, "trainer": blob, "rows": rows}
+
+    def usable_checkpoint(self) -> dict | None:
+        """The newest checkpoint this run can resume from, read and verified; every newer one that cannot be is set
+        aside (moved to ``checkpoints.set-aside/``, never deleted) with the reason printed to the job's log. None:
+        start from scratch. Process 0 decides and moves; the others then read what it kept."""
+        if self.group.is_main:
+            for path in reversed(self.complete_checkpoints()):
+                try:
+                    self.read_checkpoint(path)
+                    break
+                except CheckpointError as err:
+                    self._set_aside(path, str(err))
+        self.group.barrier()
+        latest = self.latest_checkpoint()
+        return None if latest is None else {"path": latest, **self.read_checkpoint(latest)}
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        dest_dir = self.run_dir / "checkpoints.set-aside"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        n = 1
+        while dest.exists():
+            dest, n = dest_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.{n}", n + 1
+        os.replace(path, dest)
+        print(f"checkpoint {path} set aside ({why}): moved to {dest}", flush=True)
+
+    def load_checkpoint(self, ckpt: dict) -> None:
+        """Apply a checkpoint read by :meth:`read_checkpoint` (``ckpt["path"]`` names it)."""
+        load_lora_state_dict(self.ctx.unet, ckpt["adapter"])
+        blob = ckpt["trainer"]
         self.ctx.optimizer.load_state_dict(blob["optimizer"])
         if blob.get("extra") and hasattr(self.method, "load_extra_state"):
             self.method.load_extra_state(blob["extra"])
-        state = json.loads((path / "state.json").read_text())
+        state = ckpt["state"]
         self.start_step = state["step"]
         self.ctx.reward.queries = state["reward_queries"]
         self.ctx.updates = state["updates"]
         self.elapsed_wall = state["elapsed_wall"]
         self.elapsed_device_s = state["elapsed_device_s"]
-        self.rows = pd.read_csv(path / "log.csv").to_dict("records") if (path / "log.csv").stat().st_size > 1 else []
+        self.rows = ckpt["rows"]
         if self.group.is_main:
-            print(f"resumed from {path} at step {self.start_step}", flush=True)
+            print(f"resumed from {ckpt['path']} at step {self.start_step}", flush=True)
 
     # ------------------------------------------------------------------ the loop
     def batch_arithmetic(self) -> str:
@@ -282,7 +404,7 @@ class Trainer:
         """Train (resuming if a checkpoint exists). ``max_steps`` stops early (used to test kill-and-resume)."""
         if hasattr(self.method, "setup"):
             self.method.setup(self.ctx)  # creates the method's own state; a checkpoint then overwrites it
-        ckpt = self.latest_checkpoint()
+        ckpt = self.usable_checkpoint()
         if ckpt is not None:
             self.load_checkpoint(ckpt)
         if self.group.is_main:

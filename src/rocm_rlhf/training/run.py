@@ -115,7 +115,8 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     if method != "rocm":  # baselines: steps from the reward-query budget, their own lr / grad clip
         settings = baseline_settings(method, m, config, settings)
     info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
-            "reward_definition": getattr(reward, "definition", ""), "config": config, **method_kwargs}
+            "reward_kwargs": reward_kwargs, "reward_definition": getattr(reward, "definition", ""), "config": config,
+            **method_kwargs}
     trainer = Trainer(m, pipe, params, reward, prompts, settings, run_dir, device, run_info=info,
                       pipeline_cls=pipeline_cls, group=group)
     return trainer.run(max_steps=max_steps)
