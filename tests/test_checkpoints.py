@@ -147,3 +147,17 @@ def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, t
         _run(tmp_path, "disk", tiny_lcm_dir)
     names = sorted(p.name for p in (tmp_path / "disk" / "checkpoints").iterdir())
     assert names == ["step_000002"]  # no half-written folder left
+
+
+def test_a_rebuilt_base_model_starts_fresh(tmp_path, tiny_lcm_dir):
+    """Snakemake reruns training when the sandbox rebuilds its LCM at the same path: the old base's checkpoint must
+    not be resumed (the model folder's files are part of the training digest)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_lcm_dir, model)
+    _run(tmp_path, "m", model, max_steps=3)
+    weights = next((model / "unet").glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "rebuilt"
+    _run(tmp_path, "m", model)
+    assert _set_aside(tmp_path / "m") == ["step_000002"]

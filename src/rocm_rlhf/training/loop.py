@@ -68,6 +68,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _fingerprint(ref) -> str:
+    """For a local file or folder: (path, size, modification time) of its files, so that rebuilding it changes the
+    fingerprint; anything else (a hub id, whose cached snapshot is pinned) as it is."""
+    path = Path(str(ref)).expanduser() if str(ref) else None
+    if path is None or not path.exists():
+        return str(ref)
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    return json.dumps([(str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in files])
+
+
 def _fsync(path: Path) -> None:
     """Flush a file's (or a folder's entries') data to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -262,6 +273,9 @@ class Trainer:
         method = ({f.name: getattr(self.method, f.name) for f in dataclasses.fields(self.method) if f.init}
                   if dataclasses.is_dataclass(self.method) else {})
         info = {k: v for k, v in self.run_info.items() if k not in ("config", "run_id")}
+        info["model_files"] = _fingerprint(info.get("model_id", ""))  # a rebuilt local model is another model
+        info["reward_files"] = {k: _fingerprint(v) for k, v in (info.get("reward_kwargs") or {}).items()
+                                if isinstance(v, (str, os.PathLike))}
         cfg = self.run_info.get("config") or {}
         shaping = {"lora": cfg.get("train", {}).get("lora"), "dtype": cfg.get("model", {}).get("dtype")}
         prompts = hashlib.sha256("\n".join(self.ctx.prompts).encode()).hexdigest()
