@@ -107,3 +107,65 @@ def test_config_digest_sees_content_keys_and_ignores_operational_ones():
     assert config_digest(base, "model.num_steps", "train") == d  # order of the keys does not matter
     with pytest.raises(KeyError, match="no config key 'train.nope'"):
         config_digest(base, "train.nope")
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ({"train": {"steps": 4.0}}, "train.steps", "4.0 is not a whole number: write 4"),
+    ({"train": {"lr": float("nan")}}, "train.lr", "nan is not a finite number"),
+    ({"rocm": {"betas": {"kl": [float("inf")]}}}, "rocm.betas.kl.0", "inf is not a finite number"),
+    ({"train": {"lr": "1e-1"}}, "train.lr", "YAML reads 1e-1 as text"),
+    ({"rocm": {"seeds": [0, 0]}}, "rocm.seeds", "non-unique"),
+    ({"baselines": {"seeds": [1, 1]}}, "baselines.seeds", "non-unique"),
+    ({"rocm": {"divergences": []}}, "rocm.divergences", "should be non-empty"),
+    ({"evaluation": {"metrics": []}}, "evaluation.metrics", "should be non-empty"),
+    ({"train": {"reward": "gold"}}, "train.reward", "is not differentiable"),
+    ({"train": {"reward": "pickscor"}}, "train.reward", "unknown scorer 'pickscor'"),
+    ({"evaluation": {"metrics": ["gold", "hpsv3"]}}, "evaluation.metrics[1]", "unknown scorer 'hpsv3'"),
+    ({"figures": {"quality_metric": "golden"}}, "figures.quality_metric", "unknown scorer 'golden'"),
+    ({"figures": {"quality_metric": "gold_fidelity"}, "evaluation": {"metrics": ["proxy_pick", "gold"]}},
+     "figures.quality_metric", "evaluation.metrics does not score it"),
+    ({"train": {"lora": {"target_modules": ["to_q", "to_kk"]}}}, "train.lora.target_modules", "['to_kk'] name no"),
+])
+def test_gaps_that_passed_validation_before_are_errors_naming_the_key(override, key, words):
+    """Each of these passed `rocm-rlhf validate` and `snakemake -n` before and failed at job time or not at all."""
+    with pytest.raises(ConfigError) as err:
+        load_config(DEFAULT, overrides=override)
+    msg = str(err.value)
+    assert f"config key '{key}'" in msg and words in msg, msg
+
+
+def test_sandbox_scorers_in_the_hub_setting_are_refused():
+    with pytest.raises(ConfigError, match="'evaluation.metrics\\[0\\]': scorer 'gold' belongs to the sandbox"):
+        load_config(REPO / "config" / "paper.yaml", overrides={"evaluation": {"metrics": ["gold", "pickscore"]}})
+
+
+def test_scorer_catalogue_matches_the_registry():
+    """The torch-free catalogue the validation reads names every registered built-in scorer with its flag."""
+    from rocm_rlhf import rewards
+    from rocm_rlhf.scorer_catalogue import BUILTIN
+
+    rewards.available()
+    builtin = {n: f for n, f in rewards._REGISTRY.items() if f.__module__.startswith("rocm_rlhf.")}
+    assert set(builtin) == set(BUILTIN)
+    assert {n: f.differentiable for n, f in builtin.items()} == {n: d for n, (d, _) in BUILTIN.items()}
+
+
+def test_scorer_options_are_checked_before_loading():
+    from rocm_rlhf.rewards import load_scorer
+
+    with pytest.raises(ValueError, match="scorer 'gold' does not take the options \\['colour'\\].*takes: image_size"):
+        load_scorer("gold", colour="red")
+
+
+def test_lora_targets_name_real_unet_layers(tiny_lcm_dir):
+    """Every name the validation accepts adapts some layer of a diffusers UNet; an unmatched one is an error."""
+    from rocm_rlhf.config import UNET_LORA_TARGETS
+    from rocm_rlhf.models import load_lcm_pipeline
+    from rocm_rlhf.training.lora import add_lora
+
+    unet = load_lcm_pipeline(tiny_lcm_dir).unet
+    names = [n for n, _ in unet.named_modules()]
+    for t in UNET_LORA_TARGETS:
+        assert any(n == t or n.endswith("." + t) for n in names), t
+    with pytest.raises(ValueError, match="\\['to_kk'\\] match no layer"):
+        add_lora(unet, 4, 4, ["to_q", "to_kk"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,13 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    # integers are whole numbers written as such (4.0 from YAML is not a step count) and numbers are finite (.nan and
+    # .inf pass every minimum check)
+    checker = validator_class.TYPE_CHECKER.redefine_many({
+        "integer": lambda _, x: isinstance(x, int) and not isinstance(x, bool),
+        "number": lambda _, x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x),
+    })
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults}, type_checker=checker)
 
 
 def _path(error: jsonschema.ValidationError) -> str:
@@ -57,6 +64,11 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
                 allowed = sorted(e.schema.get("properties", {}))
                 hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
                 lines.append(f"config key '{_path(e)}': {e.message}{hint}")
+            elif e.validator == "type" and isinstance(e.instance, float) and not math.isfinite(e.instance):
+                lines.append(f"config key '{_path(e)}': {e.instance} is not a finite number")
+            elif e.validator == "type" and isinstance(e.instance, float) and e.validator_value == "integer":
+                lines.append(f"config key '{_path(e)}': {e.instance} is not a whole number: write {int(e.instance)}"
+                             if e.instance.is_integer() else f"config key '{_path(e)}': {e.message}")
             elif e.validator == "type" and isinstance(e.instance, str) and _looks_numeric(e.instance):
                 lines.append(f"config key '{_path(e)}': {e.message}: YAML reads {e.instance} as text (a number in "
                              f"exponent form needs a decimal point and a signed exponent, e.g. 1.0e-5), or write it "
@@ -68,6 +80,13 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
         )
     _check_semantics(config)
     return config
+
+
+#: names of the layers of a diffusers UNet2DConditionModel that LoRA can adapt (peft matches them as name suffixes);
+#: a test checks that each names a module of a real UNet
+UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                     "conv1", "conv2", "conv_shortcut", "time_emb_proj", "conv_in", "conv_out", "linear_1",
+                     "linear_2")
 
 
 def _looks_numeric(text: str) -> bool:
@@ -108,7 +127,14 @@ def _check_semantics(config: dict) -> None:
     if t["mixed_precision"] == "fp16":
         problems.append("config key 'train.mixed_precision': fp16 is not supported (fp16 gradients underflow without "
                         "a loss scaler, which this trainer does not use); use bf16, which has float32's range, or no")
+    unknown = [m for m in t["lora"]["target_modules"] if m not in UNET_LORA_TARGETS]
+    if unknown:
+        problems.append(f"config key 'train.lora.target_modules': {unknown} name no layer of a diffusers UNet; known: "
+                        f"{', '.join(UNET_LORA_TARGETS)}")
+    from .scorer_catalogue import scorer_problems  # torch-free: names against the built-in scorers
     from .training.batching import batch_problems  # torch-free: the methods check the same rules
+
+    problems += scorer_problems(config)
 
     for method in config["baselines"]["methods"]:
         problems += batch_problems(method, config["baselines"][method])

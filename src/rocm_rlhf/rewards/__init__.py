@@ -69,9 +69,18 @@ def scorer_class(name: str):
 
 def load_scorer(name: str, **kwargs) -> Scorer:
     """Create the scorer registered as ``name`` with the given keyword arguments (from config)."""
+    import inspect
+
     _import_providers()
     if name not in _REGISTRY:
         raise KeyError(f"unknown scorer '{name}'; known scorers: {', '.join(sorted(_REGISTRY))}")
-    scorer = _REGISTRY[name](**kwargs)
+    factory = _REGISTRY[name]
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as err:  # before loading anything: an option the scorer does not take is a config error
+        accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "_")]
+        raise ValueError(f"scorer '{name}' does not take the options {sorted(kwargs)} (from config key "
+                         f"'rewards.{name}' or the pipeline): {err}; it takes: {', '.join(accepted) or 'none'}") from err
+    scorer = factory(**kwargs)
     scorer.name = name
     return scorer

@@ -83,7 +83,7 @@ class ProxyAestheticModel(ModelMixin, ConfigMixin):
 class ProxyPick(Scorer):
     definition = "sandbox proxy_pick: sigmoid(a*cos(CNN(image), BoW(prompt tokens)) + b), regressed on gold; in (0,1)"
 
-    def __init__(self, model_id: str | Path, dtype: torch.dtype | None = None, **_):
+    def __init__(self, model_id: str | Path, dtype: torch.dtype | None = None):
         super().__init__()
         from transformers import CLIPTokenizer
 
@@ -109,7 +109,7 @@ class ProxyPick(Scorer):
 class ProxyAesthetic(Scorer):
     definition = "sandbox proxy_aesthetic: sigmoid(CNN(image)), regressed on the gold judge's realism; in (0,1)"
 
-    def __init__(self, model_id: str | Path, dtype: torch.dtype | None = None, **_):
+    def __init__(self, model_id: str | Path, dtype: torch.dtype | None = None):
         super().__init__()
         model_id = Path(model_id)
         if not (model_id / "config.json").exists():
@@ -126,7 +126,7 @@ class _Gold(Scorer):
     differentiable = False
     component = "gold"
 
-    def __init__(self, image_size: int = 32, jitter: int = 1, tau: float | None = None, **_):
+    def __init__(self, image_size: int = 32, jitter: int = 1, tau: float | None = None):
         super().__init__()
         from rocm_rlhf.sandbox.judge import GoldJudge
         from rocm_rlhf.sandbox.world import World

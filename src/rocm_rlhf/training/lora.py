@@ -21,6 +21,11 @@ def add_lora(unet, rank: int, alpha: float, target_modules: list[str], seed: int
     from peft import LoraConfig
 
     unet.requires_grad_(False)
+    names = [n for n, _ in unet.named_modules()]
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:  # peft would adapt the others and say nothing about these
+        raise ValueError(f"train.lora.target_modules {missing} match no layer of the UNet; e.g. to_q, to_k, to_v, "
+                         f"to_out.0 (attention projections)")
     if seed is not None:
         torch.manual_seed(seed)  # LoRA A's initialisation
     cfg = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True, target_modules=list(target_modules))
