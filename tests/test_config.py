@@ -125,6 +125,7 @@ def test_config_digest_sees_content_keys_and_ignores_operational_ones():
     ({"figures": {"quality_metric": "gold_fidelity"}, "evaluation": {"metrics": ["proxy_pick", "gold"]}},
      "figures.quality_metric", "evaluation.metrics does not score it"),
     ({"train": {"lora": {"target_modules": ["to_q", "to_kk"]}}}, "train.lora.target_modules", "['to_kk'] name no"),
+    ({"model": {"lcm": "SimianLuo/LCM_Dreamshaper_v7"}}, "model.lcm", "the sandbox setting trains and uses its own"),
 ])
 def test_gaps_that_passed_validation_before_are_errors_naming_the_key(override, key, words):
     """Each of these passed `rocm-rlhf validate` and `snakemake -n` before and failed at job time or not at all."""

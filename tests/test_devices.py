@@ -315,3 +315,28 @@ def test_impossible_device_counts_are_clear_errors(env, monkeypatch):
     with pytest.raises(ValueError, match="count must be an integer >= 1"):
         with devices.acquire_gpus(0):
             pass
+
+
+def test_a_planted_symlink_lock_is_refused_and_its_target_untouched(env, tmp_path):
+    """The lock folder is shared and world-writable: a gpu0.lock symlink must not make us truncate and overwrite its
+    target (the old code wrote our pid into it)."""
+    from rocm_rlhf.devices import DeviceLockError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    env.mkdir(parents=True, exist_ok=True)
+    (env / "gpu0.lock").symlink_to(victim)
+    with pytest.raises(DeviceLockError, match="gpu0.lock is a symbolic link"):
+        with acquire_gpu(timeout_s=1, poll_s=0.05):
+            pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_fifo_under_the_lock_name_is_refused(env):
+    from rocm_rlhf.devices import DeviceLockError
+
+    env.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(env / "gpu0.lock")
+    with pytest.raises(DeviceLockError, match="not a regular file"):
+        with acquire_gpu(timeout_s=1, poll_s=0.05):
+            pass

@@ -114,6 +114,10 @@ def _check_semantics(config: dict) -> None:
                         f"sandbox.models.attention_head_dim = {m['attention_head_dim']}")
     if config["setting"] == "hub" and not config["model"]["lcm"]:
         problems.append("config key 'model.lcm': the hub setting needs an LCM hub id or folder")
+    for g in ("lcm", "diffusion"):
+        if config["setting"] == "sandbox" and config["model"][g]:
+            problems.append(f"config key 'model.{g}': the sandbox setting trains and uses its own models and would "
+                            f"ignore '{config['model'][g]}'; leave it empty, or set setting: hub to use it")
     if config["setting"] == "sandbox" and config["prompts"]["source"] != "sandbox":
         problems.append("config key 'prompts.source': the sandbox setting needs sandbox prompts (its judge reads them)")
     if config["model"]["num_steps"] < 2 and config["rocm"]["final_step"] is False:

@@ -69,6 +69,10 @@ class GpuLockTimeout(TimeoutError):
     """No candidate GPU became free within the timeout."""
 
 
+class DeviceLockError(RuntimeError):
+    """A lock file that is not ours to write (a symbolic link or not a regular file)."""
+
+
 def _parse_visible(value: str) -> list[DeviceId]:
     """Entries of a CUDA_VISIBLE_DEVICES value: ints for indices, strings for UUIDs ('' -> [])."""
     out: list[DeviceId] = []
@@ -158,14 +162,35 @@ def _make_lock_dir(lock_dir: Path) -> None:
 
 
 def _open_lock_file(path: Path) -> int:
+    """Open (creating) a lock file without following a symbolic link: in a shared, world-writable folder a planted
+    ``gpu0.lock -> ~victim/file`` would otherwise have its target truncated and overwritten with our pid."""
+    flags = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another user's lock file: flock works on a read-only descriptor too
-        return os.open(path, os.O_RDONLY)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
+        except PermissionError:  # another user's lock file: flock works on a read-only descriptor too
+            return _regular(os.open(path, os.O_RDONLY | flags), path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DeviceLockError(f"GPU lock file {path} is a symbolic link, which is refused (it could redirect our "
+                                  f"writes to its target); remove it, or set {LOCK_DIR_ENV} to a private folder") from err
+        raise
+    fd = _regular(fd, path)
     try:
         os.fchmod(fd, 0o666)
     except PermissionError:
         pass
+    return fd
+
+
+def _regular(fd: int, path: Path) -> int:
+    """``fd`` if it is a regular file (not a fifo or device planted under the lock's name), else an error."""
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DeviceLockError(f"GPU lock file {path} is not a regular file; remove it, or set {LOCK_DIR_ENV} to a "
+                              f"private folder")
     return fd
 
 
@@ -189,7 +214,11 @@ def _try_lock(path: Path) -> int | None:
 
 def _holder(path: Path) -> str:
     try:
-        pid = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            pid = os.read(fd, 64).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
     except OSError:
         pid = ""
     return f"pid {pid}" if pid else "unknown process"
