@@ -170,3 +170,22 @@ def test_lora_targets_name_real_unet_layers(tiny_lcm_dir):
         assert any(n == t or n.endswith("." + t) for n in names), t
     with pytest.raises(ValueError, match="\\['to_kk'\\] match no layer"):
         add_lora(unet, 4, 4, ["to_q", "to_kk"])
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "does not exist"),
+    ("train:\n  lr: [0.1\n", "is not valid YAML at line"),
+    ("- a\n- b\n", "must hold a mapping of keys"),
+    (b"train:\n  reward: \xff\xfe\n", "cannot be read"),
+])
+def test_validate_names_the_file_without_a_traceback(tmp_path, content, words):
+    """`rocm-rlhf validate` printed tracebacks for these; now one line naming the file, exit status 2."""
+    path = tmp_path / "bad.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "rocm_rlhf.cli", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -188,11 +188,35 @@ def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Merge YAML files (later ones win, recursively, as Snakemake does) and validate."""
     config: dict[str, Any] = {}
     for p in paths:
-        with open(p) as fh:  # JSON as JSON: YAML 1.1 would read a dumped 3e-05 as the string "3e-05"
-            _update(config, (json.load(fh) if str(p).endswith(".json") else yaml.safe_load(fh)) or {})
+        _update(config, read_config_file(p))
     if overrides:
         _update(config, overrides)
     return validate_config(config)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """One config file as a mapping; a missing or unreadable file, a syntax error or a top level that is not a
+    mapping is a :class:`ConfigError` naming the file (and the line, for a syntax error)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {path} does not exist") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from err
+    try:  # JSON as JSON: YAML 1.1 would read a dumped 3e-05 as the string "3e-05"
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}{at}: "
+                          f"{getattr(err, 'problem', None) or err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys (setting:, train:, ...) at its top level, "
+                          f"not a {type(data).__name__}")
+    return data
 
 
 def _update(base: dict, new: dict) -> dict:
