@@ -181,6 +181,21 @@ def test_pickapic_loader_cleans_dedups_and_samples(pickapic_files, tmp_path, nam
     assert LONG in set(pickapic_prompts(path, n=9, seed=0, min_words=2, max_chars=400, **kw)["prompt"])
 
 
+def test_pickapic_local_dataset_folder_keeps_its_splits(tmp_path):
+    """A folder in the hub dataset's layout (data/<split>-00000-of-00001.parquet, as rocm_rlhf.tiny_hub writes
+    Pick-a-Pic v1's) is read split by split, as the hub id would be."""
+    from rocm_rlhf.tiny_hub import write_pickapic
+
+    folder = write_pickapic(tmp_path / "pickapic", splits={"train": 30, "validation_unique": 8})
+    kw = dict(cache_dir=tmp_path / "cache")
+    train = pickapic_prompts(folder, n=10, seed=0, split="train", **kw)
+    evals = pickapic_prompts(folder, n=5, seed=0, split="validation_unique", **kw)
+    assert set(train["split"]) == {"train"} and set(evals["split"]) == {"validation_unique"}
+    assert not set(train["prompt"]) & set(evals["prompt"])
+    with pytest.raises(ValueError, match="validation"):
+        pickapic_prompts(folder, n=1, seed=0, split="validation", **kw)
+
+
 def test_pickapic_local_file_errors(tmp_path):
     pd.DataFrame({"text": ["a b c"]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="caption"):

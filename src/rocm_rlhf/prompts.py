@@ -8,12 +8,13 @@ Sandbox (:func:`sandbox_prompts`): the prompts are the distinct captions of the 
 a held-out pair never enter the train split; the eval split mixes held-out-pair captions (``heldout = True``) with
 in-distribution captions that are not in train (``heldout = False``).
 
-Pick-a-Pic (:func:`pickapic_prompts`): captions of Pick-a-Pic v1 read with the ``datasets`` library from a hub
-dataset id or a local .parquet / .csv file (the same ``load_dataset`` call, with the "parquet" or "csv" builder for
-files). Cleaning, in this order: non-strings dropped; whitespace runs collapsed to one space and stripped; captions
-with fewer than ``min_words`` words or more than ``max_chars`` characters dropped; case-insensitive duplicates
-dropped (the first occurrence, in dataset order, is kept with its casing). ``prompt_id = "pap-%05d" % i`` with i the
-caption's index in that cleaned pool (stable for a given source, split and filters, whatever n and seed).
+Pick-a-Pic (:func:`pickapic_prompts`): captions of Pick-a-Pic v1 read with the ``datasets`` library from a hub dataset
+id, a local folder in a hub dataset's layout (``data/<split>-00000-of-00001.parquet`` ..., its splits found by
+``load_dataset`` as on the hub) or a local .parquet / .csv file (the "parquet" or "csv" builder; a file is one split,
+whatever the split asked for). Cleaning, in this order: non-strings dropped; whitespace runs collapsed to one space and
+stripped; captions with fewer than ``min_words`` words or more than ``max_chars`` characters dropped; case-insensitive
+duplicates dropped (the first occurrence, in dataset order, is kept with its casing). ``prompt_id = "pap-%05d" % i``
+with i the caption's index in that cleaned pool (stable for a given source, split and filters, whatever n and seed).
 """
 
 from __future__ import annotations
@@ -139,11 +140,15 @@ def sandbox_prompts(
 
 # ----------------------------------------------------------------------------------------------------- Pick-a-Pic
 def _local_builder(source: str) -> tuple[str, dict] | None:
+    """(builder, keyword arguments) of ``datasets.load_dataset`` for a local source; None for a hub id."""
     path = Path(source).expanduser()
+    if path.is_dir():  # a dataset folder in the hub's layout: load_dataset finds its data files and splits
+        return str(path), {"columns": [CAPTION_COLUMN]}
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         if path.exists():
-            raise ValueError(f"local prompt source {source!r} must be a .parquet or .csv file with a 'caption' column")
+            raise ValueError(f"local prompt source {source!r} must be a dataset folder or a .parquet or .csv file "
+                             "with a 'caption' column")
         return None
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {source!r} does not exist")
@@ -169,8 +174,8 @@ def _load_captions(source: str, split: str, cache_dir: str | os.PathLike | None)
     kwargs = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
     if local is not None:
         builder, extra = local
-        # Local files always land in datasets' "train" split, whatever the caller's split label.
-        ds = datasets.load_dataset(builder, split="train", **extra, **kwargs)
+        # Local files always land in datasets' "train" split, whatever the caller's split label; a folder has splits.
+        ds = datasets.load_dataset(builder, split=split if Path(builder).is_dir() else "train", **extra, **kwargs)
     else:
         try:
             # Only the caption column is read; note that for "yuvalkirstain/pickapic_v1" the download still
@@ -222,12 +227,12 @@ def pickapic_prompts(
 ) -> pd.DataFrame:
     """``n`` distinct Pick-a-Pic captions drawn with ``seed``: columns ``prompt_id``, ``prompt``, ``split``.
 
-    ``source`` is a hub dataset id (paper: "yuvalkirstain/pickapic_v1"; "yuvalkirstain/pickapic_v1_no_images" holds
-    the same captions without images) or a local .parquet / .csv file with a "caption" column. ``split`` is the
-    hub split to read (and the label written in the ``split`` column). ``cache_dir`` is passed to
-    ``datasets.load_dataset``. Raises :class:`~rocm_rlhf.hub.ModelNotAvailableError` when a hub dataset is not
-    available (e.g. offline and not cached), ``ValueError`` when fewer than ``n`` captions survive the cleaning.
-    Rows are in the (random) order of the draw.
+    ``source`` is a hub dataset id (paper: "yuvalkirstain/pickapic_v1"; "yuvalkirstain/pickapic_v1_no_images" holds the
+    same captions without images), a local folder in a hub dataset's layout, or a local .parquet / .csv file with a
+    "caption" column. ``split`` is the hub or folder split to read (and the label written in the ``split`` column).
+    ``cache_dir`` is passed to ``datasets.load_dataset``. Raises :class:`~rocm_rlhf.hub.ModelNotAvailableError` when a
+    hub dataset is not available (e.g. offline and not cached), ``ValueError`` when fewer than ``n`` captions survive
+    the cleaning. Rows are in the (random) order of the draw.
     """
     if int(n) != n or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
