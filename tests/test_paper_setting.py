@@ -65,6 +65,12 @@ def test_staging_lists_every_model_of_the_config():
     cfg["rewards"]["pickscore"] = {"model_id": "me/my-pickscore"}
     repos = {repo for repo, _ in model_assets(cfg, generators=[], metrics=["pickscore"], reward=False)}
     assert "me/my-pickscore" in repos and "yuvalkirstain/PickScore_v1" not in repos
+    # so does every other keyword that names an asset (processor, tokenizer, CLIP), and filename the checkpoint's file
+    cfg["rewards"]["hpsv2"] = {"model_id": "me/hps", "filename": "hps.pt", "tokenizer_id": "me/tok"}
+    cfg["rewards"]["aesthetic"] = {"clip_model_id": "me/clip"}
+    assets = model_assets(cfg, generators=[], metrics=["hpsv2", "aesthetic"], reward=False)
+    assert assets == [("me/hps", "hps.pt"), ("me/tok", None),
+                      ("camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"), ("me/clip", None)]
 
 
 def test_preflight_names_every_missing_model_offline(tmp_path, monkeypatch):

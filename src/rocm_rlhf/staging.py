@@ -34,12 +34,26 @@ def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion
     for name in dict.fromkeys(names):
         cls = scorer_class(name)
         kw = config["rewards"].get(name, {})
-        for i, (repo, filename) in enumerate(getattr(cls, "HUB_ASSETS", ())):
-            if i == 0 and kw.get("model_id"):  # the first asset is the scorer's own checkpoint
-                repo = kw["model_id"]
+        for repo, filename in getattr(cls, "HUB_ASSETS", ()):
+            repo, filename = _configured_asset(cls, kw, repo, filename)
             if not is_local(repo):
                 assets.append((repo, filename))
     return list(dict.fromkeys(assets))
+
+
+def _configured_asset(cls, kwargs: dict, repo: str, filename: str | None) -> Asset:
+    """One of a scorer's default assets as its configured keyword arguments change it: the keyword whose default is
+    the asset's repo (``model_id``, ``processor_id``, ``tokenizer_id``, ``clip_model_id`` ...) replaces the repo, and
+    ``filename`` the file of ``model_id``'s asset."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    key = next((k for k, p in params.items() if p.default == repo), None)
+    if key is None or not kwargs.get(key):
+        return repo, filename
+    if key == "model_id" and filename is not None and kwargs.get("filename"):
+        filename = kwargs["filename"]
+    return kwargs[key], filename
 
 
 def dataset_ids(config: dict) -> list[str]:
