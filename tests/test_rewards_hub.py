@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import re
 import textwrap
 
 import numpy as np
@@ -695,3 +696,16 @@ def test_pipelines_load_in_the_requested_dtype_without_warnings(tiny_lcm_dir, lo
         assert dtypes == {torch.bfloat16}, (part, dtypes)
     messages = [str(w.message) for w in caught] + [r.getMessage() for r in records]
     assert not [m for m in messages if "dtype" in m], messages
+
+
+def test_a_mistyped_local_model_path_is_reported_as_a_path_not_a_hub_id(tmp_path):
+    """results/models/sandboxx/lcm cannot be a hub id (org/name): the old code told the user to download it."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    from rocm_rlhf.hub import from_pretrained, is_path_like
+
+    for ref in ("results/models/sandboxx/lcm", "./lcm", "~/models/lcm", str(tmp_path / "nope")):
+        assert is_path_like(ref)
+        with pytest.raises(FileNotFoundError, match=f"no local file or folder '{re.escape(ref)}' \\(a path"):
+            from_pretrained(LatentConsistencyModelPipeline, ref)
+    assert not is_path_like("SimianLuo/LCM_Dreamshaper_v7") and not is_path_like("gpt2")

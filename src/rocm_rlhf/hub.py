@@ -50,12 +50,27 @@ def is_local(model_id: str | os.PathLike) -> bool:
     return Path(model_id).expanduser().exists()
 
 
+def is_path_like(ref: str | os.PathLike) -> bool:
+    """Whether ``ref`` can only be a local path, never a hub repo id (``name`` or ``org/name``): absolute, starting
+    with ``.`` or ``~``, with a backslash, or with more than one ``/``. A missing one is a mistyped path, not a model
+    to download."""
+    text = str(ref)
+    return os.path.isabs(text) or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1
+
+
+def _missing_path(ref: str | os.PathLike) -> FileNotFoundError:
+    return FileNotFoundError(f"no local file or folder '{ref}' (a path, not a hub repo id): check the path in your "
+                             f"config")
+
+
 def from_pretrained(cls: Any, model_id: str | os.PathLike, **kwargs: Any) -> Any:
     """``cls.from_pretrained(model_id, **kwargs)``, turning a missing model into :class:`ModelNotAvailableError`.
 
     ``model_id`` is a local folder (used as is) or a hub id (looked up in the cache; downloaded unless
     HF_HUB_OFFLINE is set).
     """
+    if not is_local(model_id) and is_path_like(model_id):
+        raise _missing_path(model_id)
     model_id = str(Path(model_id).expanduser()) if is_local(model_id) else str(model_id)
     try:
         return cls.from_pretrained(model_id, **kwargs)
@@ -85,8 +100,8 @@ def hf_file(repo_id: str | os.PathLike, filename: str, **kwargs: Any) -> str:
                 f"local folder '{path}' has no file '{filename}': put the file there or pass its path directly"
             )
         return str(target)
-    if os.path.isabs(str(repo_id)) or str(repo_id).startswith((".", "~")):
-        raise FileNotFoundError(f"no local file or folder '{repo_id}' (and it is not a hub repo id)")
+    if is_path_like(repo_id):
+        raise _missing_path(repo_id)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
