@@ -16,11 +16,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/stage.smk"
+include: "workflow/rules/tiny_hub.smk"
 
 
 localrules:
     all,
     stage_models,
+    tiny_hub,
     prepare_prompts,
     collect_scores,
     stats,

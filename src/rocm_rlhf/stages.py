@@ -381,3 +381,14 @@ def stage_models(job) -> None:
     from .staging import stage
 
     write_json(job.output[0], stage(job.config))
+
+
+# -------------------------------------------------------------------------------------------------------- tiny hub
+def tiny_hub(job) -> None:
+    """Tiny random stand-ins of every hub model and of the Pick-a-Pic captions, in the hub layouts
+    (config/paper-tiny.yaml; rocm_rlhf.tiny_hub), and a manifest of the files written."""
+    from .tiny_hub import build_tiny_hub
+
+    manifest = build_tiny_hub(job.output.models, seed=job.config["seed"])
+    write_json(job.output.manifest, manifest)
+    print(json.dumps(manifest, indent=1))

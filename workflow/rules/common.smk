@@ -23,6 +23,7 @@ def config_params(*keys):
 
 SANDBOX = config["setting"] == "sandbox"
 SBX = "results/models/sandbox"
+TINY_HUB = "results/tiny_hub"  # tiny stand-ins of the hub models, built by the tiny_hub rule (paper-tiny.yaml)
 PROXIES = ["proxy_pick", "proxy_aesthetic"]
 FIGURES = [
     "fig_beta_sweep",
@@ -102,8 +103,18 @@ def eval_runs():
     return ["base"] + all_runs()
 
 
+def tiny_hub_input():
+    """The folder the tiny_hub rule builds, when the config names a model, a scorer's file or the prompts inside it
+    (config/paper-tiny.yaml), so that it is built first; nothing otherwise."""
+    named = [config["model"]["lcm"], config["model"]["diffusion"]]
+    named += [config["prompts"]["pickapic"]["dataset"]]
+    named += [v for kwargs in config["rewards"].values() for v in kwargs.values()]
+    inside = any(str(v).startswith(f"{TINY_HUB}/") for v in named)
+    return TINY_HUB if inside else []
+
+
 def sample_eval_inputs(wildcards):
-    inputs = {"prompts": "results/prompts/eval.csv"}
+    inputs = {"prompts": "results/prompts/eval.csv", "tiny_hub": tiny_hub_input()}
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
     if wildcards.run != "base":

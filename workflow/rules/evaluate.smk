@@ -39,6 +39,7 @@ rule evaluate:
         rewards=[
             reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)
         ],
+        tiny_hub=tiny_hub_input(),
     output:
         "results/scores/{run}.csv",
     log:

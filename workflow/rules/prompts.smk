@@ -1,4 +1,6 @@
 rule prepare_prompts:
+    input:
+        tiny_hub=tiny_hub_input(),
     output:
         train="results/prompts/train.csv",
         eval="results/prompts/eval.csv",

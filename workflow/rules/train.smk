@@ -7,6 +7,7 @@ rule train_rocm:
         prompts="results/prompts/train.csv",
         model=sandbox_input("lcm"),
         reward=reward_input(config["train"]["reward"]),
+        tiny_hub=tiny_hub_input(),
     output:
         run_json="results/runs/{run}/run.json",
         log_csv="results/runs/{run}/log.csv",
@@ -41,6 +42,7 @@ rule train_baseline:
         prompts="results/prompts/train.csv",
         model=generator_input,
         reward=reward_input(config["train"]["reward"]),
+        tiny_hub=tiny_hub_input(),
     output:
         run_json="results/runs/{run}/run.json",
         log_csv="results/runs/{run}/log.csv",

@@ -1,0 +1,18 @@
+# The paper's setting at toy size (config/paper-tiny.yaml): tiny random stand-ins of every hub model and of the
+# Pick-a-Pic captions, each saved in its hub repository's layout under results/tiny_hub/<hub id> (rocm_rlhf.tiny_hub).
+# Jobs depend on it only when the config names a model or the prompts inside it (tiny_hub_input in common.smk).
+
+
+rule tiny_hub:
+    output:
+        models=directory(TINY_HUB),
+        manifest=f"{TINY_HUB}.json",
+    log:
+        "logs/tiny_hub.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        # reruns it when these values change
+        config_digest=config_params("seed"),
+    script:
+        "../scripts/tiny_hub.py"

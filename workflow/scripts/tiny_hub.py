@@ -1,0 +1,3 @@
+from rocm_rlhf.jobs import run_stage
+
+run_stage(snakemake, "rocm_rlhf.stages:tiny_hub")  # noqa: F821
