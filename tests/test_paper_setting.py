@@ -105,3 +105,17 @@ def test_training_job_fails_at_once_when_offline_and_unstaged(tmp_path):
     assert res.returncode != 0
     assert "ModelNotAvailableError" in res.stderr and "SimianLuo/LCM_Dreamshaper_v7" in res.stderr
     assert not out.exists()
+
+
+def test_a_mistyped_local_path_is_not_listed_as_a_hub_asset_to_stage():
+    """results/tiny_hub/SimianLuo/LCM_Dreamshaper_v8 does not exist and cannot be a hub id: the preflight must not ask
+    to download it (the loader then reports the missing path)."""
+    from rocm_rlhf.config import load_config
+    from rocm_rlhf.staging import dataset_ids, model_assets
+
+    cfg = load_config(REPO / "config" / "paper.yaml", overrides={
+        "model": {"lcm": "results/tiny_hub/SimianLuo/LCM_Dreamshaper_v8"},
+        "prompts": {"pickapic": {"dataset": "./captions.parquet"}}})
+    repos = [repo for repo, _ in model_assets(cfg)]
+    assert "results/tiny_hub/SimianLuo/LCM_Dreamshaper_v8" not in repos and cfg["model"]["diffusion"] in repos
+    assert dataset_ids(cfg) == []

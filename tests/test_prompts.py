@@ -1,5 +1,7 @@
 """Prompt sets: sandbox splits with held-out pairs, the Pick-a-Pic loader, CSV round trips."""
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -218,3 +220,30 @@ def test_pickapic_hub_id_offline_raises_model_not_available(tmp_path, monkeypatc
     with pytest.raises(ModelNotAvailableError, match="yuvalkirstain/pickapic_v1.*offline.*HF_HUB_OFFLINE=1") as err:
         pickapic_prompts("yuvalkirstain/pickapic_v1", n=10, seed=0, cache_dir=tmp_path / "hf" / "datasets")
     assert "pickapic_v1_no_images" in str(err.value) and "load_dataset" in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"caption\n", b"caption,n\n\"an unterminated quote,1\n",
+                                     b"caption\n\xff\xfe not utf-8 \xff\n"])
+def test_pickapic_damaged_csv_is_one_error_naming_the_file(tmp_path, content):
+    """Empty, header-only, an unterminated quote, not UTF-8: each was a library error that named no file."""
+    path = tmp_path / "captions.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        pickapic_prompts(path, n=1, seed=0, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("content, words", [
+    ("", "cannot be read as a prompt table"),
+    ("prompt_id,prompt\n", "has no rows"),
+    ("prompt_id,prompt\np1,a red circle\np1,a blue square\n", "prompt_id 'p1' appears more than once"),
+    ("prompt_id,prompt\np1,a red circle\np2,  \n", "prompt 'p2' is empty"),
+    ('prompt_id,prompt\np1,"a red circle\n', "cannot be read as a prompt table"),
+])
+def test_read_prompts_refuses_damaged_tables_naming_the_file(tmp_path, content, words):
+    path = tmp_path / "prompts.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + re.escape(words)):
+        read_prompts(path)
+    (tmp_path / "latin1.csv").write_bytes("prompt_id,prompt\np1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.csv: cannot be read"):
+        read_prompts(tmp_path / "latin1.csv")

@@ -152,12 +152,15 @@ def _local_builder(source: str) -> tuple[str, dict] | None:
         return None
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {source!r} does not exist")
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        columns = list(pq.read_schema(path).names)
-    else:
-        columns = list(pd.read_csv(path, nrows=0).columns)
+            columns = list(pq.read_schema(path).names)
+        else:
+            columns = list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
+    except Exception as err:  # noqa: BLE001 -- empty, truncated, not UTF-8 ...: one error naming the file
+        raise ValueError(f"prompt file {source!r} cannot be read as {suffix[1:]}: {_reason(err)}") from err
     if CAPTION_COLUMN not in columns:
         raise ValueError(f"{source}: no '{CAPTION_COLUMN}' column (columns: {columns})")
     if suffix == ".parquet":
@@ -175,7 +178,12 @@ def _load_captions(source: str, split: str, cache_dir: str | os.PathLike | None)
     if local is not None:
         builder, extra = local
         # Local files always land in datasets' "train" split, whatever the caller's split label; a folder has splits.
-        ds = datasets.load_dataset(builder, split=split if Path(builder).is_dir() else "train", **extra, **kwargs)
+        try:
+            ds = datasets.load_dataset(builder, split=split if Path(builder).is_dir() else "train", **extra, **kwargs)
+        except Exception as err:  # noqa: BLE001 -- an unterminated quote, a bad row ...: name the file
+            raise ValueError(f"prompt source {source!r} (split '{split}') cannot be read: {_reason(err)}") from err
+        if len(ds) == 0:
+            raise ValueError(f"prompt source {source!r} (split '{split}') has no rows")
     else:
         try:
             # Only the caption column is read; note that for "yuvalkirstain/pickapic_v1" the download still
@@ -196,6 +204,14 @@ def _load_captions(source: str, split: str, cache_dir: str | os.PathLike | None)
     if CAPTION_COLUMN not in ds.column_names:
         raise ValueError(f"{source}: no '{CAPTION_COLUMN}' column (columns: {ds.column_names})")
     return list(ds[CAPTION_COLUMN])
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost message of a library error (datasets wraps the parser's), on one line."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300]
 
 
 def clean_captions(captions: Sequence, min_words: int = 3, max_chars: int = 300) -> list[str]:
@@ -275,10 +291,21 @@ def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist (written by the prompts rule)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot be read as a prompt table (CSV, UTF-8): {_reason(err)}") from err
     missing = [c for c in ("prompt_id", "prompt") if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a prompt table, missing columns {missing} (has {list(df.columns)})")
+    if df.empty:
+        raise ValueError(f"{path}: the prompt table has no rows")
+    dup = df["prompt_id"][df["prompt_id"].duplicated()]
+    if not dup.empty:
+        raise ValueError(f"{path}: prompt_id {dup.iloc[0]!r} appears more than once; ids must be unique")
+    empty = df["prompt_id"][df["prompt"].str.strip() == ""]
+    if not empty.empty:
+        raise ValueError(f"{path}: prompt {empty.iloc[0]!r} is empty")
     if "heldout" in df.columns:
         bad = ~df["heldout"].isin(["True", "False"])
         if bad.any():

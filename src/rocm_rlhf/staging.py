@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .hub import ModelNotAvailableError, is_local, stage_hint
+from .hub import ModelNotAvailableError, is_local, is_path_like, stage_hint
 
 Asset = tuple[str, str | None]  # (repo id, file name or None for the whole repository)
 
@@ -26,7 +26,7 @@ def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion
     assets: list[Asset] = []
     for g in generators:
         mid = config["model"].get(g) or ""
-        if mid and not is_local(mid):
+        if mid and not is_local(mid) and not is_path_like(mid):  # a missing path is the loader's error
             assets.append((mid, None))
     names = list(metrics if metrics is not None else config["evaluation"]["metrics"])
     if reward:
@@ -36,7 +36,7 @@ def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion
         kw = config["rewards"].get(name, {})
         for repo, filename in getattr(cls, "HUB_ASSETS", ()):
             repo, filename = _configured_asset(cls, kw, repo, filename)
-            if not is_local(repo):
+            if not is_local(repo) and not is_path_like(repo):
                 assets.append((repo, filename))
     return list(dict.fromkeys(assets))
 
@@ -58,7 +58,8 @@ def _configured_asset(cls, kwargs: dict, repo: str, filename: str | None) -> Ass
 
 def dataset_ids(config: dict) -> list[str]:
     p = config["prompts"]
-    if p["source"] == "pickapic" and not is_local(p["pickapic"]["dataset"]):
+    ds = p["pickapic"]["dataset"]
+    if p["source"] == "pickapic" and not is_local(ds) and not is_path_like(ds):
         return [p["pickapic"]["dataset"]]
     return []
 

@@ -410,7 +410,7 @@ class Trainer:
         g = self.group
         spread = (f", {g.world_size} processes x {s.batch_size // g.world_size} samples" if g.world_size > 1 else "")
         return (f"batch arithmetic: {s.steps} steps x {per} reward queries per step = {s.steps * per} reward "
-                f"queries; batch size {s.batch_size}{spread}, {s.num_steps} sampler steps, guidance "
+                f"queries; batch size {per}{spread}, {s.num_steps} sampler steps, guidance "
                 f"{s.guidance_scale}, lr {s.lr}, {sum(p.numel() for p in self.ctx.params):,} trainable parameters, "
                 f"device {self.ctx.device}, mixed precision {s.mixed_precision}")
 
