@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,27 @@ def assert_same_adapter(run_a: Path, run_b: Path) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------------------------ the session's real ci run
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+CONFIGS = ["--configfile", str(REPO / "config" / "config.yaml"), str(REPO / "config" / "ci.yaml")]
+
+
+def smk(workdir, *args, check=True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    # targets first: --configfile, --quiet and --resources take several values and would swallow a target after them
+    res = subprocess.run([*SNAKEMAKE, *args, "--directory", str(workdir), *CONFIGS], capture_output=True, text=True,
+                         env=env)
+    if check and res.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "logs").rglob("*.log")) if (
+            workdir / "logs").exists() else ""
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}\n{logs}")
+    return res
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("ci_run")
+    smk(wd, "--cores", "2")
+    return wd

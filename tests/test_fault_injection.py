@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_same_adapter
-from test_pipeline_ci import CONFIGS, SNAKEMAKE, ci_run  # noqa: F401 -- the session's ci run fixture
+from conftest import CONFIGS, SNAKEMAKE  # and the session's ci_run fixture, shared with test_pipeline_ci
 
 pytestmark = pytest.mark.slow
 RUN = "rocm-kl-b0.1-s0"
@@ -40,7 +40,7 @@ def _job_log(workdir) -> str:
 
 
 @pytest.fixture(scope="module")
-def copies(ci_run, tmp_path_factory):  # noqa: F811
+def copies(ci_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     out = {}
     for name in ("faulted", "clean"):

@@ -12,32 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import CONFIGS, REPO, SNAKEMAKE, smk  # the session's ci run: conftest's ci_run fixture
 
 pytestmark = pytest.mark.slow
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-CONFIGS = ["--configfile", str(REPO / "config" / "config.yaml"), str(REPO / "config" / "ci.yaml")]
-
-
-def smk(workdir, *args, check=True):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    # targets first: --configfile, --quiet and --resources take several values and would swallow a target after them
-    res = subprocess.run([*SNAKEMAKE, *args, "--directory", str(workdir), *CONFIGS], capture_output=True, text=True,
-                         env=env)
-    if check and res.returncode != 0:
-        logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "logs").rglob("*.log")) if (
-            workdir / "logs").exists() else ""
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}\n{logs}")
-    return res
-
-
-@pytest.fixture(scope="session")
-def ci_run(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("ci_run")
-    smk(wd, "--cores", "2")
-    return wd
-
-
 def test_sandbox_quality(ci_run):
     q = json.loads((ci_run / "results/models/sandbox/quality.json").read_text())
     judge = q["judge_on_fresh_renders"]
