@@ -34,8 +34,8 @@ def known_scorers() -> dict[str, tuple[bool, str]]:
 
 
 def scorer_problems(config: dict) -> list[str]:
-    """Unknown scorer names, a non-differentiable training reward, sandbox scorers outside the sandbox, and figure
-    metrics that are not evaluated, each naming its config key."""
+    """Unknown scorer names, a non-differentiable built-in training reward, sandbox scorers outside the sandbox, and
+    built-in figure metrics that are not evaluated, each naming its config key."""
     known = known_scorers()
     names = ", ".join(sorted(known))
     out = []
@@ -50,7 +50,9 @@ def scorer_problems(config: dict) -> list[str]:
             out.append(f"config key '{key}': unknown scorer '{name}'; known: {names}")
         elif known[name][1] == "sandbox" and setting != "sandbox":
             out.append(f"config key '{key}': scorer '{name}' belongs to the sandbox and needs setting: sandbox")
-    if reward in known and not known[reward][0]:
+    # the next two are static facts of the built-ins only: a plug-in scorer is checked when its job starts (and a
+    # library user training a baseline alone may well give it a reward without gradients)
+    if reward in BUILTIN and not BUILTIN[reward][0]:
         out.append(f"config key 'train.reward': scorer '{reward}' is not differentiable, and ROCM backpropagates "
                    f"through the reward; train on a differentiable scorer (e.g. "
                    f"{'proxy_pick' if setting == 'sandbox' else 'pickscore'}) and evaluate with '{reward}'")
@@ -58,7 +60,7 @@ def scorer_problems(config: dict) -> list[str]:
             "figures.quality_metric": f["quality_metric"] or ("gold" if setting == "sandbox" else
                                                               (f["reward_metric"] or reward))}
     for key, name in used.items():
-        if name in known and name not in metrics:
+        if name in BUILTIN and name not in metrics:
             out.append(f"config key '{key}': the figures read '{name}' from the scores, but evaluation.metrics does "
                        f"not score it; add it to evaluation.metrics")
     return out
