@@ -340,3 +340,24 @@ def test_a_fifo_under_the_lock_name_is_refused(env):
     with pytest.raises(DeviceLockError, match="not a regular file"):
         with acquire_gpu(timeout_s=1, poll_s=0.05):
             pass
+
+
+def test_an_unsafe_lock_folder_is_refused(env, tmp_path):
+    from rocm_rlhf.devices import DeviceLockError
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    env.parent.mkdir(parents=True, exist_ok=True)
+    env.symlink_to(real)
+    with pytest.raises(DeviceLockError, match="lock folder .* is a symbolic link"):
+        with acquire_gpu(timeout_s=1, poll_s=0.05):
+            pass
+    env.unlink()
+    env.mkdir()
+    os.chmod(env, 0o777)
+    with pytest.raises(DeviceLockError, match="world-writable without the sticky bit"):
+        with acquire_gpu(timeout_s=1, poll_s=0.05):
+            pass
+    os.chmod(env, 0o1777)
+    with acquire_gpu(timeout_s=1, poll_s=0.05):
+        pass

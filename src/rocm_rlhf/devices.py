@@ -151,8 +151,19 @@ def _lock_path(lock_dir: Path, dev: DeviceId) -> Path:
 
 
 def _make_lock_dir(lock_dir: Path) -> None:
-    """Create the lock folder shared by all users of the machine (sticky and world-writable, as /tmp)."""
+    """Create the lock folder shared by all users of the machine (sticky and world-writable, as /tmp). An existing one
+    must be a real folder, and sticky if others can write to it (so that nobody can replace our lock files)."""
+    import stat
+
+    if lock_dir.is_symlink():
+        raise DeviceLockError(f"GPU lock folder {lock_dir} is a symbolic link, which is refused; remove it, or set "
+                              f"{LOCK_DIR_ENV} to a private folder")
     if lock_dir.is_dir():
+        mode = lock_dir.stat().st_mode
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            raise DeviceLockError(f"GPU lock folder {lock_dir} is world-writable without the sticky bit, so anyone "
+                                  f"could replace its lock files; chmod 1777 it, or set {LOCK_DIR_ENV} to a private "
+                                  f"folder")
         return
     lock_dir.mkdir(parents=True, exist_ok=True)
     try:
