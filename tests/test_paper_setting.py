@@ -119,3 +119,18 @@ def test_a_mistyped_local_path_is_not_listed_as_a_hub_asset_to_stage():
     repos = [repo for repo, _ in model_assets(cfg)]
     assert "results/tiny_hub/SimianLuo/LCM_Dreamshaper_v8" not in repos and cfg["model"]["diffusion"] in repos
     assert dataset_ids(cfg) == []
+
+
+def test_the_paper_setting_asks_for_cuda_and_refuses_a_machine_without_it(monkeypatch):
+    """paper.yaml sets device: cuda: without a usable GPU a job fails at once naming the key and the remedies, instead
+    of training an SD-sized UNet on the CPU; paper-tiny runs on the CPU on purpose."""
+    import torch
+
+    from rocm_rlhf.utils import pick_device
+
+    assert load_config(REPO / "config" / "paper.yaml")["device"] == "cuda"
+    assert load_config(REPO / "config" / "paper.yaml", REPO / "config" / "paper-tiny.yaml")["device"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="config key 'device' is 'cuda' but no CUDA device is usable.*device: cpu"):
+        pick_device("cuda")
+    assert pick_device("auto").type == "cpu"

@@ -40,11 +40,18 @@ def set_threads(n: int | None) -> None:
 
 
 def pick_device(name: str = "auto"):
-    """A torch.device: "auto" is CUDA when available, else CPU."""
+    """A torch.device: "auto" is CUDA when available, else CPU; "cuda" on a machine without a usable CUDA device is
+    an error at once (the paper's setting asks for it: no silent CPU training of an SD-sized UNet)."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise RuntimeError(f"config key 'device' is '{name}' but no CUDA device is usable here (torch "
+                           f"{torch.__version__}, {build}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})."
+                           f" Run on a GPU machine or node, install a CUDA build of torch, or set device: cpu for a "
+                           f"toy run (config/paper-tiny.yaml does)")
     return torch.device(name)
 
 
