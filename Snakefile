@@ -6,6 +6,12 @@
 # The rules only move files; everything that computes is in the rocm_rlhf package (src/rocm_rlhf).
 
 
+from snakemake.utils import min_version
+
+# the pinned dependency range (pyproject.toml): older Snakemake parses the command line differently
+min_version("9.0")
+
+
 configfile: "config/config.yaml"
 
 
