@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import test_training  # noqa: F401 -- registers the test_redness reward
 from conftest import REPO
 from rocm_rlhf.config import validate_config
 from rocm_rlhf.models import load_lcm_pipeline, load_sd_pipeline
@@ -101,24 +102,10 @@ def _train_config(rank, alpha, **baselines):
     return validate_config({
         "device": "cpu",
         "model": {"num_steps": 2, "guidance_scale": 3.0},
-        "train": {"steps": 3, "batch_size": 2, "lr": 0.05, "checkpoint_every": 100, "reward": "test_rt_brightness",
+        "train": {"steps": 3, "batch_size": 2, "lr": 0.05, "checkpoint_every": 100, "reward": "test_redness",
                   "lora": {"rank": rank, "alpha": alpha, "target_modules": TARGETS}},
         "baselines": {"reward_queries": 6, **baselines},
     })
-
-
-from rocm_rlhf.rewards import Scorer, register  # noqa: E402
-
-
-@register("test_rt_brightness")
-class Brightness(Scorer):
-    definition = "test: mean pixel value"
-
-    def __init__(self, **_):
-        super().__init__()
-
-    def forward(self, images, prompts):
-        return images.mean(dim=(1, 2, 3))
 
 
 @pytest.mark.parametrize("method,kind", [("rocm", "lcm"), ("ddpo", "sd")])
@@ -134,7 +121,7 @@ def test_trained_run_adapter_gives_the_end_of_training_images(tmp_path, pipeline
     rank, alpha = shipped_lora_settings()[0]
     cfg = _train_config(rank, alpha, ddpo={"batch_size": 2, "num_minibatches": 1, "sample_steps": 3})
     train_run(cfg, method=method, run_id="r", seed=0, run_dir=tmp_path / "r", model_id=str(pipelines[kind]),
-              reward_name="test_rt_brightness", reward_kwargs={}, prompts=PROMPTS)
+              reward_name="test_redness", reward_kwargs={}, prompts=PROMPTS)
 
     @torch.no_grad()
     def images(pipe):

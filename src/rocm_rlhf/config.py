@@ -82,6 +82,10 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
     return config
 
 
+#: why train.mixed_precision fp16 is refused (the config validation and the trainer's settings say the same)
+FP16_REFUSED = ("fp16 is not supported (fp16 gradients underflow without a loss scaler, which this trainer does not "
+                "use); use bf16, which has float32's range, or no")
+
 #: names of the layers of a diffusers UNet2DConditionModel that LoRA can adapt (peft matches them as name suffixes);
 #: a test checks that each names a module of a real UNet
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
@@ -129,8 +133,7 @@ def _check_semantics(config: dict) -> None:
                         f"does not split evenly over {t['num_processes']} processes; make batch_size a multiple of "
                         f"num_processes")
     if t["mixed_precision"] == "fp16":
-        problems.append("config key 'train.mixed_precision': fp16 is not supported (fp16 gradients underflow without "
-                        "a loss scaler, which this trainer does not use); use bf16, which has float32's range, or no")
+        problems.append(f"config key 'train.mixed_precision': {FP16_REFUSED}")
     unknown = [m for m in t["lora"]["target_modules"] if m not in UNET_LORA_TARGETS]
     if unknown:
         problems.append(f"config key 'train.lora.target_modules': {unknown} name no layer of a diffusers UNet; known: "

@@ -22,9 +22,9 @@ One training step:
 3. ``num_inner_epochs`` passes over the shuffled pairs, ``num_minibatches`` optimizer updates each, each averaging
    the loss over its pairs and the trained steps (gradients accumulated over steps).
 
-Defaults (yk7333/d3po config/base.py): beta 0.1, eps 0.1, 20 DDIM steps, eta 1, guidance 5, one inner epoch, one
-pair per update (train batch 1, no accumulation: ``num_minibatches=None`` means one update per pair), timestep
-fraction 1, learning rate 3e-5 and gradient norm 1 (``baselines.d3po.lr`` / ``grad_clip``). The reference log-probs
+Defaults (yk7333/d3po config/base.py): 20 pairs per step (sample batch 10 x 2 batches), beta 0.1, eps 0.1, 20 DDIM
+steps, eta 1, guidance 5, one inner epoch, one pair per update (train batch 1, no accumulation: ``num_minibatches=None`` means one update per pair), timestep
+fraction 1, learning rate 3e-5, weight decay 1e-4 and gradient norm 1 (``baselines.d3po.*``). The reference log-probs
 are computed once per step right after sampling (the reference is frozen, so this equals D3PO's recomputation in
 every update), which also gives the logged KL to the pretrained model for free.
 """

@@ -17,9 +17,9 @@ One training step (= one DDPO epoch):
    gradients at the stored states (:func:`rocm_rlhf.samplers.diffusion.ddim_log_prob`).
 
 Defaults are DDPO's paper configuration (``config/dgx.py`` over ``config/base.py``): clip range 1e-4, advantage clip
-10, one inner epoch, timestep fraction 1, and 4 updates per sampled batch (256 samples per epoch, 4 per device x 2
-accumulation x 8 devices = 64 per update), eta 1, guidance 5, 50 DDIM steps (the pipeline config sets
-``baselines.sample_steps``, 10 in the CPU sandbox).
+5, one inner epoch, timestep fraction 1, a rollout of 256 samples per step with 4 updates (4 per device x 2
+accumulation x 8 devices = 64 per update), eta 1, guidance 5, 50 DDIM steps, learning rate 3e-4, weight decay 1e-4
+(``baselines.ddpo.*``; the CPU sandbox scales the rollout to 8 images and 10 steps).
 
 The clip range. Our log-probs are sums over the C*H*W latent dimensions; DDPO's code averages them, so its ratio is
 ``exp(mean_d(log p_new - log p_old))`` and clip range 1e-4 bounds the *per-dimension* log-ratio. With

@@ -108,9 +108,10 @@ MIXED_PRECISION = ("no", "bf16")
 def check_mixed_precision(value: str) -> None:
     """fp16 autocast needs a loss scaler (small LoRA gradients underflow in fp16), which this trainer does not have:
     refused, pointing to bf16 (float32's exponent range, no scaler needed)."""
+    from ..config import FP16_REFUSED
+
     if value == "fp16":
-        raise ValueError("train.mixed_precision: fp16 is not supported (fp16 gradients underflow without a loss "
-                         "scaler, which this trainer does not use); use bf16, which has float32's range, or no")
+        raise ValueError(f"train.mixed_precision: {FP16_REFUSED}")
     if value not in MIXED_PRECISION:
         raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {value!r}")
 

@@ -23,7 +23,8 @@ on-policy update (ratio 1, where PPO equals REINFORCE with the normalised advant
 clip 10 act once ``num_inner_epochs`` or ``num_minibatches`` exceed 1. The clip range is on RLCM's per-dimension
 ratio (``log_prob_reduction="mean"``, :mod:`rocm_rlhf.training.pg`). RLCM's learning rate 1e-4 (Adam, linear decay),
 gradient norm 5, LoRA r 8 / alpha 8, 8 steps and guidance 8 are the loop's and the model's settings here
-(``baselines.rlcm.lr`` / ``grad_clip`` override the first two; K, guidance and LoRA are shared with ROCM).
+(``baselines.rlcm.lr`` / ``grad_clip`` default to the first two, without the decay; K, guidance and LoRA are shared
+with ROCM).
 """
 
 from __future__ import annotations
