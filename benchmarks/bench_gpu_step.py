@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             res["variants"][name] = {"error": f"out of memory: {err}".splitlines()[0]}
             torch.cuda.empty_cache()
         print(name, res["variants"][name], flush=True)
-    from rocm_rlhf.utils import write_json
+    from rocm_rlhf.infra.utils import write_json
 
     write_json(args.out, res)  # atomic, creating the folder
     return 0

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from rocm_rlhf.config import load_config
+    from rocm_rlhf.infra.config import load_config
     from rocm_rlhf.prompts import read_prompts
     from rocm_rlhf.training.run import train_run
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             "reward_gain_per_s": float((last - first) / log["wall_s"].iloc[-1]),
         }
         print(method, res["methods"][method], flush=True)
-    from rocm_rlhf.utils import write_json
+    from rocm_rlhf.infra.utils import write_json
 
     write_json(args.out, res)  # atomic, creating the folder
     return 0

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()} {platform.processor()} python {platform.python_version()} torch "
                    f"{torch.__version__}",
     }
-    from rocm_rlhf.utils import write_json
+    from rocm_rlhf.infra.utils import write_json
 
     write_json(args.out, res)  # atomic, creating the folder
     print(json.dumps(res, indent=2))

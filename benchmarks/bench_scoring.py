@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                 "speedup": t_single / t_batched,
                 "max_abs_difference": float((batched - single).abs().max()),
             }
-    from rocm_rlhf.utils import write_json
+    from rocm_rlhf.infra.utils import write_json
 
     write_json(args.out, res)  # atomic, creating the folder
     print(json.dumps(res, indent=2))

@@ -1,4 +1,4 @@
-"""Tiny random models in the layouts of the six hub scorers (built by the library, rocm_rlhf.tiny_hub, which the
+"""Tiny random models in the layouts of the six hub scorers (built by the library, rocm_rlhf.infra.tiny_hub, which the
 pipeline's paper-tiny run uses too), plus plain-torch reference forwards of open_clip's CLIP and ImageReward's BLIP
 written from the reference code's structure (not from transformers), to check the key mappings."""
 
@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rocm_rlhf.tiny_hub import (  # noqa: F401  (the tests use them as tm.<name>)
+from rocm_rlhf.infra.tiny_hub import (  # noqa: F401  (the tests use them as tm.<name>)
     make_aesthetic_head,
     make_imagereward_state_dict,
     make_openclip_state_dict,

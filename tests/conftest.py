@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rocm_rlhf.tiny_hub import build_tiny_lcm
+from rocm_rlhf.infra.tiny_hub import build_tiny_lcm
 
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ import yaml
 
 import test_training  # noqa: F401 -- registers the test_redness reward
 from conftest import REPO
-from rocm_rlhf.config import validate_config
+from rocm_rlhf.infra.config import validate_config
 from rocm_rlhf.models import load_lcm_pipeline, load_sd_pipeline
 from rocm_rlhf.samplers.common import encode_prompts
 from rocm_rlhf.training.lora import add_lora, load_lora_state_dict, save_lora

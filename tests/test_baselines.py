@@ -24,7 +24,7 @@ import torch
 
 import _tiny_models as tm  # tests/ is on sys.path under pytest's default import mode
 from conftest import REPO, assert_same_adapter
-from rocm_rlhf.config import validate_config
+from rocm_rlhf.infra.config import validate_config
 from rocm_rlhf.rewards import Scorer, register
 from rocm_rlhf.training import pg
 from rocm_rlhf.training.loop import Context, CountingScorer, TrainSettings
@@ -249,7 +249,7 @@ def test_each_baseline_has_its_own_rollout_batch_whatever_rocms_batch():
     """At the paper's train.batch_size of 1 every baseline keeps its reference's rollout batch (the old code gave
     each baseline train.batch_size: RLCM's advantage was then (r - r) / eps = 0 on every step and DDPO's 4
     minibatches did not divide 1), and the equal budget sets the number of steps."""
-    from rocm_rlhf.config import load_config
+    from rocm_rlhf.infra.config import load_config
 
     cfg = load_config(REPO / "config" / "paper.yaml")
     assert cfg["train"]["batch_size"] == 1
@@ -276,7 +276,7 @@ def test_each_baseline_has_its_own_rollout_batch_whatever_rocms_batch():
     ({"d3po": {"prompts_per_step": 3, "num_minibatches": 2}}, "baselines.d3po.num_minibatches"),
 ])
 def test_settings_under_which_a_baseline_cannot_learn_fail_validation_naming_the_key(overlay, key):
-    from rocm_rlhf.config import ConfigError
+    from rocm_rlhf.infra.config import ConfigError
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _config(baselines=overlay)

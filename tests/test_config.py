@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from rocm_rlhf.config import ConfigError, load_config, validate_config
+from rocm_rlhf.infra.config import ConfigError, load_config, validate_config
 
 DEFAULT = REPO / "config" / "config.yaml"
 
@@ -71,7 +71,7 @@ def _leaf_keys(node, prefix=""):
 
 
 def test_config_readme_documents_every_key():
-    from rocm_rlhf.config import load_schema
+    from rocm_rlhf.infra.config import load_schema
 
     text = (REPO / "config" / "README.md").read_text()
     missing = []
@@ -88,7 +88,7 @@ def test_config_digest_sees_content_keys_and_ignores_operational_ones():
 
     import pytest
 
-    from rocm_rlhf.config import config_digest
+    from rocm_rlhf.infra.config import config_digest
 
     base = validate_config({})
     d = config_digest(base, "train", "model.num_steps")
@@ -143,7 +143,7 @@ def test_sandbox_scorers_in_the_hub_setting_are_refused():
 def test_scorer_catalogue_matches_the_registry():
     """The torch-free catalogue the validation reads names every registered built-in scorer with its flag."""
     from rocm_rlhf import rewards
-    from rocm_rlhf.scorer_catalogue import BUILTIN
+    from rocm_rlhf.infra.scorer_catalogue import BUILTIN
 
     rewards.available()
     builtin = {n: f for n, f in rewards._REGISTRY.items() if f.__module__.startswith("rocm_rlhf.")}
@@ -160,7 +160,7 @@ def test_scorer_options_are_checked_before_loading():
 
 def test_lora_targets_name_real_unet_layers(tiny_lcm_dir):
     """Every name the validation accepts adapts some layer of a diffusers UNet; an unmatched one is an error."""
-    from rocm_rlhf.config import UNET_LORA_TARGETS
+    from rocm_rlhf.infra.config import UNET_LORA_TARGETS
     from rocm_rlhf.models import load_lcm_pipeline
     from rocm_rlhf.training.lora import add_lora
 
@@ -185,7 +185,7 @@ def test_validate_names_the_file_without_a_traceback(tmp_path, content, words):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    proc = subprocess.run([sys.executable, "-m", "rocm_rlhf.cli", "validate", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "rocm_rlhf.infra.cli", "validate", str(path)], capture_output=True,
                           text=True)
     assert proc.returncode == 2
     assert str(path) in proc.stderr and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -1,4 +1,4 @@
-"""rocm_rlhf.devices: GPU assignment by file lock, tested with fake GPU counts in real concurrent processes."""
+"""rocm_rlhf.infra.devices: GPU assignment by file lock, tested with fake GPU counts in real concurrent processes."""
 
 import fcntl
 import os
@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from rocm_rlhf import devices
-from rocm_rlhf.devices import GpuLockTimeout, acquire_gpu, candidate_gpus
+from rocm_rlhf.infra import devices
+from rocm_rlhf.infra.devices import GpuLockTimeout, acquire_gpu, candidate_gpus
 
 # A worker process: lock a GPU, report the id, its CUDA_VISIBLE_DEVICES and a grandchild's, hold until released.
 WORKER = textwrap.dedent(
     """
     import os, subprocess, sys, time
     from pathlib import Path
-    from rocm_rlhf.devices import acquire_gpu
+    from rocm_rlhf.infra.devices import acquire_gpu
     d, name = Path(sys.argv[1]), sys.argv[2]
     (d / f"{name}.started").write_text("")
     with acquire_gpu(timeout_s=float(sys.argv[3]), poll_s=0.02) as gpu:
@@ -251,7 +251,7 @@ def test_refuses_after_cuda_was_initialised(env, monkeypatch):
 
 # ---- several devices for one job (train.num_processes) -------------------------------------------------------------
 
-WORKER_N = WORKER.replace("from rocm_rlhf.devices import acquire_gpu", "from rocm_rlhf.devices import acquire_gpus") \
+WORKER_N = WORKER.replace("from rocm_rlhf.infra.devices import acquire_gpu", "from rocm_rlhf.infra.devices import acquire_gpus") \
     .replace("with acquire_gpu(timeout_s=float(sys.argv[3]), poll_s=0.02) as gpu:",
              "with acquire_gpus(int(sys.argv[4]), timeout_s=float(sys.argv[3]), poll_s=0.02) as ids:\n"
              "    gpu = ','.join(map(str, ids))")
@@ -320,7 +320,7 @@ def test_impossible_device_counts_are_clear_errors(env, monkeypatch):
 def test_a_planted_symlink_lock_is_refused_and_its_target_untouched(env, tmp_path):
     """The lock folder is shared and world-writable: a gpu0.lock symlink must not make us truncate and overwrite its
     target (the old code wrote our pid into it)."""
-    from rocm_rlhf.devices import DeviceLockError
+    from rocm_rlhf.infra.devices import DeviceLockError
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -333,7 +333,7 @@ def test_a_planted_symlink_lock_is_refused_and_its_target_untouched(env, tmp_pat
 
 
 def test_a_fifo_under_the_lock_name_is_refused(env):
-    from rocm_rlhf.devices import DeviceLockError
+    from rocm_rlhf.infra.devices import DeviceLockError
 
     env.mkdir(parents=True, exist_ok=True)
     os.mkfifo(env / "gpu0.lock")
@@ -343,7 +343,7 @@ def test_a_fifo_under_the_lock_name_is_refused(env):
 
 
 def test_an_unsafe_lock_folder_is_refused(env, tmp_path):
-    from rocm_rlhf.devices import DeviceLockError
+    from rocm_rlhf.infra.devices import DeviceLockError
 
     real = tmp_path / "elsewhere"
     real.mkdir()

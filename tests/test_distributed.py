@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rocm_rlhf.config import ConfigError, validate_config
-from rocm_rlhf.jobs import cli_args, make_job
+from rocm_rlhf.infra.config import ConfigError, validate_config
+from rocm_rlhf.infra.jobs import cli_args, make_job
 from rocm_rlhf.stages import train, train_processes
 from rocm_rlhf.training.distributed import AcceleratedGroup, launch_command
 
@@ -148,9 +148,9 @@ def test_only_rocm_is_spread_and_the_command_line_rebuilds_the_job(tmp_path):
         assert args[args.index("--input"):args.index("--output")] == ["--input", "prompts=p.csv"]  # empty skipped
         assert "method=rocm" in args and "run=rocm-kl-b0.1-s0" in args
     assert not os.path.exists(cfg_path)  # the temporary config is removed with the block
-    cmd = launch_command(2, ["rocm_rlhf.cli", *args], threads=2, port=29555)
+    cmd = launch_command(2, ["rocm_rlhf.infra.cli", *args], threads=2, port=29555)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "2" and cmd[cmd.index("--main_process_port") + 1] == "29555"
-    assert cmd[cmd.index("-m", 3):][:2] == ["-m", "rocm_rlhf.cli"]
+    assert cmd[cmd.index("-m", 3):][:2] == ["-m", "rocm_rlhf.infra.cli"]
     with pytest.raises(ValueError, match="at least 2 processes"):
-        launch_command(1, ["rocm_rlhf.cli"])
+        launch_command(1, ["rocm_rlhf.infra.cli"])

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from rocm_rlhf.config import load_config
-from rocm_rlhf.hub import ModelNotAvailableError
+from rocm_rlhf.infra.config import load_config
+from rocm_rlhf.infra.hub import ModelNotAvailableError
 from test_workflow import dry_run
 
 PAPER = REPO / "config" / "paper.yaml"
@@ -52,7 +52,7 @@ def test_two_gpus_per_run_request_two_gpus_per_rocm_job(tmp_path):
 
 
 def test_staging_lists_every_model_of_the_config():
-    from rocm_rlhf.staging import dataset_ids, model_assets
+    from rocm_rlhf.infra.staging import dataset_ids, model_assets
 
     cfg = load_config(PAPER)
     repos = {repo for repo, _ in model_assets(cfg)}
@@ -74,7 +74,7 @@ def test_staging_lists_every_model_of_the_config():
 
 
 def test_preflight_names_every_missing_model_offline(tmp_path, monkeypatch):
-    from rocm_rlhf.staging import model_assets, preflight
+    from rocm_rlhf.infra.staging import model_assets, preflight
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -97,7 +97,7 @@ def test_training_job_fails_at_once_when_offline_and_unstaged(tmp_path):
     prompts.write_text("prompt_id,prompt,split\npap-00000,a cat,train\n")
     out = tmp_path / "runs" / "rocm-kl-b0.01-s0"
     res = subprocess.run(
-        [sys.executable, "-m", "rocm_rlhf.cli", "stage", "train", "--config", str(PAPER), "--input",
+        [sys.executable, "-m", "rocm_rlhf.infra.cli", "stage", "train", "--config", str(PAPER), "--input",
          f"prompts={prompts}", "--output", f"run_json={out / 'run.json'}", "--wildcard", "run=rocm-kl-b0.01-s0",
          "--param", "method=rocm", "divergence=kl", "beta=0.01", "seed=0",
          "model_id=SimianLuo/LCM_Dreamshaper_v7"],
@@ -110,8 +110,8 @@ def test_training_job_fails_at_once_when_offline_and_unstaged(tmp_path):
 def test_a_mistyped_local_path_is_not_listed_as_a_hub_asset_to_stage():
     """results/tiny_hub/SimianLuo/LCM_Dreamshaper_v8 does not exist and cannot be a hub id: the preflight must not ask
     to download it (the loader then reports the missing path)."""
-    from rocm_rlhf.config import load_config
-    from rocm_rlhf.staging import dataset_ids, model_assets
+    from rocm_rlhf.infra.config import load_config
+    from rocm_rlhf.infra.staging import dataset_ids, model_assets
 
     cfg = load_config(REPO / "config" / "paper.yaml", overrides={
         "model": {"lcm": "results/tiny_hub/SimianLuo/LCM_Dreamshaper_v8"},
@@ -126,7 +126,7 @@ def test_the_paper_setting_asks_for_cuda_and_refuses_a_machine_without_it(monkey
     of training an SD-sized UNet on the CPU; paper-tiny runs on the CPU on purpose."""
     import torch
 
-    from rocm_rlhf.utils import pick_device
+    from rocm_rlhf.infra.utils import pick_device
 
     assert load_config(REPO / "config" / "paper.yaml")["device"] == "cuda"
     assert load_config(REPO / "config" / "paper.yaml", REPO / "config" / "paper-tiny.yaml")["device"] == "cpu"

@@ -91,7 +91,7 @@ def test_target_rule_reruns_only_its_figure(ci_run):
 
 
 def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
-    """Every rule passes the digest of the config values its stage reads as a param (rocm_rlhf.config.config_digest),
+    """Every rule passes the digest of the config values its stage reads as a param (rocm_rlhf.infra.config.config_digest),
     so Snakemake's params trigger reruns exactly those jobs and what depends on them; operational keys rerun nothing."""
     import re
 
@@ -123,7 +123,7 @@ def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):
     """A few ROCM steps on the sandbox LCM raise the proxy reward on the training prompts (fixed prompts, noise)."""
     import torch
 
-    from rocm_rlhf.config import load_config
+    from rocm_rlhf.infra.config import load_config
     from rocm_rlhf.models import load_lcm_pipeline
     from rocm_rlhf.prompts import read_prompts
     from rocm_rlhf.rewards import load_scorer

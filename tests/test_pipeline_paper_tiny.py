@@ -47,13 +47,13 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def config():
-    from rocm_rlhf.config import load_config
+    from rocm_rlhf.infra.config import load_config
 
     return load_config(*CONFIGS)
 
 
 def test_overlay_keeps_the_papers_code_path(config):
-    from rocm_rlhf.config import load_config
+    from rocm_rlhf.infra.config import load_config
 
     paper = load_config(CONFIGS[0])
     assert config["setting"] == "hub" and config["prompts"]["source"] == "pickapic"
@@ -104,7 +104,7 @@ def test_scores_of_every_run_and_metric(tiny_run):
 def test_the_stand_ins_have_the_hub_layouts(tiny_run):
     import pyarrow.parquet as pq
 
-    from rocm_rlhf.tiny_hub import PICKAPIC_COLUMNS
+    from rocm_rlhf.infra.tiny_hub import PICKAPIC_COLUMNS
 
     root = tiny_run / "results/tiny_hub"
     lcm, sd = root / "SimianLuo/LCM_Dreamshaper_v7", root / "stable-diffusion-v1-5/stable-diffusion-v1-5"

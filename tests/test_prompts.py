@@ -8,7 +8,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from rocm_rlhf.hub import ModelNotAvailableError  # noqa: E402
+from rocm_rlhf.infra.hub import ModelNotAvailableError  # noqa: E402
 from rocm_rlhf.prompts import (  # noqa: E402
     DEFAULT_HELDOUT_PAIRS,
     SANDBOX_COLUMNS,
@@ -184,9 +184,9 @@ def test_pickapic_loader_cleans_dedups_and_samples(pickapic_files, tmp_path, nam
 
 
 def test_pickapic_local_dataset_folder_keeps_its_splits(tmp_path):
-    """A folder in the hub dataset's layout (data/<split>-00000-of-00001.parquet, as rocm_rlhf.tiny_hub writes
+    """A folder in the hub dataset's layout (data/<split>-00000-of-00001.parquet, as rocm_rlhf.infra.tiny_hub writes
     Pick-a-Pic v1's) is read split by split, as the hub id would be."""
-    from rocm_rlhf.tiny_hub import write_pickapic
+    from rocm_rlhf.infra.tiny_hub import write_pickapic
 
     folder = write_pickapic(tmp_path / "pickapic", splits={"train": 30, "validation_unique": 8})
     kw = dict(cache_dir=tmp_path / "cache")

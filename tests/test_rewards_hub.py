@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 
 import _tiny_models as tm  # noqa: E402  (tests/ is on sys.path under pytest's default import mode)
 
-from rocm_rlhf.hub import hf_file  # noqa: E402
+from rocm_rlhf.infra.hub import hf_file  # noqa: E402
 from rocm_rlhf.rewards import available, load_scorer  # noqa: E402
 from rocm_rlhf.rewards import _hub_common as hc  # noqa: E402
 from rocm_rlhf.rewards import hub as hub_scorers  # noqa: E402
@@ -185,7 +185,7 @@ def test_offline_and_missing_raises_model_not_available_naming_the_id(tmp_path):
     ModelNotAvailableError naming its model id. Run in a subprocess: huggingface_hub reads its env at import."""
     script = textwrap.dedent("""
         import json
-        from rocm_rlhf.hub import ModelNotAvailableError, hf_file
+        from rocm_rlhf.infra.hub import ModelNotAvailableError, hf_file
         from rocm_rlhf.rewards import load_scorer
         out = {}
         for name in %r:
@@ -236,7 +236,7 @@ def test_offline_and_missing_raises_model_not_available_naming_the_id(tmp_path):
 def test_staging_hint_names_a_command_of_the_installed_huggingface_hub(monkeypatch):
     """``hf download REPO [FILE]`` exists in the installed huggingface_hub (huggingface-cli is gone from 1.0 on), and
     preflight names one download per missing asset."""
-    from rocm_rlhf import hub, staging
+    from rocm_rlhf.infra import hub, staging
 
     cmd = hub.download_command("xswu/HPSv2", "HPS_v2.1_compressed.pt")
     assert cmd == "hf download xswu/HPSv2 HPS_v2.1_compressed.pt"
@@ -702,7 +702,7 @@ def test_a_mistyped_local_model_path_is_reported_as_a_path_not_a_hub_id(tmp_path
     """results/models/sandboxx/lcm cannot be a hub id (org/name): the old code told the user to download it."""
     from diffusers import LatentConsistencyModelPipeline
 
-    from rocm_rlhf.hub import from_pretrained, is_path_like
+    from rocm_rlhf.infra.hub import from_pretrained, is_path_like
 
     for ref in ("results/models/sandboxx/lcm", "./lcm", "~/models/lcm", str(tmp_path / "nope")):
         assert is_path_like(ref)

@@ -43,7 +43,7 @@ def test_config_sizes_reach_the_models():
     import pytest
     import torch
 
-    from rocm_rlhf.config import ConfigError, validate_config
+    from rocm_rlhf.infra.config import ConfigError, validate_config
     from rocm_rlhf.sandbox.models import SandboxSizes, make_text_encoder, make_unet, make_vae, train_tokenizer
     from rocm_rlhf.stages import _sizes
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import assert_same_adapter
-from rocm_rlhf.config import validate_config
+from rocm_rlhf.infra.config import validate_config
 from rocm_rlhf.models import load_lcm_pipeline
 from rocm_rlhf.rewards import Scorer, register
 from rocm_rlhf.samplers.common import encode_prompts
@@ -161,7 +161,7 @@ def test_paper_batch_of_one_logs_an_empty_reward_std(tmp_path, tiny_lcm_dir):
 
 
 def test_fp16_is_refused_pointing_to_bf16():
-    from rocm_rlhf.config import ConfigError
+    from rocm_rlhf.infra.config import ConfigError
     from rocm_rlhf.training.loop import TrainSettings
 
     with pytest.raises(ConfigError, match="train.mixed_precision.*bf16"):

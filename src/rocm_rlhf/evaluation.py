@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .utils import atomic_path
+from .infra.utils import atomic_path
 
 SCORE_COLUMNS = ["run_id", "arm", "method", "divergence", "beta", "seed", "prompt_id", "sample_seed", "prompt",
                  "metric", "value"]

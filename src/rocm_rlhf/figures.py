@@ -51,7 +51,7 @@ from .tables import (
     check_scores,
     fmt_beta,
 )
-from .utils import atomic_path
+from .infra.utils import atomic_path
 
 COLUMN_WIDTH = 3.3
 """Single-column figure width in inches."""

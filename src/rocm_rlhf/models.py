@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .hub import from_pretrained
+from .infra.hub import from_pretrained
 from .samplers.common import encode_prompts
 from .samplers.consistency import consistency_sample, decode_latents, draw_noise
 

@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from rocm_rlhf.hub import ModelNotAvailableError, is_offline
-from rocm_rlhf.utils import atomic_path
+from rocm_rlhf.infra.hub import ModelNotAvailableError, is_offline
+from rocm_rlhf.infra.utils import atomic_path
 
 DEFAULT_HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (("yellow", "triangle"), ("green", "circle"))
 SANDBOX_COLUMNS: tuple[str, ...] = (
@@ -246,7 +246,7 @@ def pickapic_prompts(
     ``source`` is a hub dataset id (paper: "yuvalkirstain/pickapic_v1"; "yuvalkirstain/pickapic_v1_no_images" holds the
     same captions without images), a local folder in a hub dataset's layout, or a local .parquet / .csv file with a
     "caption" column. ``split`` is the hub or folder split to read (and the label written in the ``split`` column).
-    ``cache_dir`` is passed to ``datasets.load_dataset``. Raises :class:`~rocm_rlhf.hub.ModelNotAvailableError` when a
+    ``cache_dir`` is passed to ``datasets.load_dataset``. Raises :class:`~rocm_rlhf.infra.hub.ModelNotAvailableError` when a
     hub dataset is not available (e.g. offline and not cached), ``ValueError`` when fewer than ``n`` captions survive
     the cleaning. Rows are in the (random) order of the draw.
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .utils import write_json
+from .infra.utils import write_json
 
 
 def _path(named, key: str) -> str | None:
@@ -27,18 +27,18 @@ def _preflight(config, **needs) -> None:
     """Hub setting: fail at once, before any work, if a model the job needs is not staged (offline)."""
     if config["setting"] != "hub":
         return
-    from .staging import model_assets, preflight
+    from .infra.staging import model_assets, preflight
 
     preflight(model_assets(config, **needs))
 
 
 def _gpu_slot(config, count: int = 1):
-    """Lock ``count`` free local GPUs for a GPU job before CUDA initialises (rocm_rlhf.devices); nothing on CPU."""
+    """Lock ``count`` free local GPUs for a GPU job before CUDA initialises (rocm_rlhf.infra.devices); nothing on CPU."""
     import contextlib
 
     if config["device"] == "cpu":
         return contextlib.nullcontext()
-    from .devices import acquire_gpus
+    from .infra.devices import acquire_gpus
 
     return acquire_gpus(count)
 
@@ -167,11 +167,11 @@ def train(job) -> None:
         if n == 1:
             _train(job)
         else:
-            from .jobs import cli_args
+            from .infra.jobs import cli_args
 
             per_process = max(1, int(getattr(job, "threads", 1) or 1) // n)  # the rule asks threads x n
             with cli_args(job, "train", threads=per_process) as args:
-                distributed.launch(n, ["rocm_rlhf.cli", *args], threads=per_process)
+                distributed.launch(n, ["rocm_rlhf.infra.cli", *args], threads=per_process)
 
 
 def train_processes(config: dict, method: str) -> int:
@@ -207,7 +207,7 @@ def _sample_eval(job) -> None:
     from .models import load_lcm_pipeline, load_sd_pipeline
     from .prompts import read_prompts
     from .training.run import DIFFUSION_METHODS, DTYPES
-    from .utils import pick_device
+    from .infra.utils import pick_device
 
     cfg = job.config
     device = pick_device(cfg["device"])
@@ -241,7 +241,7 @@ def evaluate(job) -> None:
 def _evaluate(job) -> None:
     from .evaluation import SCORE_COLUMNS, load_samples, run_identity, score_images
     from .rewards import load_scorer
-    from .utils import atomic_path, pick_device
+    from .infra.utils import atomic_path, pick_device
 
     cfg = job.config
     device = pick_device(cfg["device"])
@@ -279,7 +279,7 @@ def _figure_metrics(config: dict) -> tuple[str, str]:
 
 
 def collect_scores(job) -> None:
-    from .utils import atomic_path
+    from .infra.utils import atomic_path
 
     scores = _read_scores(job.input.scores)
     with atomic_path(job.output[0]) as tmp:
@@ -290,7 +290,7 @@ def collect_scores(job) -> None:
 def stats(job) -> None:
     """Paired comparisons of every ROCM arm against the base model and the baselines, and seed summaries."""
     from .stats import compare_all, seed_summary
-    from .utils import atomic_path
+    from .infra.utils import atomic_path
 
     scores = _read_scores([job.input.scores])
     controls = _control_arms(scores)
@@ -378,7 +378,7 @@ def fig_divergence_gallery(job) -> None:
 
 # --------------------------------------------------------------------------------------------------------- staging
 def stage_models(job) -> None:
-    from .staging import stage
+    from .infra.staging import stage
 
     write_json(job.output[0], stage(job.config))
 
@@ -386,8 +386,8 @@ def stage_models(job) -> None:
 # -------------------------------------------------------------------------------------------------------- tiny hub
 def tiny_hub(job) -> None:
     """Tiny random stand-ins of every hub model and of the Pick-a-Pic captions, in the hub layouts
-    (config/paper-tiny.yaml; rocm_rlhf.tiny_hub), and a manifest of the files written."""
-    from .tiny_hub import build_tiny_hub
+    (config/paper-tiny.yaml; rocm_rlhf.infra.tiny_hub), and a manifest of the files written."""
+    from .infra.tiny_hub import build_tiny_hub
 
     manifest = build_tiny_hub(job.output.models, seed=job.config["seed"])
     write_json(job.output.manifest, manifest)

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .stats import REQUIRED_COLUMNS, compare_all, seed_summary
-from .utils import atomic_path
+from .infra.utils import atomic_path
 
 METHODS = ("base", "rocm", "rlcm", "ddpo", "d3po", "dpok")
 """Known methods, in the order of the rows of Table 1."""

@@ -6,7 +6,7 @@ sys.path.insert(
     0, str(Path(workflow.basedir) / "src")
 )  # the package, also when it is not installed
 
-from rocm_rlhf.config import config_digest, validate_config  # noqa: E402
+from rocm_rlhf.infra.config import config_digest, validate_config  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
 validate_config(
@@ -15,7 +15,7 @@ validate_config(
 
 
 def config_params(*keys):
-    """The digest of the config values a rule's stage reads (rocm_rlhf.config.config_digest), as a rule's params:
+    """The digest of the config values a rule's stage reads (rocm_rlhf.infra.config.config_digest), as a rule's params:
     Snakemake's params trigger reruns the rule's jobs, and what depends on them, when one of the values changes.
     """
     return config_digest(config, *keys)

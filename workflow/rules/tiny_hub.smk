@@ -1,5 +1,5 @@
 # The paper's setting at toy size (config/paper-tiny.yaml): tiny random stand-ins of every hub model and of the
-# Pick-a-Pic captions, each saved in its hub repository's layout under results/tiny_hub/<hub id> (rocm_rlhf.tiny_hub).
+# Pick-a-Pic captions, each saved in its hub repository's layout under results/tiny_hub/<hub id> (rocm_rlhf.infra.tiny_hub).
 # Jobs depend on it only when the config names a model or the prompts inside it (tiny_hub_input in common.smk).
 
 

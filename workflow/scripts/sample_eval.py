@@ -1,3 +1,3 @@
-from rocm_rlhf.jobs import run_stage
+from rocm_rlhf.infra.jobs import run_stage
 
 run_stage(snakemake, "rocm_rlhf.stages:sample_eval")  # noqa: F821

@@ -3,7 +3,7 @@
 Every scorer takes images in [0, 1] (B, 3, H, W) and B prompts and returns (B,) scores (float32, or float64 for a
 float64 scorer); preprocessing is done in torch (see :mod:`rocm_rlhf.rewards._hub_common`) so that gradients reach
 the pixels; weights are frozen and the module stays in eval mode. ``model_id`` is a hub id (default: the pinned
-one) or a local folder / file, loaded through :func:`rocm_rlhf.hub.from_pretrained` / :func:`rocm_rlhf.hub.hf_file`
+one) or a local folder / file, loaded through :func:`rocm_rlhf.infra.hub.from_pretrained` / :func:`rocm_rlhf.infra.hub.hf_file`
 (one clear error when offline and not staged). ``dtype`` ("float32" default, "float16", "bfloat16") sets the weights'
 dtype, except the CLIP logit scale and the MLP heads (aesthetic, ImageReward), which stay float32 and are computed in
 it; preprocessing and the final cosine / normalisation run in at least float32. ``HUB_ASSETS`` on each class lists
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import hub
+from ..infra import hub
 from . import register
 from ._hub_common import (
     FrozenScorer,

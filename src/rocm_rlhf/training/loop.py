@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..utils import atomic_path, versions, write_json
+from ..infra.utils import atomic_path, versions, write_json
 from .lora import load_lora_state_dict, lora_state_dict, save_lora
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ MIXED_PRECISION = ("no", "bf16")
 def check_mixed_precision(value: str) -> None:
     """fp16 autocast needs a loss scaler (small LoRA gradients underflow in fp16), which this trainer does not have:
     refused, pointing to bf16 (float32's exponent range, no scaler needed)."""
-    from ..config import FP16_REFUSED
+    from ..infra.config import FP16_REFUSED
 
     if value == "fp16":
         raise ValueError(f"train.mixed_precision: {FP16_REFUSED}")

@@ -8,7 +8,7 @@ import torch
 
 from ..models import load_lcm_pipeline, load_sd_pipeline
 from ..rewards import load_scorer
-from ..utils import pick_device, seed_everything
+from ..infra.utils import pick_device, seed_everything
 from .lora import add_lora
 from .loop import Trainer, TrainSettings
 

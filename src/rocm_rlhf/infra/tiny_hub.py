@@ -47,7 +47,7 @@ import torch
 def write_clip_tokenizer(folder: Path) -> dict[str, int]:
     """vocab.json (all 256 byte tokens, the same with the end-of-word suffix, then bos and eos as the two largest ids,
     as in CLIP's vocabulary) and an empty merges.txt. Returns the special ids."""
-    from .sandbox.models import byte_alphabet
+    from ..sandbox.models import byte_alphabet
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -292,7 +292,7 @@ def build_tiny_pipeline(path: Path, kind: str = "lcm", seed: int = 0, sample_siz
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .sandbox.models import SCHEDULE, make_lcm_scheduler, train_tokenizer
+    from ..sandbox.models import SCHEDULE, make_lcm_scheduler, train_tokenizer
 
     if kind not in ("lcm", "sd"):
         raise ValueError(f"kind must be 'lcm' or 'sd', got {kind!r}")

@@ -21,7 +21,7 @@ Asset = tuple[str, str | None]  # (repo id, file name or None for the whole repo
 def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion"),
                  metrics: Iterable[str] | None = None, reward: bool = True) -> list[Asset]:
     """The hub assets a job of this config needs (local folders are skipped)."""
-    from .rewards import scorer_class
+    from ..rewards import scorer_class
 
     assets: list[Asset] = []
     for g in generators:

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -139,7 +139,7 @@ def _check_semantics(config: dict) -> None:
         problems.append(f"config key 'train.lora.target_modules': {unknown} name no layer of a diffusers UNet; known: "
                         f"{', '.join(UNET_LORA_TARGETS)}")
     from .scorer_catalogue import scorer_problems  # torch-free: names against the built-in scorers
-    from .training.batching import batch_problems  # torch-free: the methods check the same rules
+    from ..training.batching import batch_problems  # torch-free: the methods check the same rules
 
     problems += scorer_problems(config)
 

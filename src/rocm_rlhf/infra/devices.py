@@ -4,7 +4,7 @@ Snakemake never assigns GPU ids: ``snakemake --cores 8 --resources gpu=2`` only 
 ``resources: gpu=1`` run at once. Without more, every job would start on ``cuda:0``. So each GPU job takes a free
 device itself::
 
-    from rocm_rlhf.devices import acquire_gpu
+    from rocm_rlhf.infra.devices import acquire_gpu
 
     with acquire_gpu() as gpu:          # BEFORE any torch.cuda call
         device = pick_device("auto")    # cuda:0 is now the locked GPU (the only visible one)
