@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from rocm_rlhf import divergences as dv
 from rocm_rlhf.divergences import (
-    DIVERGENCES,
+    REGISTRY,
     available,
     divergence_per_dim,
     gaussian_divergence,
@@ -349,7 +349,7 @@ def test_dtype_is_kept(name):
 
 def test_registry():
     assert available() == NAMES
-    assert set(DIVERGENCES) == set(NAMES)
+    assert set(REGISTRY) == set(NAMES)
 
     @register_divergence("half_kl_for_test")
     def half_kl(delta, std):
@@ -364,7 +364,7 @@ def test_registry():
         with pytest.raises(ValueError, match="half_kl_for_test.*registered twice"):
             register_divergence("half_kl_for_test")(lambda delta, std: delta)
     finally:
-        DIVERGENCES.pop("half_kl_for_test", None)
+        REGISTRY.pop("half_kl_for_test", None)
 
 
 def test_errors_name_the_offending_value():

@@ -64,7 +64,7 @@ Tensor = torch.Tensor
 DivergenceFn = Callable[[Tensor, Tensor], Tensor]
 
 #: name -> elementwise function of (delta, std); fill it with :func:`register_divergence`
-DIVERGENCES: dict[str, DivergenceFn] = {}
+REGISTRY: dict[str, DivergenceFn] = {}
 
 REDUCTIONS = ("mean", "sum")
 
@@ -105,9 +105,9 @@ def register_divergence(name: str) -> Callable[[DivergenceFn], DivergenceFn]:
         raise ValueError(f"a divergence name must be a non-empty string, got {name!r}")
 
     def deco(fn: DivergenceFn) -> DivergenceFn:
-        if name in DIVERGENCES and DIVERGENCES[name] is not fn:
+        if name in REGISTRY and REGISTRY[name] is not fn:
             raise ValueError(f"divergence '{name}' is registered twice; pick another name")
-        DIVERGENCES[name] = fn
+        REGISTRY[name] = fn
         return fn
 
     return deco
@@ -115,7 +115,7 @@ def register_divergence(name: str) -> Callable[[DivergenceFn], DivergenceFn]:
 
 def available() -> list[str]:
     """Names of the registered divergences, sorted."""
-    return sorted(DIVERGENCES)
+    return sorted(REGISTRY)
 
 
 # --------------------------------------------------------------------------------------------- the divergences
@@ -200,9 +200,9 @@ class _JSFunction(torch.autograd.Function):
 
 
 def _check_name(name: str) -> DivergenceFn:
-    if not isinstance(name, str) or name not in DIVERGENCES:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"unknown divergence {name!r}; known divergences: {', '.join(available())}")
-    return DIVERGENCES[name]
+    return REGISTRY[name]
 
 
 def _prepare_std(std: Tensor | float, mean_p: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ sys.path.insert(
     0, str(Path(workflow.basedir) / "src")
 )  # the package, also when it is not installed
 
+from rocm_rlhf import runs  # noqa: E402
 from rocm_rlhf.infra.config import config_digest, validate_config  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
@@ -33,22 +34,8 @@ FIGURES = [
 ]
 
 
-def fmt_beta(beta):
-    """A beta as it appears in run ids: 0.01 -> 0.01, 1e-05 -> 1e-05, 1.0 -> 1."""
-    return f"{float(beta):g}"
-
-
 def rocm_runs():
-    """Run ids of the ROCM grid: rocm-<divergence>-b<beta>-s<seed>, plus rocm-none-b0-s<seed> (beta = 0)."""
-    r = config["rocm"]
-    runs = []
-    for seed in r["seeds"]:
-        if r["unregularised"]:
-            runs.append(f"rocm-none-b0-s{seed}")
-        for div in r["divergences"]:
-            for beta in r["betas"][div]:
-                runs.append(f"rocm-{div}-b{fmt_beta(beta)}-s{seed}")
-    return runs
+    return runs.rocm_runs(config)
 
 
 def lcm_model():
@@ -56,16 +43,13 @@ def lcm_model():
     return config["model"]["lcm"] or f"{SBX}/lcm"
 
 
-DIFFUSION_METHODS = ["ddpo", "d3po", "dpok"]
-
-
 def run_method(run):
-    return "base" if run == "base" else parse_run(run)["method"]
+    return runs.parse_run(run).method
 
 
 def generator(run):
-    """Which generator a run trains or samples: 'diffusion' (DDPO, D3PO, DPOK) or 'lcm' (everything else)."""
-    return "diffusion" if run_method(run) in DIFFUSION_METHODS else "lcm"
+    """Which generator a run trains or samples: 'lcm' or 'diffusion' (rocm_rlhf.runs.METHODS)."""
+    return runs.parse_run(run).generator
 
 
 def generator_input(wildcards):
@@ -88,19 +72,17 @@ def sandbox_input(name):
 
 
 def baseline_runs():
-    """Run ids of the baselines: <method>-s<seed>."""
-    b = config["baselines"]
-    return [f"{m}-s{seed}" for m in b["methods"] for seed in b["seeds"]]
+    return runs.baseline_runs(config)
 
 
 def all_runs():
     """Every trained run of the config."""
-    return rocm_runs() + baseline_runs()
+    return runs.trained_runs(config)
 
 
 def eval_runs():
     """Every run that is sampled and scored: the base model and all trained runs."""
-    return ["base"] + all_runs()
+    return runs.eval_runs(config)
 
 
 def tiny_hub_input():
@@ -133,28 +115,10 @@ def all_targets():
     return targets
 
 
-def parse_run(run):
-    """Run id -> its settings: rocm-<div>-b<beta>-s<seed> or <method>-s<seed>."""
-    parts = run.split("-")
-    if parts[0] == "rocm":
-        return {
-            "method": "rocm",
-            "divergence": parts[1],
-            "beta": float(parts[2][1:]),
-            "seed": int(parts[3][1:]),
-        }
-    return {
-        "method": parts[0],
-        "divergence": "none",
-        "beta": float("nan"),
-        "seed": int(parts[1][1:]),
-    }
-
-
 def sampler_keys(run):
     """The config keys of a run's evaluation sampler beyond model.*: a diffusion baseline's own DDIM settings."""
     method = run_method(run)
-    if method not in DIFFUSION_METHODS:
+    if runs.generator(method) != "diffusion":
         return []
     return [
         f"baselines.{method}.sample_steps",
@@ -164,7 +128,8 @@ def sampler_keys(run):
 
 
 def run_param(key):
-    return lambda wildcards: parse_run(wildcards.run)[key]
+    """A field of the run id (rocm_rlhf.runs.Run) as a rule's param."""
+    return lambda wildcards: getattr(runs.parse_run(wildcards.run), key)
 
 
 def reward_input(name):

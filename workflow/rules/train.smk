@@ -17,7 +17,7 @@ rule train_rocm:
     benchmark:
         "results/benchmarks/train/{run}.tsv"
     wildcard_constraints:
-        run=r"rocm-(none|kl|js|hellinger|fisher)-b[0-9.e+-]+-s\d+",
+        run=runs.ROCM_RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"] * config["train"]["num_processes"]  # per process x processes
@@ -52,7 +52,7 @@ rule train_baseline:
     benchmark:
         "results/benchmarks/train/{run}.tsv"
     wildcard_constraints:
-        run=r"(rlcm|ddpo|d3po|dpok)-s\d+",
+        run=runs.BASELINE_RUN_PATTERN,
     # the baselines are the longest jobs: start them first so that they do not trail the ROCM grid
     priority: 1
     conda:

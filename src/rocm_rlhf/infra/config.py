@@ -23,8 +23,18 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | Path | None = None) -> dict:
+    """The config schema, with the catalogue's names (rocm_rlhf.runs) as the choices of the lists that name
+    divergences and baselines, so that the names are defined once."""
+    from ..runs import BASELINES, DIVERGENCES
+
     with open(path or SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    props = schema["properties"]
+    for block, key, names in (("rocm", "divergences", DIVERGENCES), ("baselines", "methods", BASELINES)):
+        prop = props[block]["properties"][key]
+        prop["items"] = {"enum": list(names)}
+        prop["default"] = list(names)
+    return schema
 
 
 def _with_defaults(validator_class):
