@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from rocm_rlhf.infra.config import ConfigError, validate_config
-from rocm_rlhf.infra.jobs import cli_args, make_job
-from rocm_rlhf.stages import train, train_processes
-from rocm_rlhf.training.distributed import AcceleratedGroup, launch_command
+from rocm_rlhf.infra.jobs import make_job, run_stage
+from rocm_rlhf.pipeline.train import train
+from rocm_rlhf.training import distributed
+from rocm_rlhf.training.distributed import AcceleratedGroup, launch_command, processes_for
 
 torch.set_num_threads(1)
 
@@ -36,7 +37,7 @@ def tiny_reward_dir(tmp_path_factory):
     return path
 
 
-def _job(tmp_path, run, model_dir, reward_dir, num_processes):
+def _job(tmp_path, run, model_dir, reward_dir, num_processes, folder):
     cfg = validate_config({
         "device": "cpu",
         "model": {"num_steps": 3, "guidance_scale": 3.0},
@@ -46,19 +47,18 @@ def _job(tmp_path, run, model_dir, reward_dir, num_processes):
     })
     prompts = tmp_path / "prompts.csv"
     pd.DataFrame({"prompt_id": range(len(PROMPTS)), "prompt": PROMPTS}).to_csv(prompts, index=False)
-    out = tmp_path / "runs" / run
+    out = tmp_path / "runs" / folder
     return make_job(input={"prompts": str(prompts), "model": [], "reward": str(reward_dir)},
                     output={"run_json": str(out / "run.json"), "log_csv": str(out / "log.csv"),
                             "adapter": str(out / "adapter")},
-                    params={"method": "rocm", "divergence": "kl", "beta": "0.1", "seed": "0",
-                            "model_id": str(model_dir)},
+                    params={"model_id": str(model_dir)},
                     wildcards={"run": run}, config=cfg, threads=num_processes)
 
 
 @pytest.mark.slow
 def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_lcm_dir, tiny_reward_dir, capsys):
-    train(_job(tmp_path, "one", tiny_lcm_dir, tiny_reward_dir, 1))
-    train(_job(tmp_path, "two", tiny_lcm_dir, tiny_reward_dir, 2))
+    run_stage(_job(tmp_path, "rocm-kl-b0.1-s0", tiny_lcm_dir, tiny_reward_dir, 1, "one"), train)
+    run_stage(_job(tmp_path, "rocm-kl-b0.1-s0", tiny_lcm_dir, tiny_reward_dir, 2, "two"), train)
     out = capsys.readouterr().out
     assert "accelerate.commands.launch --multi_gpu --num_processes 2" in out  # the real launcher ran
     assert "2 processes x 2 samples" in out  # the batch arithmetic names the split, printed once (rank 0)
@@ -94,7 +94,7 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_lcm_dir, tin
     shutil.rmtree(two / "adapter")
     for f in ("run.json", "log.csv"):
         (two / f).unlink()
-    train(_job(tmp_path, "two", tiny_lcm_dir, tiny_reward_dir, 2))
+    run_stage(_job(tmp_path, "rocm-kl-b0.1-s0", tiny_lcm_dir, tiny_reward_dir, 2, "two"), train)
     assert "resumed from" in capsys.readouterr().out
     resumed = load_file(two / "adapter" / "pytorch_lora_weights.safetensors")
     assert all(torch.equal(resumed[k], a2[k]) for k in a2)
@@ -104,10 +104,10 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_lcm_dir, tin
 
 @pytest.mark.slow
 def test_a_failing_worker_fails_the_stage_with_its_error(tmp_path, tiny_lcm_dir, tiny_reward_dir, capsys):
-    job = _job(tmp_path, "bad", tiny_lcm_dir, tiny_reward_dir, 2)
+    job = _job(tmp_path, "rocm-kl-b0.1-s0", tiny_lcm_dir, tiny_reward_dir, 2, "bad")
     job.config["rewards"]["proxy_aesthetic"]["model_id"] = str(tmp_path / "missing")
     with pytest.raises(RuntimeError, match="2-process training run failed"):
-        train(job)
+        run_stage(job, train)
     assert str(tmp_path / "missing") in capsys.readouterr().out  # the worker's own error reached the job's log
     assert not (tmp_path / "runs" / "bad" / "run.json").exists()
 
@@ -134,23 +134,28 @@ def test_config_rejects_a_batch_that_does_not_split():
     assert validate_config({"train": {"batch_size": 8, "num_processes": 4}})["train"]["num_processes"] == 4
 
 
-def test_only_rocm_is_spread_and_the_command_line_rebuilds_the_job(tmp_path):
+def test_only_rocm_is_spread_and_the_workers_receive_train_runs_arguments(tmp_path, monkeypatch):
     cfg = validate_config({"train": {"batch_size": 8, "num_processes": 2}})
-    assert train_processes(cfg, "rocm") == 2
-    assert [train_processes(cfg, m) for m in ("rlcm", "ddpo", "d3po", "dpok")] == [1, 1, 1, 1]
-    job = make_job(input={"prompts": "p.csv", "model": []}, output={"run_json": "r/run.json"},
-                   params={"method": "rocm", "beta": "0.1"}, wildcards={"run": "rocm-kl-b0.1-s0"}, config=cfg,
-                   threads=4)
-    with cli_args(job, "train", threads=2) as args:
-        cfg_path = args[args.index("--config") + 1]
-        assert json.loads(open(cfg_path).read()) == cfg
-        assert args[:2] == ["stage", "train"] and args[args.index("--threads") + 1] == "2"
-        assert args[args.index("--input"):args.index("--output")] == ["--input", "prompts=p.csv"]  # empty skipped
-        assert "method=rocm" in args and "run=rocm-kl-b0.1-s0" in args
-    assert not os.path.exists(cfg_path)  # the temporary config is removed with the block
-    cmd = launch_command(2, ["rocm_rlhf.infra.cli", *args], threads=2, port=29555)
+    assert processes_for(cfg, "rocm") == 2
+    assert [processes_for(cfg, m) for m in ("rlcm", "ddpo", "d3po", "dpok")] == [1, 1, 1, 1]
+    seen = {}
+
+    def fake_launch(n, module_args, threads=1):
+        seen.update(n=n, module_args=list(module_args), threads=threads)
+        seen["file"] = json.loads(open(module_args[1]).read())
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    arguments = {"config": cfg, "method": "rocm", "run_id": "rocm-kl-b0.1-s0", "seed": 0, "run_dir": tmp_path / "r",
+                 "model_id": "m", "reward_name": "proxy_pick", "reward_kwargs": {}, "prompts": ["a"],
+                 "divergence": "kl", "beta": 0.1}
+    distributed.launch_run(2, arguments, threads=3)
+    assert seen["n"] == 2 and seen["threads"] == 3 and seen["module_args"][0] == "rocm_rlhf.training.distributed"
+    assert seen["file"] == {"threads": 3, "train_run": {**arguments, "run_dir": str(tmp_path / "r")}}
+    assert not os.path.exists(seen["module_args"][1])  # the temporary file is removed with the launch
+    args = seen["module_args"]
+    cmd = launch_command(2, args, threads=2, port=29555)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "2" and cmd[cmd.index("--main_process_port") + 1] == "29555"
-    assert cmd[cmd.index("-m", 3):][:2] == ["-m", "rocm_rlhf.infra.cli"]
+    assert cmd[cmd.index("-m", 3):][:2] == ["-m", "rocm_rlhf.training.distributed"]
     with pytest.raises(ValueError, match="at least 2 processes"):
-        launch_command(1, ["rocm_rlhf.infra.cli"])
+        launch_command(1, ["rocm_rlhf.training.distributed"])

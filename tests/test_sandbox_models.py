@@ -45,7 +45,7 @@ def test_config_sizes_reach_the_models():
 
     from rocm_rlhf.infra.config import ConfigError, validate_config
     from rocm_rlhf.sandbox.models import SandboxSizes, make_text_encoder, make_unet, make_vae, train_tokenizer
-    from rocm_rlhf.stages import _sizes
+    from rocm_rlhf.pipeline.sandbox import _sizes
 
     assert _sizes(validate_config({})) == SandboxSizes()
     cfg = validate_config({"sandbox": {"models": {"text_width": 32, "text_layers": 1, "vae_channels": [8, 8, 16],

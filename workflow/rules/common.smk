@@ -6,8 +6,9 @@ sys.path.insert(
     0, str(Path(workflow.basedir) / "src")
 )  # the package, also when it is not installed
 
-from rocm_rlhf import runs  # noqa: E402
+from rocm_rlhf import pipeline, runs  # noqa: E402
 from rocm_rlhf.infra.config import config_digest, validate_config  # noqa: E402
+from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
 validate_config(
@@ -15,11 +16,14 @@ validate_config(
 )
 
 
-def config_params(*keys):
-    """The digest of the config values a rule's stage reads (rocm_rlhf.infra.config.config_digest), as a rule's params:
-    Snakemake's params trigger reruns the rule's jobs, and what depends on them, when one of the values changes.
-    """
-    return config_digest(config, *keys)
+def stage_digest(stage):
+    """The rerun digest of the config keys a rule's stage declares (@stage(reads=...) in rocm_rlhf.pipeline;
+    rocm_rlhf.infra.config.config_digest), as a rule's params: Snakemake's params trigger reruns the rule's jobs, and
+    what depends on them, when one of the values changes. The stage is handed only those keys, so the two cannot
+    drift apart."""
+    if callable(stage.reads):
+        return lambda wildcards: config_digest(config, *stage_reads(stage, wildcards))
+    return config_digest(config, *stage_reads(stage))
 
 
 SANDBOX = config["setting"] == "sandbox"
@@ -41,10 +45,6 @@ def rocm_runs():
 def lcm_model():
     """The LCM pipeline: the sandbox's own, or the configured hub id / folder."""
     return config["model"]["lcm"] or f"{SBX}/lcm"
-
-
-def run_method(run):
-    return runs.parse_run(run).method
 
 
 def generator(run):
@@ -113,23 +113,6 @@ def all_targets():
     targets += [f"paper_figures/{t}.md" for t in ("table1", "table_divergence_beta")]
     targets += [f"paper_figures/{f}.png" for f in FIGURES]
     return targets
-
-
-def sampler_keys(run):
-    """The config keys of a run's evaluation sampler beyond model.*: a diffusion baseline's own DDIM settings."""
-    method = run_method(run)
-    if runs.generator(method) != "diffusion":
-        return []
-    return [
-        f"baselines.{method}.sample_steps",
-        f"baselines.{method}.guidance_scale",
-        "baselines.eta",
-    ]
-
-
-def run_param(key):
-    """A field of the run id (rocm_rlhf.runs.Run) as a rule's param."""
-    return lambda wildcards: getattr(runs.parse_run(wildcards.run), key)
 
 
 def reward_input(name):

@@ -21,13 +21,7 @@ rule sample_eval:
     resources:
         gpu=1,
     params:
-        # reruns it when these values change
-        config_digest=lambda wildcards: config_params(
-            "model",
-            "evaluation.images_per_prompt",
-            *sampler_keys(wildcards.run),
-        ),
-        method=lambda wildcards: run_method(wildcards.run),
+        config_digest=stage_digest(pipeline.evaluate.sample_eval),  # reruns it when a config value its stage reads changes
         model_id=model_id_param,
     script:
         "../scripts/sample_eval.py"
@@ -51,14 +45,6 @@ rule evaluate:
     resources:
         gpu=1,
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "setting",
-            "evaluation.metrics",
-            "rewards",
-            "sandbox.image_size",
-            "sandbox.jitter",
-            "sandbox.judge_tau",
-        ),
+        config_digest=stage_digest(pipeline.evaluate.evaluate),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/evaluate.py"

@@ -9,9 +9,6 @@ rule prepare_prompts:
     conda:
         "../../envs/torch.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "setting", "seed", "prompts", "sandbox.image_size", "sandbox.jitter"
-        ),
+        config_digest=stage_digest(pipeline.prompts.prepare_prompts),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/prepare_prompts.py"

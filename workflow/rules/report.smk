@@ -25,10 +25,7 @@ rule stats:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),
+        config_digest=stage_digest(pipeline.report.stats),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/stats.py"
 
@@ -49,10 +46,7 @@ rule table1:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),
+        config_digest=stage_digest(pipeline.report.table1),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/table1.py"
 
@@ -73,10 +67,7 @@ rule table_divergence_beta:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),
+        config_digest=stage_digest(pipeline.report.table_divergence_beta),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/table_divergence_beta.py"
 
@@ -96,10 +87,7 @@ rule fig_beta_sweep:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),
+        config_digest=stage_digest(pipeline.report.fig_beta_sweep),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_beta_sweep.py"
 
@@ -120,10 +108,7 @@ rule fig_efficiency:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),
+        config_digest=stage_digest(pipeline.report.fig_efficiency),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_efficiency.py"
 
@@ -143,10 +128,7 @@ rule fig_training_curves:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed", "setting", "figures", "train.reward", "evaluation.metrics"
-        ),
+        config_digest=stage_digest(pipeline.report.fig_training_curves),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_training_curves.py"
 
@@ -167,15 +149,6 @@ rule fig_divergence_gallery:
     conda:
         "../../envs/analysis.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed",
-            "setting",
-            "figures",
-            "train.reward",
-            "evaluation.metrics",
-            "rocm.seeds",
-            "rocm.unregularised",
-        ),
+        config_digest=stage_digest(pipeline.report.fig_divergence_gallery),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_divergence_gallery.py"

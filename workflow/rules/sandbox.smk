@@ -15,14 +15,7 @@ rule sandbox_vae:
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed",
-            "sandbox.image_size",
-            "sandbox.jitter",
-            "sandbox.models",
-            "sandbox.vae",
-        ),
+        config_digest=stage_digest(pipeline.sandbox.sandbox_vae),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/sandbox_vae.py"
 
@@ -43,14 +36,7 @@ rule sandbox_teacher:
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed",
-            "sandbox.image_size",
-            "sandbox.jitter",
-            "sandbox.models",
-            "sandbox.teacher",
-        ),
+        config_digest=stage_digest(pipeline.sandbox.sandbox_teacher),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/sandbox_teacher.py"
 
@@ -68,14 +54,7 @@ rule sandbox_lcm:
     conda:
         "../../envs/torch.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed",
-            "sandbox.image_size",
-            "sandbox.jitter",
-            "sandbox.models",
-            "sandbox.lcm",
-        ),
+        config_digest=stage_digest(pipeline.sandbox.sandbox_lcm),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/sandbox_lcm.py"
 
@@ -95,15 +74,7 @@ rule sandbox_proxy:
     conda:
         "../../envs/torch.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed",
-            "sandbox.image_size",
-            "sandbox.jitter",
-            "sandbox.judge_tau",
-            "sandbox.proxies",
-            "model.guidance_scale",
-        ),
+        config_digest=stage_digest(pipeline.sandbox.sandbox_proxy),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/sandbox_proxy.py"
 
@@ -121,14 +92,6 @@ rule sandbox_quality:
     conda:
         "../../envs/torch.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "seed",
-            "sandbox.image_size",
-            "sandbox.jitter",
-            "sandbox.judge_tau",
-            "sandbox.quality_prompts",
-            "model.guidance_scale",
-        ),
+        config_digest=stage_digest(pipeline.sandbox.sandbox_quality),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/sandbox_quality.py"

@@ -9,5 +9,7 @@ rule stage_models:
         "logs/stage_models.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        config_digest=stage_digest(pipeline.stage.stage_models),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/stage_models.py"

@@ -12,7 +12,6 @@ rule tiny_hub:
     conda:
         "../../envs/torch.yaml"
     params:
-        # reruns it when these values change
-        config_digest=config_params("seed"),
+        config_digest=stage_digest(pipeline.tiny_hub.tiny_hub),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/tiny_hub.py"

@@ -24,14 +24,7 @@ rule train_rocm:
     resources:
         gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
     params:
-        # reruns it when these values change
-        config_digest=config_params(
-            "model", "rewards", "train", "rocm.reduction", "rocm.final_step"
-        ),
-        method="rocm",
-        divergence=run_param("divergence"),
-        beta=run_param("beta"),
-        seed=run_param("seed"),
+        config_digest=stage_digest(pipeline.train.train),  # reruns it when a config value its stage reads changes
         model_id=model_id_param,
     script:
         "../scripts/train.py"
@@ -61,22 +54,7 @@ rule train_baseline:
     resources:
         gpu=1,
     params:
-        # reruns it when these values change (a method's own block: only that method's runs)
-        config_digest=lambda wildcards: config_params(
-            "model",
-            "rewards",
-            "train",
-            "rocm.reduction",
-            "rocm.final_step",
-            "baselines.reward_queries",
-            "baselines.eta",
-            "baselines.log_divergence",
-            f"baselines.{run_method(wildcards.run)}",
-        ),
-        method=run_param("method"),
-        divergence="none",
-        beta="nan",
-        seed=run_param("seed"),
+        config_digest=stage_digest(pipeline.train.train),  # reruns it when a config value its stage reads changes
         model_id=model_id_param,
     script:
         "../scripts/train.py"

@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.evaluate import evaluate
 
-run_stage(snakemake, "rocm_rlhf.stages:evaluate")  # noqa: F821
+run_stage(snakemake, evaluate)  # noqa: F821

@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.report import fig_beta_sweep
 
-run_stage(snakemake, "rocm_rlhf.stages:fig_beta_sweep")  # noqa: F821
+run_stage(snakemake, fig_beta_sweep)  # noqa: F821

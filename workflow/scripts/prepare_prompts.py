@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.prompts import prepare_prompts
 
-run_stage(snakemake, "rocm_rlhf.stages:prepare_prompts")  # noqa: F821
+run_stage(snakemake, prepare_prompts)  # noqa: F821

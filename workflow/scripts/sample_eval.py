@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.evaluate import sample_eval
 
-run_stage(snakemake, "rocm_rlhf.stages:sample_eval")  # noqa: F821
+run_stage(snakemake, sample_eval)  # noqa: F821

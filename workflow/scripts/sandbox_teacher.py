@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.sandbox import sandbox_teacher
 
-run_stage(snakemake, "rocm_rlhf.stages:sandbox_teacher")  # noqa: F821
+run_stage(snakemake, sandbox_teacher)  # noqa: F821

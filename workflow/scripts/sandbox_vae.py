@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.sandbox import sandbox_vae
 
-run_stage(snakemake, "rocm_rlhf.stages:sandbox_vae")  # noqa: F821
+run_stage(snakemake, sandbox_vae)  # noqa: F821

@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.report import stats
 
-run_stage(snakemake, "rocm_rlhf.stages:stats")  # noqa: F821
+run_stage(snakemake, stats)  # noqa: F821

@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.report import table1
 
-run_stage(snakemake, "rocm_rlhf.stages:table1")  # noqa: F821
+run_stage(snakemake, table1)  # noqa: F821

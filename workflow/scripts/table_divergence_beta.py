@@ -1,3 +1,4 @@
 from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.report import table_divergence_beta
 
-run_stage(snakemake, "rocm_rlhf.stages:table_divergence_beta")  # noqa: F821
+run_stage(snakemake, table_divergence_beta)  # noqa: F821

@@ -4,8 +4,7 @@
     rocm-rlhf stage sandbox_vae --config config/config.yaml --output model=/tmp/vae stats=/tmp/vae.json
     rocm-rlhf stage train --config config/config.yaml --input prompts=results/prompts/train.csv \\
         reward=results/models/sandbox/rewards/proxy_pick --output run_json=/tmp/run/run.json \\
-        --wildcard run=rocm-kl-b0.1-s0 --param method=rocm divergence=kl beta=0.1 seed=0 \\
-        model_id=results/models/sandbox/lcm
+        --wildcard run=rocm-kl-b1-s0 --param model_id=results/models/sandbox/lcm
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="validate config files (merged in order) and print the resolved config")
     v.add_argument("configs", nargs="+")
-    s = sub.add_parser("stage", help="run one stage of rocm_rlhf.stages")
+    s = sub.add_parser("stage", help="run one stage of rocm_rlhf.pipeline")
     s.add_argument("name")
     s.add_argument("--config", nargs="+", default=["config/config.yaml"])
     for opt in ("input", "output", "wildcard", "param"):
@@ -52,7 +51,12 @@ def main(argv=None) -> int:
     job = make_job(input=_pairs(args.input), output=_pairs(args.output), params=_pairs(args.param),
                    wildcards=_pairs(args.wildcard), config=config, log=[args.log] if args.log else [],
                    threads=args.threads)
-    run_stage(job, f"rocm_rlhf.stages:{args.name}")
+    from ..pipeline import STAGES
+
+    if args.name not in STAGES:
+        print(f"unknown stage {args.name!r}; stages: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    run_stage(job, STAGES[args.name])
     return 0
 
 

@@ -1,22 +1,92 @@
 """Running a pipeline stage: the bridge between a Snakemake script and the library, without importing Snakemake.
 
-A stage is a function ``stage(job)`` where ``job`` has ``input``, ``output``, ``params``, ``wildcards`` (objects
-with attribute and index access, like Snakemake's named lists), ``config`` (the validated config dict), ``threads``
-and ``log``. ``workflow/scripts/*.py`` are one line: ``run_stage(snakemake, "module:function")``; the package CLI
-(``rocm-rlhf stage ...``) builds the same object by hand for debugging outside Snakemake.
+A stage (``rocm_rlhf.pipeline``) is a function ``stage(job)`` declared with :func:`stage` and the config keys it
+reads. ``job`` has ``input``, ``output``, ``params``, ``wildcards`` (attribute and index access, like Snakemake's
+named lists), ``config``, ``threads`` and ``log``. A workflow script imports its stage and calls
+``run_stage(snakemake, stage)``; the CLI (``rocm-rlhf stage ...``) builds the same job by hand. :func:`run_stage`
+hands the stage only the keys it declares, so the list a rule's rerun digest hashes is the list the stage can read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
+
+
+def stage(*, reads: Sequence[str] | Callable[[Any], Sequence[str]]):
+    """Declare a pipeline stage and the dotted config keys it reads (whole sections such as ``"train"`` or single
+    values such as ``"sandbox.judge_tau"``). ``reads`` may be a function of the job's wildcards, for stages whose keys
+    depend on the run (a baseline reads its own method's block)."""
+
+    def declare(fn):
+        fn.reads = reads
+        return fn
+
+    return declare
+
+
+def stage_reads(fn, wildcards: Any = None) -> tuple[str, ...]:
+    """The config keys ``fn`` declares, for the job with ``wildcards``."""
+    reads = fn.reads
+    return tuple(reads(wildcards) if callable(reads) else reads)
+
+
+class UndeclaredConfigKey(KeyError):
+    """A stage read a config key it did not declare (a bug in the stage's ``reads``)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class DeclaredConfig(dict):
+    """The part of a config a stage declared: reading any other key that the config has raises
+    :class:`UndeclaredConfigKey` naming it (with ``[]`` and ``.get``), instead of a silent default."""
+
+    def __init__(self, part: dict, full: dict, path: str, stage_name: str):
+        super().__init__(part)
+        self._full, self._path, self._stage = full, path, stage_name
+
+    def _undeclared(self, key):
+        where = f"{self._path}.{key}" if self._path else str(key)
+        return UndeclaredConfigKey(f"stage '{self._stage}' reads config key '{where}', which its @stage(reads=...) "
+                                   f"does not declare: add it there (and so to its rule's rerun digest)")
+
+    def __missing__(self, key):
+        if key in self._full:
+            raise self._undeclared(key)
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        if key in self._full:
+            raise self._undeclared(key)
+        return default
+
+
+def declared_config(config: dict, keys: Iterable[str], stage_name: str = "?") -> dict:
+    """A copy of ``config`` with only the dotted ``keys`` (see :class:`DeclaredConfig`); plain dicts below a key."""
+    import copy
+
+    def restrict(full: dict, wanted: list[list[str]], path: str) -> DeclaredConfig:
+        part: dict = {}
+        for head in dict.fromkeys(k[0] for k in wanted):
+            if head not in full:
+                continue
+            rest = [k[1:] for k in wanted if k[0] == head]
+            if any(not r for r in rest) or not isinstance(full[head], dict):
+                part[head] = copy.deepcopy(full[head])
+            else:
+                part[head] = restrict(full[head], rest, f"{path}.{head}" if path else head)
+        return DeclaredConfig(part, full, path, stage_name)
+
+    return restrict(config, [k.split(".") for k in keys], "")
 
 
 class Named(list):
@@ -84,11 +154,6 @@ def cli_args(job: Any, stage: str, threads: int | None = None):
         os.unlink(path)
 
 
-def resolve(target: str):
-    mod, _, fn = target.partition(":")
-    return getattr(importlib.import_module(mod), fn)
-
-
 @contextlib.contextmanager
 def log_to(path: str | os.PathLike | None):
     """Send stdout, stderr and the logging module to ``path`` (appending), if given."""
@@ -111,18 +176,22 @@ def log_to(path: str | os.PathLike | None):
                 root.setLevel(old_level)
 
 
-def run_stage(job: Any, target: str) -> None:
-    """Run ``target`` ("module:function") on ``job`` with its log redirected to ``job.log[0]``."""
+def run_stage(job: Any, fn: Callable[[Any], None]) -> None:
+    """Run the stage ``fn`` on ``job``: its declared config keys only, its threads, its log in ``job.log[0]``."""
+    name = fn.__name__
     log_path = job.log[0] if len(job.log) else None
     with log_to(log_path):
         t0 = time.time()
-        print(f"[rocm-rlhf] {target} started", flush=True)
+        print(f"[rocm-rlhf] {name} started", flush=True)
         try:
             from .utils import set_threads
 
             set_threads(max(1, int(getattr(job, "threads", 1) or 1)))
-            resolve(target)(job)
+            job = SimpleNamespace(**{k: getattr(job, k) for k in ("input", "output", "params", "wildcards", "log")},
+                                  threads=getattr(job, "threads", 1),
+                                  config=declared_config(job.config, stage_reads(fn, job.wildcards), name))
+            fn(job)
         except Exception:
             traceback.print_exc()
             raise
-        print(f"[rocm-rlhf] {target} finished in {time.time() - t0:.1f} s", flush=True)
+        print(f"[rocm-rlhf] {name} finished in {time.time() - t0:.1f} s", flush=True)

@@ -16,9 +16,9 @@
   reward-query count is global. Process 0 alone writes checkpoints, ``log.csv``, the adapter and ``run.json``; the
   others wait at a barrier. ``device_hours`` sums all processes (wall time x N on GPU, CPU time of all processes on
   CPU).
-- Launch: the pipeline stage runs ``accelerate launch --multi_gpu --num_processes N`` on the package CLI
-  (``rocm-rlhf stage train ...``) with a free rendezvous port; each worker builds an ``Accelerator`` and finds its
-  device (``cuda:<local rank>`` among the devices the parent locked and made visible). On a machine without CUDA the
+- Launch: the train stage calls :func:`launch_run` with ``train_run``'s arguments; it writes them to a file and runs
+  ``accelerate launch --multi_gpu --num_processes N -m rocm_rlhf.training.distributed <file>`` with a free rendezvous
+  port; each worker calls ``train_run`` with them, builds an ``Accelerator`` and finds its device (``cuda:<local rank>`` among the devices the parent locked and made visible). On a machine without CUDA the
   workers run on the CPU with the gloo backend: this is how the tests exercise the exact multi-process code path.
 - Only ROCM shards its step; the baselines (their PPO phases, replay buffers and pairings) run in one process.
 """
@@ -150,6 +150,42 @@ def launch_command(num_processes: int, module_args: Sequence[str], threads: int 
             "-m", *module_args]
 
 
+def processes_for(config: dict, method: str) -> int:
+    """Processes (devices) of one training run: ``train.num_processes`` for ROCM, 1 for the baselines."""
+    return int(config["train"]["num_processes"]) if method == "rocm" else 1
+
+
+def launch_run(num_processes: int, run_kwargs: dict[str, Any], threads: int = 1) -> None:
+    """``training.run.train_run(**run_kwargs)`` on ``num_processes`` processes (see :func:`launch`); the arguments
+    travel in a temporary JSON file, removed when the launch ends."""
+    import json
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="rocm_rlhf_run.", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"threads": threads, "train_run": {**run_kwargs, "run_dir": str(run_kwargs["run_dir"])}}, fh)
+        launch(num_processes, [__name__, path], threads=threads)
+    finally:
+        os.unlink(path)
+
+
+def _worker(argv: Sequence[str]) -> None:
+    """One process of :func:`launch_run`: ``python -m rocm_rlhf.training.distributed <arguments.json>``."""
+    import json
+
+    from ..infra.utils import set_threads
+    from .run import train_run
+
+    if len(argv) != 1 or not in_worker():
+        raise SystemExit("usage: accelerate launch ... -m rocm_rlhf.training.distributed <arguments.json> "
+                         "(started by launch_run, which sets the worker environment)")
+    with open(argv[0]) as fh:
+        job = json.load(fh)
+    set_threads(job["threads"])
+    train_run(**job["train_run"])
+
+
 def launch(num_processes: int, module_args: Sequence[str], threads: int = 1, env: dict[str, Any] | None = None
            ) -> None:
     """Run ``python -m <module_args>`` on ``num_processes`` processes through accelerate and wait for them.
@@ -170,3 +206,7 @@ def launch(num_processes: int, module_args: Sequence[str], threads: int = 1, env
     if rc != 0:
         raise RuntimeError(f"the {num_processes}-process training run failed (accelerate launch exit status {rc}); "
                            f"the workers' output is above")
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1:])

@@ -1,0 +1,79 @@
+"""Stages of workflow/rules/evaluate.smk: paired samples of a run on the evaluation prompts, and their scores."""
+
+from __future__ import annotations
+
+from .. import runs
+from ..infra.jobs import stage
+from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, path, preflight, reward_kwargs
+
+
+def sample_reads(wildcards) -> tuple[str, ...]:
+    """The model, the evaluation's images per prompt and, for a diffusion baseline, its own DDIM sampler."""
+    keys = ("setting", "device", "model", "evaluation.images_per_prompt", "evaluation.batch_size")
+    method = runs.parse_run(wildcards.run).method
+    if runs.generator(method) == "diffusion":
+        block = runs.method(method).config_block
+        keys += (f"{block}.sample_steps", f"{block}.guidance_scale", "baselines.eta")
+    return keys
+
+
+@stage(reads=sample_reads)
+def sample_eval(job) -> None:
+    """Images of one run (or the base model) on the eval prompts, with paired noise per (prompt, sample seed)."""
+    preflight(job.config, generators=["lcm", "diffusion"], metrics=[], reward=False)
+    with gpu_slot(job.config):
+        _sample_eval(job)
+
+
+def _sample_eval(job) -> None:
+    from ..evaluation import eval_units, generate_diffusion_units, generate_lcm_units, save_samples
+    from ..infra.utils import pick_device
+    from ..models import load_lcm_pipeline, load_sd_pipeline
+    from ..prompts import read_prompts
+    from ..training.run import DTYPES, diffusion_sampling
+
+    cfg, run = job.config, runs.parse_run(job.wildcards.run)
+    device = pick_device(cfg["device"])
+    dtype = DTYPES[cfg["model"]["dtype"]]
+    diffusion = run.generator == "diffusion"
+    pipe = (load_sd_pipeline if diffusion else load_lcm_pipeline)(job.params.model_id, dtype=dtype, device=device)
+    if path(job.input, "adapter"):
+        pipe.load_lora_weights(path(job.input, "adapter"))  # the standard diffusers call a user makes
+    units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
+    if diffusion:  # the method's own DDIM sampler, as in its training
+        d = diffusion_sampling(cfg, run.method)
+        images = generate_diffusion_units(pipe, units, num_steps=d["sample_steps"], guidance_scale=d["guidance_scale"],
+                                          eta=d["eta"], batch_size=cfg["evaluation"]["batch_size"])
+    else:
+        images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
+                                    guidance_scale=cfg["model"]["guidance_scale"],
+                                    batch_size=cfg["evaluation"]["batch_size"])
+    save_samples(images.float().cpu(), units, job.output.images, job.output.grid)
+    print(f"generated {len(units)} images on {device}")
+
+
+@stage(reads=("setting", "device", "evaluation.metrics", "evaluation.batch_size", "rewards", *SANDBOX_JUDGE_KEYS))
+def evaluate(job) -> None:
+    """Every configured metric on every image of one run: results/scores/<run>.csv (long format)."""
+    preflight(job.config, generators=[], reward=False)
+    with gpu_slot(job.config):
+        _evaluate(job)
+
+
+def _evaluate(job) -> None:
+    from ..analysis.scores import SCORE_COLUMNS
+    from ..evaluation import load_samples, score_images
+    from ..infra.utils import atomic_path, pick_device
+    from ..rewards import load_scorer
+
+    cfg = job.config
+    device = pick_device(cfg["device"])
+    rewards_dir = parent_dir(job.input, "rewards")
+    images, units = load_samples(job.input.images)
+    scorers = {m: load_scorer(m, **reward_kwargs(cfg, m, rewards_dir)).to(device)
+               for m in cfg["evaluation"]["metrics"]}
+    scores = score_images(images, units, scorers, batch_size=cfg["evaluation"]["batch_size"], device=device)
+    scores = scores.assign(run_id=job.wildcards.run, **runs.parse_run(job.wildcards.run).identity())[SCORE_COLUMNS]
+    with atomic_path(job.output[0]) as tmp:
+        scores.to_csv(tmp, index=False)
+    print(scores.groupby("metric")["value"].mean().to_string())

@@ -1,0 +1,131 @@
+"""Stages of workflow/rules/report.smk: the score table of all runs, the statistics, the paper's tables and figures
+(rocm_rlhf.analysis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import runs
+from ..infra.jobs import stage
+
+REPORT = ("seed", "setting", "figures", "train.reward", "evaluation.metrics")
+"""The config keys of the statistics, tables and figures."""
+
+
+def _read_scores(paths) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths], ignore_index=True)
+
+
+def _figure_metrics(config: dict) -> tuple[str, str]:
+    f = config["figures"]
+    reward = f["reward_metric"] or config["train"]["reward"]
+    quality = f["quality_metric"] or ("gold" if config["setting"] == "sandbox" else reward)
+    return reward, quality
+
+
+@stage(reads=())
+def collect_scores(job) -> None:
+    from ..infra.utils import atomic_path
+
+    scores = _read_scores(job.input.scores)
+    with atomic_path(job.output[0]) as tmp:
+        scores.to_csv(tmp, index=False)
+    print(f"{len(scores)} scores of {scores['run_id'].nunique()} runs")
+
+
+@stage(reads=REPORT)
+def stats(job) -> None:
+    """Paired comparisons of every ROCM arm against the base model and the baselines, and seed summaries."""
+    from ..stats import compare_all, seed_summary
+    from ..infra.utils import atomic_path
+
+    scores = _read_scores([job.input.scores])
+    controls = runs.control_arms(scores["arm"])
+    treatments = sorted(set(scores["arm"]) - set(controls))
+    comp = compare_all(scores, treatments, controls, n_boot=job.config["figures"]["n_boot"],
+                       rng_seed=job.config["seed"])
+    with atomic_path(job.output.comparisons) as tmp:
+        comp.to_csv(tmp, index=False)
+    with atomic_path(job.output.summary) as tmp:
+        seed_summary(scores).to_csv(tmp, index=False)
+    print(f"{len(comp)} comparisons, {int(comp['significant'].sum())} significant after Holm")
+
+
+@stage(reads=REPORT)
+def table1(job) -> None:
+    from ..tables import table1 as make
+
+    scores = _read_scores([job.input.scores])
+    _, quality = _figure_metrics(job.config)
+    metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
+    make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
+         n_boot=job.config["figures"]["n_boot"], rng_seed=job.config["seed"])
+
+
+@stage(reads=REPORT)
+def table_divergence_beta(job) -> None:
+    from ..tables import divergence_beta_table
+
+    _, quality = _figure_metrics(job.config)
+    divergence_beta_table(_read_scores([job.input.scores]), quality, Path(job.output.md).with_suffix(""))
+
+
+@stage(reads=REPORT)
+def fig_beta_sweep(job) -> None:
+    from ..figures import fig_beta_sweep as make
+
+    reward, quality = _figure_metrics(job.config)
+    make(_read_scores([job.input.scores]), reward, quality, Path(job.output.pdf).with_suffix(""))
+
+
+def _logs(job):
+    from ..figures import load_training_logs
+
+    return load_training_logs([Path(p).parent for p in job.input.logs])
+
+
+@stage(reads=REPORT)
+def fig_efficiency(job) -> None:
+    from ..figures import fig_efficiency as make
+    from ..tables import choose_beta
+
+    _, quality = _figure_metrics(job.config)
+    make(_logs(job), Path(job.output.pdf).with_suffix(""),
+         chosen_betas=choose_beta(_read_scores([job.input.scores]), quality))
+
+
+@stage(reads=REPORT)
+def fig_training_curves(job) -> None:
+    from ..figures import fig_training_curves as make
+
+    make(_logs(job), Path(job.output.pdf).with_suffix(""))
+
+
+@stage(reads=(*REPORT, "rocm.seeds", "rocm.unregularised"))
+def fig_divergence_gallery(job) -> None:
+    """Base model and each divergence at its chosen beta (first training seed), same prompts and noise."""
+    import numpy as np
+
+    from ..figures import fig_divergence_gallery as make
+    from ..tables import choose_beta, fmt_beta
+
+    _, quality = _figure_metrics(job.config)
+    chosen = choose_beta(_read_scores([job.input.scores]), quality)
+    samples = {Path(p).parent.name: p for p in job.input.samples}
+    seed = min(job.config["rocm"]["seeds"])
+    n = job.config["figures"]["gallery_prompts"]
+    rows = {"base": samples["base"]}
+    if job.config["rocm"]["unregularised"]:
+        rows["rocm-none-b0"] = samples[f"rocm-none-b0-s{seed}"]
+    for div, beta in chosen.items():
+        rows[f"rocm-{div}-b{fmt_beta(beta)}"] = samples[f"rocm-{div}-b{fmt_beta(beta)}-s{seed}"]
+    images, prompts = {}, None
+    for arm, path in rows.items():
+        with np.load(path, allow_pickle=False) as z:
+            keep = np.flatnonzero(z["sample_seed"] == 0)[:n]
+            images[arm] = z["images"][keep].astype(np.float32) / 255.0
+            if prompts is None:
+                prompts = [str(p) for p in z["prompt"][keep]]
+    make(images, prompts, Path(job.output.pdf).with_suffix(""))
