@@ -42,7 +42,8 @@ TINY_VAE = dict(SD_VAE, block_out_channels=(8, 8, 16, 16), layers_per_block=1, n
 
 
 def measure(unet, vae, scheduler, *, resolution, steps, batch, checkpoint, truncate, repeats, device, amp):
-    from rocm_rlhf.samplers.consistency import consistency_sample, decode_latents, divergence_per_step, draw_noise
+    from rocm_rlhf.samplers.common import decode_latents
+    from rocm_rlhf.samplers.consistency import consistency_sample, divergence_per_step, draw_noise
 
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     opt = torch.optim.AdamW(params, lr=6e-5)

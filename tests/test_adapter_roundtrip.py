@@ -112,9 +112,10 @@ def _train_config(rank, alpha, **baselines):
 def test_trained_run_adapter_gives_the_end_of_training_images(tmp_path, pipelines, method, kind):
     """A real run (``train_run``): the run's adapter, loaded into a fresh pipeline, generates the same images as the
     model at the end of training (its last checkpoint's LoRA state applied through peft at the run's alpha)."""
-    from rocm_rlhf.samplers.consistency import consistency_sample, decode_latents, draw_noise
+    from rocm_rlhf.models import ddim_scheduler_for, latent_shape
+    from rocm_rlhf.samplers.common import decode_latents
+    from rocm_rlhf.samplers.consistency import consistency_sample, draw_noise
     from rocm_rlhf.samplers.diffusion import ddim_sample
-    from rocm_rlhf.training import pg
     from rocm_rlhf.training.run import train_run
     from safetensors.torch import load_file
 
@@ -127,13 +128,13 @@ def test_trained_run_adapter_gives_the_end_of_training_images(tmp_path, pipeline
     def images(pipe):
         g = torch.Generator().manual_seed(5)
         emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS)
-        lat = torch.randn(2, *pg.latent_shape(pipe), generator=g)
+        lat = torch.randn(2, *latent_shape(pipe), generator=g)
         if kind == "lcm":
             final = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=2, guidance_scale=3.0, latents=lat,
                                        noise=draw_noise(lat.shape, 2, g)).final
         else:
             neg = encode_prompts(pipe.tokenizer, pipe.text_encoder, [""])
-            final = ddim_sample(pipe.unet, pg.ddim_scheduler_for(pipe), emb, neg, num_steps=3, guidance_scale=3.0,
+            final = ddim_sample(pipe.unet, ddim_scheduler_for(pipe), emb, neg, num_steps=3, guidance_scale=3.0,
                                 eta=1.0, latents=lat, noise=torch.randn(2, 3, *lat.shape[1:], generator=g),
                                 return_log_probs=False).final
         return decode_latents(pipe.vae, final)

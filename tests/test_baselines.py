@@ -25,6 +25,7 @@ import torch
 import _tiny_models as tm  # tests/ is on sys.path under pytest's default import mode
 from conftest import REPO, assert_same_adapter
 from rocm_rlhf.infra.config import validate_config
+from rocm_rlhf.models import latent_shape
 from rocm_rlhf.rewards import Scorer, register
 from rocm_rlhf.training import pg
 from rocm_rlhf.training.loop import Context, CountingScorer, TrainSettings
@@ -327,7 +328,7 @@ def test_first_ppo_epoch_is_on_policy_and_its_gradient_is_reinforce(models, meth
     assert torch.equal(new.detach(), old)  # the recomputed log-probs: the importance ratio is exactly 1
 
     adv = torch.tensor([1.5, -0.5, 0.25, -2.0], dtype=torch.float64)
-    scale = pg.log_prob_scale(pg.latent_shape(ctx.pipe), "mean")
+    scale = pg.log_prob_scale(latent_shape(ctx.pipe), "mean")
     assert scale == 1 / 4  # latents 1 x 2 x 2
     acc = pg.GradientAccumulator(ctx.params)
     slots = torch.arange(steps).expand(4, -1)
@@ -464,8 +465,8 @@ def paired_reward(model_dir, method, adapter=None, n=128, seed=123):
     from diffusers import DDIMScheduler
 
     from rocm_rlhf.models import load_lcm_pipeline, load_sd_pipeline
-    from rocm_rlhf.samplers.common import encode_prompts
-    from rocm_rlhf.samplers.consistency import consistency_sample, decode_latents, draw_noise
+    from rocm_rlhf.samplers.common import decode_latents, encode_prompts
+    from rocm_rlhf.samplers.consistency import consistency_sample, draw_noise
     from rocm_rlhf.samplers.diffusion import ddim_sample
 
     pipe = (load_lcm_pipeline if method == "rlcm" else load_sd_pipeline)(model_dir)
@@ -474,7 +475,7 @@ def paired_reward(model_dir, method, adapter=None, n=128, seed=123):
     prompts = [PROMPTS[i % 3] for i in range(n)]
     emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
     g = torch.Generator().manual_seed(seed)
-    lat = torch.randn(n, *pg.latent_shape(pipe), generator=g)
+    lat = torch.randn(n, *latent_shape(pipe), generator=g)
     if method == "rlcm":
         final = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=2, guidance_scale=3.0, latents=lat,
                                    noise=draw_noise(lat.shape, 2, g)).final

@@ -127,8 +127,8 @@ def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):
     from rocm_rlhf.models import load_lcm_pipeline
     from rocm_rlhf.prompts import read_prompts
     from rocm_rlhf.rewards import load_scorer
-    from rocm_rlhf.samplers.common import encode_prompts
-    from rocm_rlhf.samplers.consistency import consistency_sample, decode_latents, draw_noise
+    from rocm_rlhf.samplers.common import decode_latents, encode_prompts
+    from rocm_rlhf.samplers.consistency import consistency_sample, draw_noise
     from rocm_rlhf.training.run import train_run
 
     lcm = ci_run / "results/models/sandbox/lcm"

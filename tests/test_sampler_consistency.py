@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from rocm_rlhf.models import load_lcm_pipeline
-from rocm_rlhf.samplers.common import encode_prompts, gaussian_log_prob
+from rocm_rlhf.samplers.common import decode_latents, encode_prompts, gaussian_log_prob
 from rocm_rlhf.samplers.consistency import (
     adapter_disabled,
     consistency_sample,
     consistency_transition,
-    decode_latents,
     divergence_per_step,
     draw_noise,
     lcm_timesteps,

@@ -13,8 +13,8 @@ from conftest import assert_same_adapter
 from rocm_rlhf.infra.config import validate_config
 from rocm_rlhf.models import load_lcm_pipeline
 from rocm_rlhf.rewards import Scorer, register
-from rocm_rlhf.samplers.common import encode_prompts
-from rocm_rlhf.samplers.consistency import consistency_sample, decode_latents, draw_noise
+from rocm_rlhf.samplers.common import decode_latents, encode_prompts
+from rocm_rlhf.samplers.consistency import consistency_sample, draw_noise
 from rocm_rlhf.training.loop import TrainingDivergedError
 from rocm_rlhf.training.run import train_run
 

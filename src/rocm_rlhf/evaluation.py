@@ -71,27 +71,11 @@ def generate_diffusion_units(pipe, units: pd.DataFrame, *, num_steps: int, guida
                              batch_size: int = 64) -> torch.Tensor:
     """Images in [0, 1] from a diffusion pipeline through the stochastic DDIM sampler of the diffusion baselines,
     each unit with its own initial and per-step noise (see :func:`unit_seed`)."""
-    from .models import latent_shape, seeded_noise
-    from .samplers.common import encode_prompts
-    from .samplers.consistency import decode_latents
-    from .samplers.diffusion import ddim_sample
-    from .training.pg import ddim_scheduler_for
+    from .models import ddim_generate
 
-    scheduler = ddim_scheduler_for(pipe)  # SD 1.5 ships a PNDM scheduler; the policy samples with DDIM
-    shape = latent_shape(pipe)
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    uncond = encode_prompts(pipe.tokenizer, pipe.text_encoder, [""], device=device, dtype=dtype)
-    out = []
-    for i in range(0, len(units), batch_size):
-        chunk = units.iloc[i: i + batch_size]
-        seeds = [unit_seed(p, s) for p, s in zip(chunk["prompt_id"], chunk["sample_seed"])]
-        lat, noise = seeded_noise(seeds, shape, num_steps, "ddim", device, dtype)
-        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, chunk["prompt"].tolist(), device=device, dtype=dtype)
-        traj = ddim_sample(pipe.unet, scheduler, emb, uncond if guidance_scale != 1 else None,
-                           num_steps=num_steps, guidance_scale=guidance_scale, eta=eta, latents=lat, noise=noise,
-                           return_log_probs=False)
-        out.append(decode_latents(pipe.vae, traj.final).float().cpu())
-    return torch.cat(out)
+    seeds = [unit_seed(p, s) for p, s in zip(units["prompt_id"], units["sample_seed"])]
+    return ddim_generate(pipe, units["prompt"].tolist(), num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
+                         seeds=seeds, batch_size=batch_size)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .infra.hub import from_pretrained
-from .samplers.common import encode_prompts
-from .samplers.consistency import consistency_sample, decode_latents, draw_noise
+from .samplers.common import decode_latents, encode_prompts
+from .samplers.consistency import consistency_sample, draw_noise
 
 
 def pipeline_dtype_kwargs(dtype: torch.dtype, diffusers_version: str | None = None) -> dict[str, torch.dtype]:
@@ -33,38 +33,59 @@ def pipeline_dtype_kwargs(dtype: torch.dtype, diffusers_version: str | None = No
     return {key: dtype}
 
 
-def load_lcm_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """A LatentConsistencyModelPipeline (no safety checker), frozen, on ``device``."""
-    from diffusers import LatentConsistencyModelPipeline
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""The weights' dtype of the config's ``model.dtype``."""
 
+GENERATORS = ("lcm", "diffusion")
+
+
+def pipeline_class(generator: str):
+    """diffusers' pipeline class of a generator kind (:func:`rocm_rlhf.runs.generator`): the LCM's
+    LatentConsistencyModelPipeline or the diffusion baselines' StableDiffusionPipeline."""
+    from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
+
+    if generator not in GENERATORS:
+        raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
+    return LatentConsistencyModelPipeline if generator == "lcm" else StableDiffusionPipeline
+
+
+def load_pipeline(generator: str, model_id: str | Path, dtype: torch.dtype = torch.float32,
+                  device: str | torch.device = "cpu"):
+    """The :func:`pipeline_class` of ``generator`` from a folder or hub id (no safety checker), frozen, on
+    ``device``."""
     pipe = from_pretrained(
-        LatentConsistencyModelPipeline, model_id, **pipeline_dtype_kwargs(dtype), safety_checker=None,
+        pipeline_class(generator), model_id, **pipeline_dtype_kwargs(dtype), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.requires_grad_(False).eval()
     return pipe.to(device)
+
+
+def load_lcm_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """A LatentConsistencyModelPipeline (no safety checker), frozen, on ``device``."""
+    return load_pipeline("lcm", model_id, dtype, device)
 
 
 def load_sd_pipeline(model_id: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """A StableDiffusionPipeline (no safety checker), frozen, on ``device``: the diffusion baselines' base."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = from_pretrained(
-        StableDiffusionPipeline, model_id, **pipeline_dtype_kwargs(dtype), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-        m.requires_grad_(False).eval()
-    return pipe.to(device)
+    return load_pipeline("diffusion", model_id, dtype, device)
 
 
 def latent_shape(pipe) -> tuple[int, int, int]:
-    """(C, H, W) of the UNet's latents at the pipeline's default resolution."""
+    """(C, H, W) of the UNet's latents at the pipeline's default resolution (``sample_size`` an int or (H, W))."""
     s = pipe.unet.config.sample_size
-    return (pipe.unet.config.in_channels, s, s)
+    h, w = (s, s) if isinstance(s, int) else tuple(s)
+    return (pipe.unet.config.in_channels, h, w)
+
+
+def ddim_scheduler_for(pipe):
+    """A private DDIMScheduler built from the pipeline's scheduler config (SD 1.5 ships PNDM; DDPO switches to DDIM
+    the same way), for the diffusion baselines' sampler; the pipeline's own scheduler is left alone."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(pipe.scheduler.config)
 
 
 SAMPLER_NOISE = ("lcm", "ddim")
@@ -128,5 +149,31 @@ def lcm_generate(pipe, prompts: list[str], *, num_steps: int, guidance_scale: fl
         emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, chunk, device=device, dtype=dtype)
         traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=num_steps,
                                   guidance_scale=guidance_scale, latents=lat, noise=noise)
+        out.append(decode_latents(pipe.vae, traj.final).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def ddim_generate(pipe, prompts: list[str], *, num_steps: int, guidance_scale: float, eta: float, seeds: list[int],
+                  batch_size: int = 64) -> torch.Tensor:
+    """Images in [0, 1] (B, 3, H, W) from a diffusion pipeline through the diffusion baselines' stochastic DDIM
+    sampler (:func:`ddim_scheduler_for`, no gradients), each image with the noise of its own seed
+    (:func:`seeded_noise`, ``sampler="ddim"``)."""
+    from .samplers.diffusion import ddim_sample
+
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+    scheduler = ddim_scheduler_for(pipe)
+    shape = latent_shape(pipe)
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    uncond = encode_prompts(pipe.tokenizer, pipe.text_encoder, [""], device=device, dtype=dtype)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        lat, noise = seeded_noise(seeds[i : i + batch_size], shape, num_steps, "ddim", device, dtype)
+        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, chunk, device=device, dtype=dtype)
+        traj = ddim_sample(pipe.unet, scheduler, emb, uncond if guidance_scale != 1 else None,
+                           num_steps=num_steps, guidance_scale=guidance_scale, eta=eta, latents=lat, noise=noise,
+                           return_log_probs=False)
         out.append(decode_latents(pipe.vae, traj.final).float().cpu())
     return torch.cat(out)

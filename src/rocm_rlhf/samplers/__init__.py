@@ -4,6 +4,6 @@
 - :mod:`.diffusion`: the stochastic DDIM sampler with per-step log-probabilities (DDPO, D3PO, DPOK).
 """
 
-from .common import encode_prompts, gaussian_log_prob
+from .common import decode_latents, encode_prompts, gaussian_log_prob
 
-__all__ = ["encode_prompts", "gaussian_log_prob"]
+__all__ = ["decode_latents", "encode_prompts", "gaussian_log_prob"]

@@ -37,3 +37,9 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | f
     std = std.expand_as(x)
     lp = -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
     return lp.flatten(1).sum(1)
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """VAE-decode latents to images in [0, 1] (B, 3, H, W), differentiably, as diffusers' pipelines do."""
+    image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    return (image / 2 + 0.5).clamp(0, 1)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager
+from typing import ContextManager
 
 import torch
 import torch.utils.checkpoint
@@ -68,11 +68,6 @@ class ConsistencyTrajectory:
         if not cols:
             return torch.zeros(self.noise.shape[0], 0, device=self.noise.device)
         return torch.stack(cols, 1)
-
-
-def scalings_for_boundary_conditions(scheduler, timestep: int) -> tuple[float, float]:
-    """(c_skip, c_out) of the LCM consistency parameterisation, from the scheduler's own formula."""
-    return scheduler.get_scalings_for_boundary_condition_discrete(timestep)
 
 
 def guidance_embedding(unet, guidance_scale: float, batch: int, device, dtype) -> torch.Tensor | None:
@@ -187,7 +182,7 @@ def _consistency_function(unet, scheduler, prompt_embeds: torch.Tensor, w_emb: t
         pred_x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * out
     else:  # "sample"
         pred_x0 = out
-    c_skip, c_out = scalings_for_boundary_conditions(scheduler, t)
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(t)  # LCMScheduler's own formula
     return c_skip * x + c_out * pred_x0
 
 
@@ -289,12 +284,3 @@ def divergence_per_step(traj: ConsistencyTrajectory, name: str, reduction: str =
         for mu, ref, sd in zip(traj.means, traj.ref_means, traj.stds)
     ]
     return torch.stack(cols, 1)
-
-
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """VAE-decode latents to images in [0, 1] (B, 3, H, W), differentiably, as the LCM pipeline does."""
-    image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    return (image / 2 + 0.5).clamp(0, 1)
-
-
-Decoder = Callable[[torch.Tensor], torch.Tensor]

@@ -16,6 +16,7 @@ import torch
 
 from ..models import lcm_generate, load_lcm_pipeline
 from ..rewards import load_scorer
+from ..samplers import decode_latents
 from .build import encode_images
 from .data import captioned_batch
 from .judge import GoldJudge
@@ -63,7 +64,7 @@ def assess(lcm_dir: str | Path, proxy_dirs: dict[str, str | Path], world: World,
     pipe = load_lcm_pipeline(lcm_dir)
     images, real_caps, _ = captioned_batch(world, 256, np.random.default_rng(seed + 1))
     lat = encode_images(pipe.vae, images)
-    rec = (pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    rec = decode_latents(pipe.vae, lat)
     out["vae_reconstruction"] = {"mse": float(((rec - images) ** 2).mean()),
                                  "realism": float(judge(rec, real_caps)["realism"].mean())}
     captions = [c.text for c in all_captions()]

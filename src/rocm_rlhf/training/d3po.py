@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import gaussian_log_prob
 from ..samplers.diffusion import ddim_log_prob
 from . import pg
@@ -104,7 +105,7 @@ class D3PO:
 
     # ------------------------------------------------------------------------------------------- loop protocol
     def setup(self, ctx) -> None:
-        self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
+        self.scheduler = ddim_scheduler_for(ctx.pipe)
 
     def updates_per_pass(self) -> int:
         return self.num_minibatches or self.prompts_per_step
@@ -117,7 +118,7 @@ class D3PO:
         prompts = ctx.batch_prompts(step, self.prompts_per_step)
         g = ctx.generator(step)
         p = len(prompts)
-        shape = (p, *pg.latent_shape(ctx.pipe))
+        shape = (p, *latent_shape(ctx.pipe))
         latents = torch.randn(shape, generator=g) * self.scheduler.init_noise_sigma
         noise = torch.randn((2 * p, self.sample_steps, *shape[1:]), generator=g)
         roll = pg.diffusion_rollout(ctx, self.scheduler, prompts + prompts, torch.cat([latents, latents]), noise,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from ..models import ddim_scheduler_for
 from ..samplers.diffusion import ddim_log_prob
 from . import pg
 
@@ -72,7 +73,7 @@ class DDPO(pg.PPOMethod):
     # ------------------------------------------------------------------------------------------- loop protocol
     # (queries_per_step, extra_state and load_extra_state: pg.PPOMethod)
     def setup(self, ctx) -> None:
-        self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
+        self.scheduler = ddim_scheduler_for(ctx.pipe)
 
     # -------------------------------------------------------------------------------------------------- pieces
     def rollout(self, ctx, step: int) -> pg.DiffusionRollout:

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..divergences import gaussian_divergence
+from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import encode_prompts, gaussian_log_prob
 from ..samplers.diffusion import ddim_step_mean_std, guided_model_output
 from . import pg
@@ -155,8 +156,8 @@ class DPOK:
 
     # ------------------------------------------------------------------------------------------- loop protocol
     def setup(self, ctx) -> None:
-        self.scheduler = pg.ddim_scheduler_for(ctx.pipe)
-        shape = pg.latent_shape(ctx.pipe)
+        self.scheduler = ddim_scheduler_for(ctx.pipe)
+        shape = latent_shape(ctx.pipe)
         text_dim = int(pooled_text_embeddings(ctx.pipe, [""], ctx.device).shape[-1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.generator(0, 7).initial_seed())  # the value net's initialisation

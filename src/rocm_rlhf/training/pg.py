@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..models import latent_shape
 from .loop import reward_stats
 
 LOG_PROB_REDUCTIONS = ("mean", "sum")
@@ -318,8 +319,7 @@ def diffusion_rollout(ctx, scheduler, prompts: list[str], latents: Tensor, noise
                       guidance_scale: float, eta: float, reference: bool) -> DiffusionRollout:
     """Sample DDIM trajectories (no gradients), decode, score with ``ctx.reward``; with ``reference`` also the
     pretrained model's (adapter disabled) transition means at every visited state."""
-    from ..samplers.common import encode_prompts
-    from ..samplers.consistency import decode_latents
+    from ..samplers.common import decode_latents, encode_prompts
     from ..samplers.diffusion import ddim_sample
 
     pipe = ctx.pipe
@@ -368,20 +368,6 @@ def kl_per_step(means: Tensor, ref_means: Tensor, stds: Tensor, reduction: str) 
     cols = [gaussian_divergence("kl", means[:, n], ref_means[:, n], stds[n], reduction=reduction)
             for n in range(means.shape[1])]
     return torch.stack(cols, 1)
-
-
-def ddim_scheduler_for(pipe):
-    """A private DDIMScheduler built from the pipeline's scheduler config (SD 1.5 ships PNDM; DDPO switches to DDIM
-    the same way); the pipeline's own scheduler is left alone."""
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler.from_config(pipe.scheduler.config)
-
-
-def latent_shape(pipe) -> tuple[int, int, int]:
-    s = pipe.unet.config.sample_size
-    h, w = (s, s) if isinstance(s, int) else tuple(s)
-    return (pipe.unet.config.in_channels, h, w)
 
 
 def stats_out(reward: Tensor, **extra) -> dict:

@@ -34,14 +34,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..samplers.common import encode_prompts, gaussian_log_prob
-from ..samplers.consistency import (
-    consistency_sample,
-    consistency_transition,
-    decode_latents,
-    divergence_per_step,
-    draw_noise,
-)
+from ..models import latent_shape
+from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
+from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
 from . import pg
 
 
@@ -98,7 +93,7 @@ class RLCM(pg.PPOMethod):
         s = ctx.settings
         prompts = ctx.batch_prompts(step, self.batch_size)
         g = ctx.generator(step)
-        shape = (len(prompts), *pg.latent_shape(pipe))
+        shape = (len(prompts), *latent_shape(pipe))
         dtype = pipe.unet.dtype
         latents = torch.randn(shape, generator=g).to(ctx.device, dtype)
         noise = draw_noise(shape, s.num_steps, g).to(ctx.device, dtype)

@@ -17,8 +17,9 @@ from typing import ClassVar
 
 import torch
 
-from ..samplers.common import encode_prompts
-from ..samplers.consistency import consistency_sample, decode_latents, divergence_per_step, draw_noise
+from ..models import latent_shape
+from ..samplers.common import decode_latents, encode_prompts
+from ..samplers.consistency import consistency_sample, divergence_per_step, draw_noise
 from .loop import reward_stats
 
 
@@ -53,8 +54,7 @@ class ROCM:
         pipe = ctx.pipe
         prompts = ctx.batch_prompts(step)  # the global batch: every process draws it all and keeps its shard
         g = ctx.generator(step)
-        shape = (len(prompts), pipe.unet.config.in_channels, pipe.unet.config.sample_size,
-                 pipe.unet.config.sample_size)
+        shape = (len(prompts), *latent_shape(pipe))
         latents = ctx.shard(torch.randn(shape, generator=g)).to(ctx.device, pipe.unet.dtype)
         noise = ctx.shard(draw_noise(shape, s.num_steps, g)).to(ctx.device, pipe.unet.dtype)
         prompts = ctx.shard(prompts)
