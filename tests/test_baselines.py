@@ -27,7 +27,8 @@ from conftest import REPO, assert_same_adapter
 from rocm_rlhf.infra.config import validate_config
 from rocm_rlhf.models import latent_shape
 from rocm_rlhf.rewards import Scorer, register
-from rocm_rlhf.training import pg
+from rocm_rlhf.training import ppo
+from rocm_rlhf.training.ddim_policy import kl_per_step
 from rocm_rlhf.training.loop import Context, CountingScorer, TrainSettings
 from rocm_rlhf.training.run import make_method, reward_query_budget, steps_for_budget, train_run
 
@@ -188,7 +189,7 @@ def _flat(tensors):
 
 # ---------------------------------------------------------------------------------------------------- shared pieces
 def test_per_prompt_advantages_hand_example():
-    tr = pg.PerPromptStatTracker(buffer_size=3, min_count=3)
+    tr = ppo.PerPromptStatTracker(buffer_size=3, min_count=3)
     # step 1: every prompt has < 3 rewards -> the batch's mean and (population) std
     adv = tr.update(["a", "b"], torch.tensor([1.0, 3.0]))
     torch.testing.assert_close(adv, torch.tensor([-1.0, 1.0], dtype=torch.float64) / (1 + 1e-6))
@@ -202,7 +203,7 @@ def test_per_prompt_advantages_hand_example():
     adv = tr.update(["a"], [0.0])
     assert adv.item() == pytest.approx((0 - 2) / (math.sqrt(8 / 3) + 1e-6))
     # the state round-trips (checkpointed through extra_state)
-    again = pg.PerPromptStatTracker(buffer_size=3, min_count=3)
+    again = ppo.PerPromptStatTracker(buffer_size=3, min_count=3)
     again.load_state_dict(tr.state_dict())
     assert again.update(["a", "b"], [1.0, 2.0]).tolist() == tr.update(["a", "b"], [1.0, 2.0]).tolist()
 
@@ -211,7 +212,7 @@ def test_ppo_clip_loss_hand_example():
     lp_old = torch.zeros(4, dtype=torch.float64)
     lp = torch.log(torch.tensor([1.5, 1.5, 0.5, 1.0005], dtype=torch.float64)).requires_grad_(True)
     adv = torch.tensor([1.0, -1.0, -20.0, 2.0], dtype=torch.float64)
-    loss, st = pg.ppo_clip_loss(lp, lp_old, adv, clip_range=0.2, adv_clip_max=10.0)
+    loss, st = ppo.ppo_clip_loss(lp, lp_old, adv, clip_range=0.2, adv_clip_max=10.0)
     # per sample max(-A r, -A clip(r)): A>0, r>1+eps -> clipped (no gradient); A<0, r>1 -> unclipped;
     # A=-20 clipped to -10, r<1-eps -> clipped (no gradient); r within the range -> unclipped
     expected = torch.tensor([-1.2, 1.5, 10 * 0.8, -2 * 1.0005], dtype=torch.float64).mean()
@@ -223,7 +224,7 @@ def test_ppo_clip_loss_hand_example():
 
 def test_gradient_accumulator_surrogate_has_the_summed_value_and_gradient():
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
-    acc = pg.GradientAccumulator([w])
+    acc = ppo.GradientAccumulator([w])
     acc.backward((w**2).sum())
     acc.backward(3 * w[0])
     s = acc.surrogate()
@@ -288,7 +289,7 @@ def test_settings_under_which_a_baseline_cannot_learn_fail_validation_naming_the
 
 # ------------------------------------------------------------------------------------------------ PPO: RLCM, DDPO
 def test_shared_ppo_settings_name_the_method_and_keep_the_tracker():
-    """pg.PPOMethod's checks, shared by RLCM and DDPO, name the method's config block in the error."""
+    """ppo.PPOMethod's checks, shared by RLCM and DDPO, name the method's config block in the error."""
     import dataclasses
 
     from rocm_rlhf.training.ddpo import DDPO
@@ -328,11 +329,11 @@ def test_first_ppo_epoch_is_on_policy_and_its_gradient_is_reinforce(models, meth
     assert torch.equal(new.detach(), old)  # the recomputed log-probs: the importance ratio is exactly 1
 
     adv = torch.tensor([1.5, -0.5, 0.25, -2.0], dtype=torch.float64)
-    scale = pg.log_prob_scale(latent_shape(ctx.pipe), "mean")
+    scale = ppo.log_prob_scale(latent_shape(ctx.pipe), "mean")
     assert scale == 1 / 4  # latents 1 x 2 x 2
-    acc = pg.GradientAccumulator(ctx.params)
+    acc = ppo.GradientAccumulator(ctx.params)
     slots = torch.arange(steps).expand(4, -1)
-    st = pg.ppo_accumulate(acc, pg.by_step(fn), idx, slots, old, adv, scale, clip_range=1e-4, adv_clip_max=10.0)
+    st = ppo.ppo_accumulate(acc, ppo.by_step(fn), idx, slots, old, adv, scale, clip_range=1e-4, adv_clip_max=10.0)
     assert st["ratio"] == 1.0 and st["clipfrac"] == 0.0
     assert st["clipped"] == st["unclipped"]  # clipped and unclipped objectives agree at r = 1
     # REINFORCE with the advantages, mean over samples and steps
@@ -389,12 +390,12 @@ def test_dpok_regularizer_is_zero_at_init_and_is_the_reference_term(models, regu
             ep = guided_model_output(ctx.pipe.unet, state, t, emb, roll.negative_embeds, 3.0)
             expected = ((ep - eq) ** 2).flatten(1).mean(1)
         else:
-            expected = kl * pg.log_prob_scale(state.shape[1:], "mean")
+            expected = kl * ppo.log_prob_scale(state.shape[1:], "mean")
         torch.testing.assert_close(reg.detach(), expected, rtol=1e-6, atol=0)
         regs.append(reg.detach())
         if scale == 1e-3:  # the sampling policy: ratio 1, and the logged per-step KL of the batch is the same KL
             torch.testing.assert_close(lp, m.buffer["log_prob"], rtol=1e-12, atol=1e-9)
-            logged = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, "sum")  # [3 samples, 3 steps]
+            logged = kl_per_step(roll.means, roll.ref_means, roll.stds, "sum")  # [3 samples, 3 steps]
             torch.testing.assert_close(logged.T.reshape(-1), kl, rtol=1e-6, atol=0)
     assert (regs[0] > 0).all()
     ratio = regs[1] / regs[0]  # small moves: both terms are quadratic in the adapter's size

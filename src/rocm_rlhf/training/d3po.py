@@ -11,7 +11,7 @@ One training step:
    per-step noise), decode and score both (2 reward queries per prompt). The higher-reward image wins; equal rewards
    are a tie (D3PO's ``compare``: no preference, zero gradient);
 2. for every pair and every trained step n, with ``lr_i = s * (log pi_theta - log pi_ref)(x^i_{n+1} | x^i_n)`` (summed
-   log-densities times the scale ``s`` of :mod:`rocm_rlhf.training.pg`, D3PO's code averaging over dimensions) and
+   log-densities times the scale ``s`` of :mod:`rocm_rlhf.training.ppo`, D3PO's code averaging over dimensions) and
    ``c = +1`` if trajectory a won, ``-1`` if b won, ``0`` on a tie::
 
        h_n  = beta * c * (clip(lr_a, log(1 - eps), log(1 + eps)) - clip(lr_b, log(1 - eps), log(1 + eps)))
@@ -41,7 +41,8 @@ from torch import Tensor
 from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import gaussian_log_prob
 from ..samplers.diffusion import ddim_log_prob
-from . import pg
+from .ddim_policy import DiffusionRollout, diffusion_rollout, kl_per_step
+from .ppo import GradientAccumulator, check_positive, log_prob_scale, minibatches, stats_out, train_step_slots
 
 
 def d3po_logit(log_ratio_a: Tensor, log_ratio_b: Tensor, pref_a: Tensor, beta: float, eps: float) -> Tensor:
@@ -62,7 +63,7 @@ def preference(reward_a: Tensor, reward_b: Tensor) -> Tensor:
 
 @dataclass
 class PairRollout:
-    roll: pg.DiffusionRollout  # 2P trajectories: rows 0..P-1 are the a's, P..2P-1 the b's (same initial noise)
+    roll: DiffusionRollout  # 2P trajectories: rows 0..P-1 are the a's, P..2P-1 the b's (same initial noise)
     ref_log_probs: Tensor  # [2P, T] summed log pi_ref of the taken steps
     pref: Tensor  # [P] +1 / -1 / 0
 
@@ -87,20 +88,20 @@ class D3PO:
     def __post_init__(self):
         from .batching import check_batch
 
-        pg.check_positive("baselines.d3po.prompts_per_step", self.prompts_per_step)
-        pg.check_positive("d3po sample_steps", self.sample_steps)
+        check_positive("baselines.d3po.prompts_per_step", self.prompts_per_step)
+        check_positive("d3po sample_steps", self.sample_steps)
         if not 0 < self.eta <= 1:
             raise ValueError(f"d3po eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
-        pg.check_positive("d3po beta", self.beta, integer=False)
+        check_positive("d3po beta", self.beta, integer=False)
         if not 0 < self.eps < 1:
             raise ValueError(f"d3po eps must lie in (0, 1), got {self.eps}")
-        pg.check_positive("d3po num_inner_epochs", self.num_inner_epochs)
+        check_positive("d3po num_inner_epochs", self.num_inner_epochs)
         if self.num_minibatches is not None:
-            pg.check_positive("d3po num_minibatches", self.num_minibatches)
+            check_positive("d3po num_minibatches", self.num_minibatches)
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"d3po timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
         check_batch("d3po", {"prompts_per_step": self.prompts_per_step, "num_minibatches": self.num_minibatches})
-        pg.log_prob_scale((1,), self.log_prob_reduction)
+        log_prob_scale((1,), self.log_prob_reduction)
         self.scheduler = None
 
     # ------------------------------------------------------------------------------------------- loop protocol
@@ -121,7 +122,7 @@ class D3PO:
         shape = (p, *latent_shape(ctx.pipe))
         latents = torch.randn(shape, generator=g) * self.scheduler.init_noise_sigma
         noise = torch.randn((2 * p, self.sample_steps, *shape[1:]), generator=g)
-        roll = pg.diffusion_rollout(ctx, self.scheduler, prompts + prompts, torch.cat([latents, latents]), noise,
+        roll = diffusion_rollout(ctx, self.scheduler, prompts + prompts, torch.cat([latents, latents]), noise,
                                     num_steps=self.sample_steps, guidance_scale=self.guidance_scale, eta=self.eta,
                                     reference=True)
         nxt = roll.latents[:, 1:]
@@ -139,7 +140,7 @@ class D3PO:
             lp = ddim_log_prob(ctx.pipe.unet, self.scheduler, roll.prompt_embeds[rows], roll.negative_embeds,
                                roll.latents[rows, n], roll.latents[rows, n + 1], roll.timesteps[n],
                                guidance_scale=self.guidance_scale, eta=self.eta)
-        scale = pg.log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
+        scale = log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
         lr = (lp - pr.ref_log_probs[rows, n].to(lp.dtype)) * scale
         return lr[: len(idx)], lr[len(idx):]
 
@@ -149,9 +150,9 @@ class D3PO:
         losses = []
         for epoch in range(self.num_inner_epochs):
             g = ctx.generator(step, 1 + epoch)
-            for idx in pg.minibatches(p, self.updates_per_pass(), g):
-                slots = pg.train_step_slots(len(idx), steps, self.timestep_fraction, g)
-                acc = pg.GradientAccumulator(ctx.params)
+            for idx in minibatches(p, self.updates_per_pass(), g):
+                slots = train_step_slots(len(idx), steps, self.timestep_fraction, g)
+                acc = GradientAccumulator(ctx.params)
                 for j in range(slots.shape[1]):
                     for n in torch.unique(slots[:, j]).tolist():
                         sub = idx[slots[:, j] == n]
@@ -165,6 +166,6 @@ class D3PO:
         roll = pr.roll
         div = None
         if self.log_divergence:
-            div = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
-        return pg.stats_out(roll.rewards, loss=sum(losses) / len(losses), divergence_mean=div,
+            div = kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
+        return stats_out(roll.rewards, loss=sum(losses) / len(losses), divergence_mean=div,
                             ties=(pr.pref == 0).float().mean().item())

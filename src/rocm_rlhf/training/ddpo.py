@@ -9,10 +9,10 @@ terminal reward.
 One training step (= one DDPO epoch):
 
 1. sample ``batch_size`` prompts and DDIM trajectories without gradients, decode, score (``batch_size`` queries);
-2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.pg.PerPromptStatTracker`, buffer 16, min
+2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.ppo.PerPromptStatTracker`, buffer 16, min
    count 16: DDPO's ``per_prompt_stat_tracking``);
 3. ``num_inner_epochs`` passes over the shuffled batch, ``num_minibatches`` optimizer updates each, of the PPO clipped
-   loss (:func:`rocm_rlhf.training.pg.ppo_clip_loss`) averaged over the minibatch's samples and the trained steps
+   loss (:func:`rocm_rlhf.training.ppo.ppo_clip_loss`) averaged over the minibatch's samples and the trained steps
    (``timestep_fraction`` of the T steps, a random subset per sample when below 1), log-probs recomputed with
    gradients at the stored states (:func:`rocm_rlhf.samplers.diffusion.ddim_log_prob`).
 
@@ -36,11 +36,12 @@ from torch import Tensor
 
 from ..models import ddim_scheduler_for
 from ..samplers.diffusion import ddim_log_prob
-from . import pg
+from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout
+from .ppo import PPOMethod, PerPromptStatTracker, check_positive, ppo_clip_loss, stats_out
 
 
 @dataclass
-class DDPO(pg.PPOMethod):
+class DDPO(PPOMethod):
     """DDPO-clip; defaults from kvablack/ddpo-pytorch config/dgx.py (the paper's runs)."""
 
     config_name = "ddpo"  # its block under baselines: (not a field)
@@ -59,10 +60,10 @@ class DDPO(pg.PPOMethod):
     log_prob_reduction: str = "mean"  # DDPO's ddim_step_with_logprob averages over dimensions
     log_divergence: bool = True  # log the KL to the pretrained model of each sampled batch (costs T UNet calls)
     divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
-    tracker: pg.PerPromptStatTracker = field(init=False, repr=False)
+    tracker: PerPromptStatTracker = field(init=False, repr=False)
 
     def __post_init__(self):
-        pg.check_positive("ddpo sample_steps", self.sample_steps)
+        check_positive("ddpo sample_steps", self.sample_steps)
         if not 0 < self.eta <= 1:
             raise ValueError(f"ddpo eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
         if not 0 < self.timestep_fraction <= 1:
@@ -71,16 +72,16 @@ class DDPO(pg.PPOMethod):
         self.scheduler = None
 
     # ------------------------------------------------------------------------------------------- loop protocol
-    # (queries_per_step, extra_state and load_extra_state: pg.PPOMethod)
+    # (queries_per_step, extra_state and load_extra_state: PPOMethod)
     def setup(self, ctx) -> None:
         self.scheduler = ddim_scheduler_for(ctx.pipe)
 
     # -------------------------------------------------------------------------------------------------- pieces
-    def rollout(self, ctx, step: int) -> pg.DiffusionRollout:
-        return pg.step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
+    def rollout(self, ctx, step: int) -> DiffusionRollout:
+        return step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
                                guidance_scale=self.guidance_scale, eta=self.eta, reference=self.log_divergence)
 
-    def step_log_prob(self, ctx, roll: pg.DiffusionRollout, idx: Tensor, n: int) -> Tensor:
+    def step_log_prob(self, ctx, roll: DiffusionRollout, idx: Tensor, n: int) -> Tensor:
         """[b]: the current policy's summed log-prob of the stored step n of samples ``idx`` (with grad)."""
         idx = idx.to(roll.latents.device)
         with ctx.autocast():
@@ -92,5 +93,5 @@ class DDPO(pg.PPOMethod):
         roll, st = self.ppo_step(ctx, step, timestep_fraction=self.timestep_fraction)
         div = None
         if roll.ref_means is not None:
-            div = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
-        return pg.stats_out(roll.rewards, divergence_mean=div, **st)
+            div = kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
+        return stats_out(roll.rewards, divergence_mean=div, **st)

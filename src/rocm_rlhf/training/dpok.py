@@ -30,7 +30,7 @@ One training step (= one DPOK ``count``):
    elements). That term is DPOK's per-step stand-in for the KL: the exact KL of the two Gaussian DDIM transitions is
    ``c_n^2 |eps_theta - eps_pre|^2 / (2 sigma_n^2)`` with a step-dependent ``c_n``, so the two weight the steps
    differently (the KL is dominated by the last steps, where sigma_n is small). ``s`` is the log-prob scale of
-   :mod:`rocm_rlhf.training.pg` (``1/(C*H*W)`` by default: DPOK's code averages log-densities over the dimensions).
+   :mod:`rocm_rlhf.training.ppo` (``1/(C*H*W)`` by default: DPOK's code averages log-densities over the dimensions).
    The pretrained model's outputs are computed once, when the transition enters the buffer (the reference is frozen,
    so this equals DPOK's recomputation in every minibatch).
 
@@ -59,7 +59,8 @@ from ..divergences import gaussian_divergence
 from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import encode_prompts, gaussian_log_prob
 from ..samplers.diffusion import ddim_step_mean_std, guided_model_output
-from . import pg
+from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout
+from .ppo import GradientAccumulator, check_positive, log_prob_scale, stats_out
 
 
 class ConditionalLinear(nn.Module):
@@ -136,19 +137,19 @@ class DPOK:
     divergence_reduction: str = "mean"
 
     def __post_init__(self):
-        pg.check_positive("baselines.dpok.batch_size", self.batch_size)
+        check_positive("baselines.dpok.batch_size", self.batch_size)
         for name in ("sample_steps", "policy_updates", "policy_batch_size", "grad_accumulation", "buffer_size",
                      "value_batch_size", "value_updates", "value_hidden"):
-            pg.check_positive(f"dpok {name}", getattr(self, name))
+            check_positive(f"dpok {name}", getattr(self, name))
         for name in ("reward_weight", "ratio_clip", "value_lr"):
-            pg.check_positive(f"dpok {name}", getattr(self, name), integer=False)
+            check_positive(f"dpok {name}", getattr(self, name), integer=False)
         if self.regularizer not in REGULARIZERS:
             raise ValueError(f"baselines.dpok.regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
         if not self.kl_weight >= 0:
             raise ValueError(f"dpok kl_weight must be >= 0, got {self.kl_weight}")
         if not 0 < self.eta <= 1:
             raise ValueError(f"dpok eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
-        pg.log_prob_scale((1,), self.log_prob_reduction)
+        log_prob_scale((1,), self.log_prob_reduction)
         self.scheduler = None
         self.value: ValueNetwork | None = None
         self.value_opt: torch.optim.Optimizer | None = None
@@ -179,11 +180,11 @@ class DPOK:
         self.buffer = state["buffer"]
 
     # -------------------------------------------------------------------------------------------------- pieces
-    def rollout(self, ctx, step: int) -> pg.DiffusionRollout:
-        return pg.step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
+    def rollout(self, ctx, step: int) -> DiffusionRollout:
+        return step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
                                guidance_scale=self.guidance_scale, eta=self.eta, reference=True)
 
-    def add_to_buffer(self, ctx, roll: pg.DiffusionRollout) -> None:
+    def add_to_buffer(self, ctx, roll: DiffusionRollout) -> None:
         """Append the rollout's B*T transitions (step-major, as DPOK) and keep the last ``buffer_size`` (on CPU)."""
         b, t = roll.log_probs.shape
         text = pooled_text_embeddings(ctx.pipe, roll.prompts, ctx.device).cpu()
@@ -227,7 +228,7 @@ class DPOK:
             reg = (out.to(mean.dtype) - ref_out).pow(2).flatten(1).mean(1)
         else:
             ref_mean = ddim_step_mean_std(self.scheduler, ref_out, t, state, self.eta)[0]
-            scale = pg.log_prob_scale(state.shape[1:], self.log_prob_reduction)
+            scale = log_prob_scale(state.shape[1:], self.log_prob_reduction)
             reg = scale * gaussian_divergence("kl", mean, ref_mean.to(mean.dtype), std, reduction="sum")
         return lp, reg
 
@@ -254,11 +255,11 @@ class DPOK:
         value_loss = self.value_step(ctx, step)
         buf = self.buffer
         n = buf["reward"].shape[0]
-        scale = pg.log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
+        scale = log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
         g = ctx.generator(step, 3)
         losses, kls, ratios = [], [], []
         for _ in range(self.policy_updates):
-            acc = pg.GradientAccumulator(ctx.params)
+            acc = GradientAccumulator(ctx.params)
             for _ in range(self.grad_accumulation):
                 idx = torch.randperm(n, generator=g)[: min(self.policy_batch_size, n)]
                 with torch.no_grad():
@@ -276,6 +277,6 @@ class DPOK:
             losses.append(acc.value)
         div = None
         if self.log_divergence:
-            div = pg.kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
-        return pg.stats_out(roll.rewards, loss=sum(losses) / len(losses), divergence_mean=div,
+            div = kl_per_step(roll.means, roll.ref_means, roll.stds, self.divergence_reduction).sum(1).mean()
+        return stats_out(roll.rewards, loss=sum(losses) / len(losses), divergence_mean=div,
                             kl=sum(kls) / len(kls), ratio=sum(ratios) / len(ratios), value_loss=value_loss)

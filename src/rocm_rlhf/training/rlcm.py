@@ -11,17 +11,17 @@ adds no noise, so the K - 1 transitions are the actions: the same convention as 
 One training step (= one of RLCM's sampling iterations):
 
 1. sample ``batch_size`` prompts and trajectories without gradients, decode, score (``batch_size`` reward queries);
-2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.pg.PerPromptStatTracker`, buffer 32, min
+2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.ppo.PerPromptStatTracker`, buffer 32, min
    count 16 as in RLCM's aesthetic task);
 3. ``num_inner_epochs`` passes over the batch, each split into ``num_minibatches`` optimizer updates of the PPO
-   clipped loss (:func:`rocm_rlhf.training.pg.ppo_clip_loss`) averaged over the minibatch's samples and all K - 1
+   clipped loss (:func:`rocm_rlhf.training.ppo.ppo_clip_loss`) averaged over the minibatch's samples and all K - 1
    transitions, the log-probs recomputed with gradients at the stored states.
 
 RLCM's aesthetic configuration samples 8 images per GPU and trains in minibatches of 2 with 4 accumulation steps:
 one update per sampled batch (``num_minibatches = 1``) and one inner epoch, so each batch gets exactly one
 on-policy update (ratio 1, where PPO equals REINFORCE with the normalised advantages); clip range 1e-4 and advantage
 clip 10 act once ``num_inner_epochs`` or ``num_minibatches`` exceed 1. The clip range is on RLCM's per-dimension
-ratio (``log_prob_reduction="mean"``, :mod:`rocm_rlhf.training.pg`). RLCM's learning rate 1e-4 (Adam, linear decay),
+ratio (``log_prob_reduction="mean"``, :mod:`rocm_rlhf.training.ppo`). RLCM's learning rate 1e-4 (Adam, linear decay),
 gradient norm 5, LoRA r 8 / alpha 8, 8 steps and guidance 8 are the loop's and the model's settings here
 (``baselines.rlcm.lr`` / ``grad_clip`` default to the first two, without the decay; K, guidance and LoRA are shared
 with ROCM).
@@ -37,7 +37,7 @@ from torch import Tensor
 from ..models import latent_shape
 from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
-from . import pg
+from .ppo import PPOMethod, PerPromptStatTracker, ppo_clip_loss, stats_out
 
 
 def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
@@ -59,7 +59,7 @@ class LCMRollout:
 
 
 @dataclass
-class RLCM(pg.PPOMethod):
+class RLCM(PPOMethod):
     """PPO on the LCM policy; defaults are RLCM's aesthetic-task values (Owen-Oertell/rlcm conf/task/aesthetic.yaml)."""
 
     config_name = "rlcm"  # its block under baselines: (not a field)
@@ -75,13 +75,13 @@ class RLCM(pg.PPOMethod):
     log_divergence: bool = True  # log the KL to the base model (adapter disabled) of each sampled batch
     divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
     final_step: bool = True  # include the last evaluation in the logged KL (as ROCM's rocm.final_step)
-    tracker: pg.PerPromptStatTracker = field(init=False, repr=False)
+    tracker: PerPromptStatTracker = field(init=False, repr=False)
 
     def __post_init__(self):
         self.check_ppo_settings()
 
     # ------------------------------------------------------------------------------------------- loop protocol
-    # (queries_per_step, extra_state and load_extra_state: pg.PPOMethod)
+    # (queries_per_step, extra_state and load_extra_state: PPOMethod)
     def setup(self, ctx) -> None:
         if ctx.settings.num_steps < 2:
             raise ValueError(f"RLCM needs model.num_steps >= 2: with K={ctx.settings.num_steps} the LCM chain has no "
@@ -126,4 +126,4 @@ class RLCM(pg.PPOMethod):
     def train_step(self, ctx, step: int) -> dict:
         roll, st = self.ppo_step(ctx, step)
         div = roll.divergence.sum(1).mean() if roll.divergence is not None else None
-        return pg.stats_out(roll.rewards, divergence_mean=div, **st)
+        return stats_out(roll.rewards, divergence_mean=div, **st)
