@@ -1,4 +1,4 @@
-"""Tests of rocm_rlhf.stats: seed summaries, paired differences, bootstrap, Wilcoxon, effect sizes, Holm."""
+"""Tests of rocm_rlhf.analysis.stats: seed summaries, paired differences, bootstrap, Wilcoxon, effect sizes, Holm."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from rocm_rlhf import stats
+from rocm_rlhf.analysis import stats
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,5 @@
-"""Tests of rocm_rlhf.tables and rocm_rlhf.figures on small score tables and training logs with planted values."""
+"""Tests of rocm_rlhf.analysis (arms, tables, figures, logs) on small score tables and training logs with planted
+values."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rocm_rlhf import figures, stats, tables
+from rocm_rlhf.analysis import arms, figures, stats, tables
+from rocm_rlhf.analysis import logs as training_logs
 
 torch.set_num_threads(1)
 
@@ -36,9 +38,9 @@ ARMS = {
 NULL_ARMS = {"rocm-js-b1"}
 
 
-def make_scores(arms=ARMS) -> pd.DataFrame:
+def make_scores(arm_specs=ARMS) -> pd.DataFrame:
     rows = []
-    for i, (arm, (method, div, beta, seeds, effects)) in enumerate(arms.items()):
+    for i, (arm, (method, div, beta, seeds, effects)) in enumerate(arm_specs.items()):
         for seed in seeds:
             off = SEED_OFFSET[seed] if len(seeds) > 1 else 0.0
             for metric, eff in effects.items():
@@ -80,24 +82,24 @@ def _md_rows(path) -> dict[str, list[str]]:
 
 
 def test_choose_beta_picks_the_planted_best(scores):
-    assert tables.choose_beta(scores, "gold") == {"kl": 0.1, "js": 1.0}
-    assert tables.choose_beta(scores, "proxy_pick") == {"kl": 0.01, "js": 0.1}
-    assert tables.choose_beta(scores, "gold", lower_is_better=True) == {"kl": 0.01, "js": 0.1}
-    assert list(tables.choose_beta(scores, "gold")) == ["kl", "js"]  # DIVERGENCES order
+    assert arms.choose_beta(scores, "gold") == {"kl": 0.1, "js": 1.0}
+    assert arms.choose_beta(scores, "proxy_pick") == {"kl": 0.01, "js": 0.1}
+    assert arms.choose_beta(scores, "gold", lower_is_better=True) == {"kl": 0.01, "js": 0.1}
+    assert list(arms.choose_beta(scores, "gold")) == ["kl", "js"]  # DIVERGENCES order
 
 
 def test_choose_beta_errors(scores):
     with pytest.raises(ValueError, match="imagereward"):
-        tables.choose_beta(scores, "imagereward")
+        arms.choose_beta(scores, "imagereward")
     no_rocm = scores[scores["method"] != "rocm"]
     with pytest.raises(ValueError, match="regularised ROCM"):
-        tables.choose_beta(no_rocm, "gold")
+        arms.choose_beta(no_rocm, "gold")
     with pytest.raises(ValueError, match="beta"):
-        tables.choose_beta(scores.drop(columns="beta"), "gold")
+        arms.choose_beta(scores.drop(columns="beta"), "gold")
     bad = scores.copy()
     bad.loc[bad["arm"] == "rlcm", "method"] = "ppo"
     with pytest.raises(ValueError, match="unknown method"):
-        tables.choose_beta(bad, "gold")
+        arms.choose_beta(bad, "gold")
 
 
 # ------------------------------------------------------------------------------------------------------ table 1
@@ -317,7 +319,7 @@ def run_dirs(tmp_path):
 
 
 def test_load_training_logs(run_dirs, tmp_path):
-    logs = figures.load_training_logs(run_dirs)
+    logs = training_logs.load_training_logs(run_dirs)
     assert list(logs.columns[:6]) == ["run_id", "arm", "method", "divergence", "beta", "seed"]
     assert len(logs) == 8 * 10
     assert set(logs["arm"]) == {"rocm-none-b0", "rocm-kl-b0.1", "rocm-kl-b1", "rlcm"}
@@ -334,29 +336,53 @@ def test_load_training_logs(run_dirs, tmp_path):
         drop=["reward_queries"],
     )
     with pytest.raises(ValueError, match="reward_queries"):
-        figures.load_training_logs([bad])
+        training_logs.load_training_logs([bad])
     with pytest.raises(ValueError, match="nowhere.*does not exist"):
-        figures.load_training_logs([tmp_path / "nowhere"])
+        training_logs.load_training_logs([tmp_path / "nowhere"])
     with pytest.raises(ValueError, match="same run_id"):
-        figures.load_training_logs([run_dirs[0], run_dirs[0]])
+        training_logs.load_training_logs([run_dirs[0], run_dirs[0]])
+
+
+def test_load_training_logs_takes_each_runs_identity_from_its_run_id(tmp_path):
+    """run.json's run_id is parsed by rocm_rlhf.runs.parse_run: arm, method, divergence, beta and seed follow."""
+    d = _write_run(tmp_path, "rocm-js-b1e-05-s3", {"method": "rocm", "seed": 3})  # no divergence or beta in run.json
+    logs = training_logs.load_training_logs(d)
+    head = logs.iloc[0]
+    assert list(logs.columns[:6]) == list(training_logs.RUN_META)
+    assert (head["run_id"], head["arm"], head["method"], head["divergence"], head["seed"]) == (
+        "rocm-js-b1e-05-s3", "rocm-js-b1e-05", "rocm", "js", 3)
+    assert head["beta"] == 1e-05 and logs["beta"].dtype == float and logs["seed"].dtype == np.int64
+    base_like = _write_run(tmp_path, "rlcm-s1", {"method": "rlcm", "seed": 1}, divergence=False)
+    rl = training_logs.load_training_logs([base_like])
+    assert (rl["arm"] == "rlcm").all() and (rl["divergence"] == "none").all() and rl["beta"].isna().all()
+
+    for run_id, meta, words in (
+        ("rocm-kl-b10.0-s0", {"method": "rocm", "seed": 0}, "non-canonical"),
+        ("ppo-s0", {"method": "rlcm", "seed": 0}, "is not a run id"),
+        ("rocm-kl-b1-s0", {"method": "rlcm", "seed": 0}, "method 'rlcm' disagrees with run id"),
+        ("rocm-kl-b1-s1", {"method": "rocm", "seed": 0}, "seed 0 disagrees with run id"),
+    ):
+        bad = _write_run(tmp_path / "bad" / run_id, run_id, meta)
+        with pytest.raises(ValueError, match=words):
+            training_logs.load_training_logs(bad)
 
 
 def test_mean_over_seeds_interpolates_on_the_common_range():
     x1 = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
     x2 = np.array([0.5, 1.5, 3.0])  # covers [0.5, 3]: the common range
-    grid, mean, std = figures.mean_over_seeds([(x1, x1), (x2, 2 * x2)])
+    grid, mean, std = training_logs.mean_over_seeds([(x1, x1), (x2, 2 * x2)])
     np.testing.assert_allclose(grid, [0.5, 1.0, 1.5, 2.0, 3.0])
     np.testing.assert_allclose(mean, 1.5 * grid)  # both curves are linear: interpolation is exact
     np.testing.assert_allclose(std, grid / np.sqrt(2))  # sample std of (x, 2x)
-    g1, m1, s1 = figures.mean_over_seeds([(x1[::-1], x1[::-1])])  # unsorted input, one seed: no std
+    g1, m1, s1 = training_logs.mean_over_seeds([(x1[::-1], x1[::-1])])  # unsorted input, one seed: no std
     np.testing.assert_allclose(g1, x1) and np.testing.assert_allclose(m1, x1)
     assert np.isnan(s1).all()
     with pytest.raises(ValueError, match="share no x range"):
-        figures.mean_over_seeds([(x1, x1), (x1 + 10, x1)])
+        training_logs.mean_over_seeds([(x1, x1), (x1 + 10, x1)])
 
 
 def test_fig_efficiency(run_dirs, tmp_path):
-    logs = figures.load_training_logs(run_dirs)
+    logs = training_logs.load_training_logs(run_dirs)
     out = figures.fig_efficiency(logs, tmp_path / "eff", chosen_betas={"kl": 0.1})
     assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
     assert len(out.figure.axes) == 2
@@ -366,7 +392,7 @@ def test_fig_efficiency(run_dirs, tmp_path):
     assert ax.get_xlabel() == "CPU core-hours" and out.figure.axes[1].get_xlabel() == "reward queries"
     # the ROCM-KL line is the seed mean on the common grid of device hours
     kl = logs[logs["arm"] == "rocm-kl-b0.1"]
-    ref = figures.mean_over_seeds([(g["device_hours"], g["reward_mean"]) for _, g in kl.groupby("run_id")])
+    ref = training_logs.mean_over_seeds([(g["device_hours"], g["reward_mean"]) for _, g in kl.groupby("run_id")])
     np.testing.assert_allclose(ax.lines[1].get_xdata(), ref[0])
     np.testing.assert_allclose(ax.lines[1].get_ydata(), ref[1])
     assert ax.lines[1].get_xdata()[-1] == pytest.approx(0.010)  # seed 0 ends there: no extrapolation
@@ -383,7 +409,7 @@ def test_fig_efficiency(run_dirs, tmp_path):
 
 
 def test_fig_training_curves(run_dirs, tmp_path):
-    logs = figures.load_training_logs(run_dirs)
+    logs = training_logs.load_training_logs(run_dirs)
     out = figures.fig_training_curves(logs, tmp_path / "curves", log_divergence=True)
     assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
     assert len(out.figure.axes) == 2  # (reward, divergence) x one divergence (kl)

@@ -1,37 +1,10 @@
-"""Statistics for the paper's tables: seed summaries, paired comparisons per image, Holm correction.
+"""The statistics of the tables: seed summaries, paired comparisons per image, effect sizes, Holm's correction.
 
-Input: the long table of per-image scores (``results/scores/*.parquet``), one row per (run, image, metric):
-
-=============  ======  ==========================================================================================
-column         type    meaning
-=============  ======  ==========================================================================================
-run_id         str     one training run (one arm, one training seed)
-arm            str     a method with all its hyperparameters except the training seed ("base", "rocm-kl-b0.01")
-seed           int     the training seed (the base model has the single seed 0)
-prompt_id      str     the evaluation prompt
-sample_seed    int     the evaluation noise seed
-metric         str     the score's name
-value          float   the score (finite)
-=============  ======  ==========================================================================================
-
-Other columns (``method``, ``divergence``, ``beta``, ...) are *arm attributes*: a column whose value is constant
-within every arm (NaN counts as a value, so ``beta = NaN`` for the base model is fine) is carried into the outputs;
-a column that varies within an arm (a file path per image, say) is dropped.
-
-Conventions pinned here (they go into the README):
-
-* **Pairing unit** = (prompt_id, sample_seed). Images with the same unit share their initial noise across all runs,
-  so arms are compared *paired* on units. One image per (run, unit, metric): duplicates are an error.
-* **Training seeds are averaged before pairing.** For a paired comparison, each arm's value on a unit is the mean
-  over that arm's training seeds; the test's sampling unit is the pairing unit. The p-values and bootstrap CIs
-  therefore describe the variation over prompts and noise for the *trained runs at hand*; variation between
-  training seeds is reported separately by :func:`seed_summary` (mean and std across seeds). Every seed of an arm
-  must have scored the same units (otherwise per-unit means would mix different numbers of seeds): an error.
-* Units sharing a prompt (several sample seeds) are treated as independent by the bootstrap and the Wilcoxon
-  test. With several sample seeds per prompt this is mildly anti-conservative if prompts differ strongly.
-* Differences are always ``arm_a - arm_b`` (treatment minus control): positive means arm_a scores higher.
-* Bad input (missing columns, non-finite values, duplicate images, a run id mapping to several (arm, seed),
-  absent arms or metrics, mismatched units) raises one :class:`ValueError` naming what is wrong.
+API: :func:`seed_summary` (per arm and metric, mean and std over training seeds), :func:`paired_differences`,
+:func:`paired_test`, :func:`compare` and :func:`compare_all` (paired comparisons on the (prompt_id, sample_seed)
+units, training seeds averaged, Holm-corrected per metric), :func:`bootstrap_means`, :func:`rank_biserial`,
+:func:`cohen_dz` and :func:`holm`. Input: a score table (:mod:`rocm_rlhf.analysis.scores`), checked by its
+validator. How the statistics are chosen: docs/_parts/analysis.md.
 """
 
 from __future__ import annotations
@@ -42,9 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-REQUIRED_COLUMNS = ("run_id", "arm", "seed", "prompt_id", "sample_seed", "metric", "value")
-UNIT = ["prompt_id", "sample_seed"]
-"""The pairing unit: images of the same (prompt_id, sample_seed) share their initial noise across runs."""
+from .scores import KEY_COLUMNS, UNIT, check_scores, name_list
 
 WILCOXON_ZERO_METHOD = "wilcox"
 """Zero differences are discarded before ranking (Wilcoxon's original rule, scipy's default)."""
@@ -54,53 +25,13 @@ _BOOT_CHUNK_ELEMENTS = 4_000_000
 
 
 # --------------------------------------------------------------------------------------------------------------
-# validation and helpers
+# helpers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _validate(scores: pd.DataFrame) -> pd.DataFrame:
-    """Check the score table; return it unchanged. One clear ValueError per problem."""
-    if not isinstance(scores, pd.DataFrame):
-        raise ValueError(
-            f"scores must be a pandas DataFrame (as read from results/scores/*.parquet), got {type(scores)}"
-        )
-    missing = [c for c in REQUIRED_COLUMNS if c not in scores.columns]
-    if missing:
-        raise ValueError(
-            f"score table lacks column(s) {missing}; it needs {list(REQUIRED_COLUMNS)} "
-            f"(has {list(scores.columns)})"
-        )
-    if len(scores) == 0:
-        raise ValueError("score table is empty: no scores to summarise")
-    try:
-        values = scores["value"].to_numpy(dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"column 'value' must be numeric: {err}") from None
-    bad = ~np.isfinite(values)
-    if bad.any():
-        where = scores.loc[bad, ["arm", "metric"]].drop_duplicates().head(5).to_records(index=False).tolist()
-        raise ValueError(
-            f"{int(bad.sum())} score value(s) are NaN or infinite (e.g. (arm, metric) in {where}); "
-            "fix or drop the failed images in the scoring stage, the statistics do not guess"
-        )
-    key = ["arm", "seed", *UNIT, "metric"]
-    dup = scores.duplicated(key, keep=False)
-    if dup.any():
-        ex = scores.loc[dup, key].head(3).to_records(index=False).tolist()
-        raise ValueError(
-            f"{int(dup.sum())} rows share (arm, seed, prompt_id, sample_seed, metric), e.g. {ex}: each run must "
-            "score each image once per metric (are two run ids mapped to the same arm and seed?)"
-        )
-    runs = scores[["run_id", "arm", "seed"]].drop_duplicates()
-    multi = runs["run_id"][runs["run_id"].duplicated()].unique()
-    if len(multi):
-        raise ValueError(f"run id(s) {list(multi[:5])} appear with several (arm, seed): one run is one arm and seed")
-    return scores
 
 
 def _arm_attributes(scores: pd.DataFrame) -> pd.DataFrame:
     """Extra columns constant within every arm (NaN counted as a value), one row per arm, indexed by arm."""
-    extra = [c for c in scores.columns if c not in REQUIRED_COLUMNS]
+    extra = [c for c in scores.columns if c not in KEY_COLUMNS]
     if not extra:
         return pd.DataFrame(index=pd.Index(sorted(scores["arm"].unique()), name="arm"))
     sub = scores[["arm", *extra]].drop_duplicates()
@@ -152,11 +83,6 @@ def _paired_unit_means(
     return a, b.reindex(a.index), n_a, n_b
 
 
-def _as_list(x: str | Iterable[str]) -> list[str]:
-    items = [x] if isinstance(x, str) else list(x)
-    return list(dict.fromkeys(items))  # deduplicate, keep order
-
-
 # --------------------------------------------------------------------------------------------------------------
 # summaries across training seeds
 # --------------------------------------------------------------------------------------------------------------
@@ -177,7 +103,7 @@ def seed_summary(scores: pd.DataFrame) -> pd.DataFrame:
     Arm attributes (extra columns constant within each arm, e.g. method, divergence, beta) are carried.
     Rows sorted by arm, then metric.
     """
-    scores = _validate(scores)
+    scores = check_scores(scores, arm_attributes=False)
     per_seed = scores.groupby(["arm", "metric", "seed"], sort=True)["value"].mean().rename("seed_mean").reset_index()
     agg = per_seed.groupby(["arm", "metric"], sort=True)["seed_mean"].agg(
         mean="mean", std=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan, n_seeds="size"
@@ -206,7 +132,7 @@ def paired_differences(scores: pd.DataFrame, metric: str, arm_a: str, arm_b: str
     units (the message counts the units missing on each side and shows a few), or if an arm's training seeds
     scored different units.
     """
-    scores = _validate(scores)
+    scores = check_scores(scores, arm_attributes=False)
     a, b, _, _ = _paired_unit_means(scores, metric, arm_a, arm_b)
     d = a - b
     d.name = f"{arm_a} - {arm_b}"
@@ -338,7 +264,8 @@ def compare(
     (each arm's mean over units of its seed-averaged values; ``mean_a - mean_b == mean_diff``), ``n_seeds_a`` and
     ``n_seeds_b``, and ``ci`` (the CI level).
     """
-    return _compare(_validate(scores), metric, arm_a, arm_b, n_boot=n_boot, ci=ci, rng_seed=rng_seed)
+    scores = check_scores(scores, arm_attributes=False)
+    return _compare(scores, metric, arm_a, arm_b, n_boot=n_boot, ci=ci, rng_seed=rng_seed)
 
 
 def _compare(scores: pd.DataFrame, metric: str, arm_a: str, arm_b: str, **kw: Any) -> dict[str, Any]:
@@ -415,16 +342,16 @@ def compare_all(
     rank_biserial, d_z, wilcoxon_stat, n_pairs, n_nonzero, n_seeds_a, n_seeds_b, then the carried attributes.
     Rows in the order metric, treatment, control as given.
     """
-    scores = _validate(scores)
-    treat = _as_list(treatments)
-    ctrl = _as_list(controls)
+    scores = check_scores(scores, arm_attributes=False)
+    treat = name_list(treatments)
+    ctrl = name_list(controls)
     if not treat or not ctrl:
         raise ValueError("compare_all needs at least one treatment arm and one control arm")
     arms = set(scores["arm"].unique())
     absent = [a for a in [*treat, *ctrl] if a not in arms]
     if absent:
         raise ValueError(f"arm(s) {absent} are not in the score table (arms: {sorted(arms)})")
-    mets = sorted(scores["metric"].unique()) if metrics is None else _as_list(metrics)
+    mets = sorted(scores["metric"].unique()) if metrics is None else name_list(metrics)
     unknown = sorted(set(kw) - {"n_boot", "ci", "rng_seed"})
     if unknown:
         raise ValueError(f"compare_all passes only n_boot, ci and rng_seed to compare(); unknown: {unknown}")

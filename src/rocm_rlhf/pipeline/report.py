@@ -12,12 +12,6 @@ REPORT = ("seed", "setting", "figures", "train.reward", "evaluation.metrics")
 """The config keys of the statistics, tables and figures."""
 
 
-def _read_scores(paths) -> "pd.DataFrame":
-    import pandas as pd
-
-    return pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths], ignore_index=True)
-
-
 def _figure_metrics(config: dict) -> tuple[str, str]:
     f = config["figures"]
     reward = f["reward_metric"] or config["train"]["reward"]
@@ -27,9 +21,10 @@ def _figure_metrics(config: dict) -> tuple[str, str]:
 
 @stage(reads=())
 def collect_scores(job) -> None:
+    from ..analysis.scores import read_scores
     from ..infra.utils import atomic_path
 
-    scores = _read_scores(job.input.scores)
+    scores = read_scores(job.input.scores)
     with atomic_path(job.output[0]) as tmp:
         scores.to_csv(tmp, index=False)
     print(f"{len(scores)} scores of {scores['run_id'].nunique()} runs")
@@ -38,12 +33,13 @@ def collect_scores(job) -> None:
 @stage(reads=REPORT)
 def stats(job) -> None:
     """Paired comparisons of every ROCM arm against the base model and the baselines, and seed summaries."""
-    from ..stats import compare_all, seed_summary
+    from ..analysis.arms import comparison_arms
+    from ..analysis.scores import read_scores
+    from ..analysis.stats import compare_all, seed_summary
     from ..infra.utils import atomic_path
 
-    scores = _read_scores([job.input.scores])
-    controls = runs.control_arms(scores["arm"])
-    treatments = sorted(set(scores["arm"]) - set(controls))
+    scores = read_scores(job.input.scores)
+    treatments, controls = comparison_arms(scores)
     comp = compare_all(scores, treatments, controls, n_boot=job.config["figures"]["n_boot"],
                        rng_seed=job.config["seed"])
     with atomic_path(job.output.comparisons) as tmp:
@@ -55,9 +51,10 @@ def stats(job) -> None:
 
 @stage(reads=REPORT)
 def table1(job) -> None:
-    from ..tables import table1 as make
+    from ..analysis.scores import read_scores
+    from ..analysis.tables import table1 as make
 
-    scores = _read_scores([job.input.scores])
+    scores = read_scores(job.input.scores)
     _, quality = _figure_metrics(job.config)
     metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
     make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
@@ -66,39 +63,42 @@ def table1(job) -> None:
 
 @stage(reads=REPORT)
 def table_divergence_beta(job) -> None:
-    from ..tables import divergence_beta_table
+    from ..analysis.scores import read_scores
+    from ..analysis.tables import divergence_beta_table
 
     _, quality = _figure_metrics(job.config)
-    divergence_beta_table(_read_scores([job.input.scores]), quality, Path(job.output.md).with_suffix(""))
+    divergence_beta_table(read_scores(job.input.scores), quality, Path(job.output.md).with_suffix(""))
 
 
 @stage(reads=REPORT)
 def fig_beta_sweep(job) -> None:
-    from ..figures import fig_beta_sweep as make
+    from ..analysis.figures import fig_beta_sweep as make
+    from ..analysis.scores import read_scores
 
     reward, quality = _figure_metrics(job.config)
-    make(_read_scores([job.input.scores]), reward, quality, Path(job.output.pdf).with_suffix(""))
+    make(read_scores(job.input.scores), reward, quality, Path(job.output.pdf).with_suffix(""))
 
 
 def _logs(job):
-    from ..figures import load_training_logs
+    from ..analysis.logs import load_training_logs
 
     return load_training_logs([Path(p).parent for p in job.input.logs])
 
 
 @stage(reads=REPORT)
 def fig_efficiency(job) -> None:
-    from ..figures import fig_efficiency as make
-    from ..tables import choose_beta
+    from ..analysis.arms import choose_beta
+    from ..analysis.figures import fig_efficiency as make
+    from ..analysis.scores import read_scores
 
     _, quality = _figure_metrics(job.config)
     make(_logs(job), Path(job.output.pdf).with_suffix(""),
-         chosen_betas=choose_beta(_read_scores([job.input.scores]), quality))
+         chosen_betas=choose_beta(read_scores(job.input.scores), quality))
 
 
 @stage(reads=REPORT)
 def fig_training_curves(job) -> None:
-    from ..figures import fig_training_curves as make
+    from ..analysis.figures import fig_training_curves as make
 
     make(_logs(job), Path(job.output.pdf).with_suffix(""))
 
@@ -106,26 +106,15 @@ def fig_training_curves(job) -> None:
 @stage(reads=(*REPORT, "rocm.seeds", "rocm.unregularised"))
 def fig_divergence_gallery(job) -> None:
     """Base model and each divergence at its chosen beta (first training seed), same prompts and noise."""
-    import numpy as np
-
-    from ..figures import fig_divergence_gallery as make
-    from ..tables import choose_beta, fmt_beta
+    from ..analysis.arms import choose_beta, gallery_runs
+    from ..analysis.figures import fig_divergence_gallery as make
+    from ..analysis.figures import load_gallery_images
+    from ..analysis.scores import read_scores
 
     _, quality = _figure_metrics(job.config)
-    chosen = choose_beta(_read_scores([job.input.scores]), quality)
+    chosen = choose_beta(read_scores(job.input.scores), quality)
     samples = {Path(p).parent.name: p for p in job.input.samples}
-    seed = min(job.config["rocm"]["seeds"])
-    n = job.config["figures"]["gallery_prompts"]
-    rows = {"base": samples["base"]}
-    if job.config["rocm"]["unregularised"]:
-        rows["rocm-none-b0"] = samples[f"rocm-none-b0-s{seed}"]
-    for div, beta in chosen.items():
-        rows[f"rocm-{div}-b{fmt_beta(beta)}"] = samples[f"rocm-{div}-b{fmt_beta(beta)}-s{seed}"]
-    images, prompts = {}, None
-    for arm, path in rows.items():
-        with np.load(path, allow_pickle=False) as z:
-            keep = np.flatnonzero(z["sample_seed"] == 0)[:n]
-            images[arm] = z["images"][keep].astype(np.float32) / 255.0
-            if prompts is None:
-                prompts = [str(p) for p in z["prompt"][keep]]
+    rows = gallery_runs(chosen, min(job.config["rocm"]["seeds"]), unregularised=job.config["rocm"]["unregularised"])
+    images, prompts = load_gallery_images({arm: samples[run_id] for arm, run_id in rows.items()},
+                                          job.config["figures"]["gallery_prompts"])
     make(images, prompts, Path(job.output.pdf).with_suffix(""))

@@ -1,0 +1,184 @@
+"""The arms of a score table: their row order, labels and groups, the choice of beta per divergence, the controls.
+
+An arm is a run id without its training seed (:mod:`rocm_rlhf.runs`, whose names, labels and beta text are used
+here). API: :func:`arm_table` and :func:`arm_order` (rows in the paper's order), :func:`regularised` and
+:func:`unregularised` (ROCM arms or log rows with beta > 0 or beta = 0), :func:`sweep_arms`, :func:`choose_arms` and
+:func:`choose_beta` (the best beta per divergence), :func:`comparison_arms` (treatments and controls),
+:func:`label_of` (an arm id's label) and :func:`gallery_runs` (the gallery's rows).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .. import runs
+from .scores import ARM_ATTRIBUTES, DIVERGENCE_VALUES, check_scores
+from .stats import seed_summary
+
+
+def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
+    """``meta`` (indexed by arm, with columns method, divergence, beta) sorted into the paper's row order.
+
+    Methods in :data:`rocm_rlhf.runs.ARM_METHODS` order (base, rocm, then the baselines); within ROCM beta = 0
+    first, then the divergences in :data:`rocm_rlhf.runs.DIVERGENCES` order, each by increasing beta; ties by arm id.
+    """
+    key = pd.DataFrame(
+        {
+            "m": meta["method"].map({m: i for i, m in enumerate(runs.ARM_METHODS)}),
+            "d": [
+                0 if (m == "rocm" and (b == 0 or d == runs.UNREGULARISED)) else DIVERGENCE_VALUES.index(d)
+                for m, d, b in zip(meta["method"], meta["divergence"], meta["beta"])
+            ],
+            "b": meta["beta"].astype(float).fillna(-1.0),
+            "a": meta.index.astype(str),
+        },
+        index=meta.index,
+    )
+    return meta.loc[key.sort_values(["m", "d", "b", "a"]).index]
+
+
+def _group(method: str) -> str:
+    return method if method in (runs.BASE, "rocm") else "baseline"
+
+
+def arm_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm, in the paper's row order, indexed by arm.
+
+    Columns: method, divergence, beta, group ("base", "rocm" or "baseline") and label (:func:`rocm_rlhf.runs.arm_label`,
+    e.g. "Base", "ROCM (β=0)", "ROCM-KL (β=0.1)", "RLCM"; a baseline with several arms, or two arms with one label,
+    are labelled by their arm ids). An arm whose method, divergence or beta varies between its rows is an error.
+    """
+    check_scores(scores)
+    arms = scores[["arm", *ARM_ATTRIBUTES]].drop_duplicates()  # NaN beta compares equal here
+    multi = arms["arm"][arms["arm"].duplicated()].unique()
+    if len(multi):
+        raise ValueError(
+            f"arm(s) {list(multi[:5])} have several (method, divergence, beta): an arm is one method with fixed "
+            "hyperparameters; give differently configured runs different arm ids"
+        )
+    arms = arms.set_index("arm")
+    arms["beta"] = arms["beta"].astype(float)
+    arms["group"] = [_group(m) for m in arms["method"]]
+    arms = arm_order(arms)
+    per_method = arms.groupby("method")["group"].transform("size")
+    arms["label"] = [
+        str(arm) if row["method"] != "rocm" and per_method[arm] > 1
+        else runs.arm_label(row["method"], row["divergence"], row["beta"])
+        for arm, row in arms.iterrows()
+    ]
+    dup = arms["label"][arms["label"].duplicated(keep=False)]
+    if len(dup):
+        arms.loc[dup.index, "label"] = dup.index.astype(str)
+    arms.index.name = "arm"
+    return arms
+
+
+def regularised(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ROCM with a divergence and beta > 0 (of an arm table, or of training logs)."""
+    return frame[(frame["method"] == "rocm") & (frame["divergence"] != runs.UNREGULARISED) & (frame["beta"] > 0)]
+
+
+def unregularised(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ROCM at beta = 0 (of an arm table, or of training logs)."""
+    return frame[(frame["method"] == "rocm") & ((frame["beta"] == 0) | (frame["divergence"] == runs.UNREGULARISED))]
+
+
+def no_rocm_error(arms: pd.DataFrame, what: str) -> ValueError:
+    return ValueError(
+        f"{what} needs regularised ROCM arms (method 'rocm' with a divergence other than "
+        f"'{runs.UNREGULARISED}' and beta > 0), but the score table has none (arms: {list(arms.index)}); pass the "
+        "scores of the ROCM beta sweep"
+    )
+
+
+def _sweep(arms: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The regularised ROCM arms; an error if there are none or if two share a divergence and beta (as text)."""
+    reg = regularised(arms)
+    if len(reg) == 0:
+        raise no_rocm_error(arms, what)
+    cell = pd.DataFrame({"divergence": reg["divergence"], "beta": reg["beta"].map(runs.fmt_beta)})
+    dup = cell.duplicated(keep=False)
+    if dup.any():
+        raise ValueError(
+            f"several arms share a (divergence, beta): {list(reg.index[dup.to_numpy()])}; {what} cannot tell them "
+            "apart, pass the scores of one sweep"
+        )
+    return reg
+
+
+def sweep_arms(arms: pd.DataFrame, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ROCM beta sweep of an arm table: (the beta = 0 arm, at most one; the regularised arms, at least one)."""
+    reg = _sweep(arms, what)
+    zero = unregularised(arms)
+    if len(zero) > 1:
+        raise ValueError(f"several ROCM beta = 0 arms {list(zero.index)}: keep one")
+    return zero, reg
+
+
+def _chosen(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool) -> pd.DataFrame:
+    """The arm-table rows of the best beta per divergence, in :data:`rocm_rlhf.runs.DIVERGENCES` order."""
+    check_scores(scores, [quality_metric])
+    reg = _sweep(arm_table(scores), "choose_beta")
+    sub = scores[(scores["metric"] == quality_metric) & scores["arm"].isin(reg.index)]
+    summ = seed_summary(sub).set_index("arm")
+    missing = [a for a in reg.index if a not in summ.index]
+    if missing:
+        raise ValueError(f"metric {quality_metric!r} was not scored for ROCM arm(s) {missing}")
+    chosen = []
+    for div in runs.DIVERGENCES:
+        cand = reg[reg["divergence"] == div].sort_values("beta")
+        if len(cand) == 0:
+            continue
+        means = summ.loc[cand.index, "mean"].to_numpy(dtype=float)
+        chosen.append(cand.index[int(np.argmin(means) if lower_is_better else np.argmax(means))])  # ties: smaller beta
+    return reg.loc[chosen]
+
+
+def choose_arms(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> dict[str, str]:
+    """Per divergence, the arm id of the beta with the best mean ``quality_metric`` over training seeds.
+
+    The mean is :func:`rocm_rlhf.analysis.stats.seed_summary`'s. Only regularised ROCM arms (beta > 0) are
+    candidates; ties go to the smaller beta. Returns ``{divergence: arm}`` in the order of
+    :data:`rocm_rlhf.runs.DIVERGENCES`. Selected on the images then reported: optimistic (docs/_parts/analysis.md).
+    """
+    chosen = _chosen(scores, quality_metric, lower_is_better)
+    return dict(zip(chosen["divergence"], chosen.index))
+
+
+def choose_beta(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> dict[str, float]:
+    """Per divergence, the beta of :func:`choose_arms`' arm: ``{divergence: beta}``."""
+    chosen = _chosen(scores, quality_metric, lower_is_better)
+    return {div: float(beta) for div, beta in zip(chosen["divergence"], chosen["beta"])}
+
+
+def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(treatments, controls) of the comparisons: the controls are :func:`rocm_rlhf.runs.control_arms` (base, then
+    each baseline present by name), the treatments every other arm, sorted."""
+    controls = runs.control_arms(scores["arm"])
+    return sorted(set(scores["arm"]) - set(controls)), controls
+
+
+def label_of(arm: str) -> str:
+    """The label of an arm id ('base' -> 'Base', 'rocm-kl-b0.1' -> 'ROCM-KL (β=0.1)', 'rlcm' -> 'RLCM'); a key
+    that is not an arm id is returned as it is."""
+    if arm == runs.BASE:
+        return runs.arm_label(runs.BASE)
+    try:
+        run = runs.parse_run(f"{arm}-s0")
+    except ValueError:
+        return arm
+    return runs.arm_label(run.method, run.divergence, run.beta_value)
+
+
+def gallery_runs(chosen_betas: Mapping[str, float], seed: int, *, unregularised: bool) -> dict[str, str]:
+    """The gallery's rows, ``{arm: run id}``: the base model, ROCM at beta = 0 (if it was run), then each divergence
+    at its chosen beta (e.g. :func:`choose_beta`'s), the ROCM runs of training seed ``seed``."""
+    rows = {runs.BASE: runs.Run(runs.BASE).id}
+    chosen = [runs.rocm_run(runs.UNREGULARISED, 0, seed)] if unregularised else []
+    chosen += [runs.rocm_run(div, beta, seed) for div, beta in chosen_betas.items()]
+    rows.update((run.arm, run.id) for run in chosen)
+    return rows
+
