@@ -7,7 +7,7 @@ start from identical noise for the same unit, and differences between runs are p
 Files (results/samples/<run>/): ``images.npz`` (uint8 array N x H x W x 3, exactly what a PNG would hold, plus
 ``prompt_id``, ``sample_seed`` and ``prompt`` arrays) and ``grid.png`` (prompts as rows, sample seeds as columns) for a
 person to look at. Scores (results/scores/<run>.csv): one row per image and metric with the columns of
-:data:`SCORE_COLUMNS`.
+:data:`rocm_rlhf.analysis.scores.SCORE_COLUMNS`.
 
 Diversity (a per-image metric, so it pairs like the others): the mean root-mean-square pixel distance between an
 image and the other images of the same prompt (different sample seeds) from the same run.
@@ -27,9 +27,6 @@ from tqdm.auto import tqdm
 
 from .infra.utils import atomic_path
 
-SCORE_COLUMNS = ["run_id", "arm", "method", "divergence", "beta", "seed", "prompt_id", "sample_seed", "prompt",
-                 "metric", "value"]
-
 
 def unit_seed(prompt_id: str, sample_seed: int) -> int:
     """A 63-bit seed that depends on (prompt_id, sample_seed) only."""
@@ -41,18 +38,6 @@ def eval_units(prompts: pd.DataFrame, images_per_prompt: int) -> pd.DataFrame:
     """One row per image to generate: prompt_id, prompt, sample_seed (0 .. images_per_prompt-1)."""
     rows = [(pid, p, s) for pid, p in zip(prompts["prompt_id"], prompts["prompt"]) for s in range(images_per_prompt)]
     return pd.DataFrame(rows, columns=["prompt_id", "prompt", "sample_seed"])
-
-
-def run_identity(run_id: str) -> dict:
-    """arm / method / divergence / beta / seed of a run id (base, rocm-<div>-b<beta>-s<seed>, <method>-s<seed>)."""
-    if run_id == "base":
-        return {"arm": "base", "method": "base", "divergence": "none", "beta": float("nan"), "seed": 0}
-    parts = run_id.split("-")
-    seed = int(parts[-1][1:])
-    if parts[0] == "rocm":
-        beta = float(parts[2][1:])
-        return {"arm": "-".join(parts[:-1]), "method": "rocm", "divergence": parts[1], "beta": beta, "seed": seed}
-    return {"arm": parts[0], "method": parts[0], "divergence": "none", "beta": float("nan"), "seed": seed}
 
 
 @torch.no_grad()
