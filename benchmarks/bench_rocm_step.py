@@ -34,7 +34,7 @@ def build_random_sandbox_lcm(path: Path) -> Path:
 
     from rocm_rlhf.sandbox.models import (
         SandboxSizes, make_lcm_scheduler, make_text_encoder, make_unet, make_vae, train_tokenizer)
-    from rocm_rlhf.sandbox.world import all_captions
+    from rocm_rlhf.sandbox.captions import all_captions
 
     sizes = SandboxSizes()
     tok = train_tokenizer([c.text for c in all_captions()], max_length=sizes.max_tokens)

@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     from rocm_rlhf.rewards import load_scorer
     from rocm_rlhf.rewards.sandbox import ProxyAestheticModel, ProxyPickModel
     from rocm_rlhf.sandbox.data import captioned_batch
-    from rocm_rlhf.sandbox.world import World, all_captions
+    from rocm_rlhf.sandbox.captions import all_captions
+    from rocm_rlhf.sandbox.render import World
 
     world = World()
     images, prompts, _ = captioned_batch(world, args.n, np.random.default_rng(0))

@@ -17,7 +17,8 @@ from rocm_rlhf.prompts import (  # noqa: E402
     sandbox_prompts,
     write_prompts,
 )
-from rocm_rlhf.sandbox.world import World, all_captions, parse_caption  # noqa: E402
+from rocm_rlhf.sandbox.captions import all_captions, parse_caption  # noqa: E402
+from rocm_rlhf.sandbox.render import World  # noqa: E402
 
 
 @pytest.fixture(scope="module")

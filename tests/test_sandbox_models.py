@@ -8,7 +8,7 @@ import sys
 CODE = (
     "import hashlib, json\n"
     "from rocm_rlhf.sandbox.models import train_tokenizer\n"
-    "from rocm_rlhf.sandbox.world import all_captions\n"
+    "from rocm_rlhf.sandbox.captions import all_captions\n"
     "t = train_tokenizer([c.text for c in all_captions()] + [''])\n"
     "print(hashlib.sha256(json.dumps(t.get_vocab(), sort_keys=True).encode()).hexdigest(),"
     " t('a large red circle on the left').input_ids)\n"

@@ -10,22 +10,18 @@ import torch
 torch.set_num_threads(1)
 
 from rocm_rlhf.sandbox.judge import DEFAULT_TAU, GoldJudge  # noqa: E402
-from rocm_rlhf.sandbox.world import (  # noqa: E402
+from rocm_rlhf.sandbox.captions import MENTION_PATTERNS, N_TEMPLATES, all_captions, caption, parse_caption  # noqa: E402
+from rocm_rlhf.sandbox.render import (  # noqa: E402
     ATTRIBUTE_NAMES,
     ATTRIBUTE_VALUES,
     COLOR_NAMES,
     COLORS,
-    MENTION_PATTERNS,
-    N_TEMPLATES,
     POSITIONS,
     SHAPES,
     SIZES,
     Attributes,
     World,
     all_attributes,
-    all_captions,
-    caption,
-    parse_caption,
 )
 
 

@@ -3,7 +3,7 @@
 Prompt tables are pandas DataFrames with at least ``prompt_id`` (a stable string) and ``prompt``, plus ``split``.
 
 Sandbox (:func:`sandbox_prompts`): the prompts are the distinct captions of the grammar in
-:mod:`rocm_rlhf.sandbox.world` (816 texts). ``prompt_id = "sbx-%04d" % i`` with i the caption's index in
+:mod:`rocm_rlhf.sandbox.captions` (816 texts). ``prompt_id = "sbx-%04d" % i`` with i the caption's index in
 ``all_captions()``, so the same text has the same id in every split, seed and run. Captions whose (colour, shape) is
 a held-out pair never enter the train split; the eval split mixes held-out-pair captions (``heldout = True``) with
 in-distribution captions that are not in train (``heldout = False``).
@@ -61,7 +61,7 @@ def sandbox_prompts(
     """Train and eval prompt tables from the sandbox grammar.
 
     Args:
-        world: the :class:`~rocm_rlhf.sandbox.world.World` (its grammar; kept for a uniform interface).
+        world: the :class:`~rocm_rlhf.sandbox.render.World` (its grammar; kept for a uniform interface).
         n_train: train prompts, drawn uniformly without replacement from the captions of non-held-out pairs.
         n_eval: eval prompts: ``round(n_eval * eval_heldout_fraction)`` drawn from the held-out-pair captions and the
             rest from the in-distribution captions left after the train draw.
@@ -72,10 +72,11 @@ def sandbox_prompts(
     Returns ``(train_df, eval_df)`` with columns ``SANDBOX_COLUMNS``; ``size`` / ``position`` are "" when the caption
     does not mention them. Rows are in the (random) order of the draw.
     """
-    from rocm_rlhf.sandbox.world import COLOR_NAMES, SHAPES, World, all_captions
+    from rocm_rlhf.sandbox.captions import all_captions
+    from rocm_rlhf.sandbox.render import COLOR_NAMES, SHAPES, World
 
     if not isinstance(world, World):
-        raise TypeError(f"world must be a rocm_rlhf.sandbox.world.World, got {type(world).__name__}")
+        raise TypeError(f"world must be a rocm_rlhf.sandbox.render.World, got {type(world).__name__}")
     pairs = set()
     for pair in heldout_pairs:
         if len(pair) != 2 or pair[0] not in COLOR_NAMES or pair[1] not in SHAPES:

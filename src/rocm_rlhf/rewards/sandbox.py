@@ -129,7 +129,7 @@ class _Gold(Scorer):
     def __init__(self, image_size: int = 32, jitter: int = 1, tau: float | None = None):
         super().__init__()
         from rocm_rlhf.sandbox.judge import GoldJudge
-        from rocm_rlhf.sandbox.world import World
+        from rocm_rlhf.sandbox.render import World
 
         self.judge = GoldJudge(World(image_size=image_size, jitter=jitter), tau=tau)
 

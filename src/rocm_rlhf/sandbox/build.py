@@ -38,7 +38,8 @@ from .models import (
     make_vae,
     train_tokenizer,
 )
-from .world import World, all_captions
+from .captions import all_captions
+from .render import World
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .world import MENTION_PATTERNS, N_TEMPLATES, Attributes, World, caption
+from .captions import MENTION_PATTERNS, N_TEMPLATES, caption
+from .render import Attributes, World
 
 
 def captioned_batch(

@@ -31,13 +31,8 @@ from typing import Sequence
 
 import torch
 
-from rocm_rlhf.sandbox.world import (
-    ATTRIBUTE_NAMES,
-    ATTRIBUTE_VALUES,
-    World,
-    all_attributes,
-    parse_caption,
-)
+from .captions import parse_caption
+from .render import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, World, all_attributes
 
 REALISM_REFERENCE_SD = 0.05
 DEFAULT_TAU = 2 * REALISM_REFERENCE_SD**2  # 0.005: realism = exp(-1/2) at pixel-noise sd 0.05
@@ -54,7 +49,7 @@ class GoldJudge:
 
     def __init__(self, world: World, tau: float | None = None, chunk_size: int = 256) -> None:
         if not isinstance(world, World):
-            raise TypeError(f"world must be a rocm_rlhf.sandbox.world.World, got {type(world).__name__}")
+            raise TypeError(f"world must be a rocm_rlhf.sandbox.render.World, got {type(world).__name__}")
         tau = DEFAULT_TAU if tau is None else float(tau)
         if not (math.isfinite(tau) and tau > 0):
             raise ValueError(f"tau must be a positive number (mse units), got {tau!r}")

@@ -19,7 +19,8 @@ from ..models import lcm_generate, load_lcm_pipeline
 from ..rewards.sandbox import ProxyAestheticModel, ProxyPickModel
 from .data import captioned_batch
 from .judge import GoldJudge
-from .world import World, all_captions
+from .captions import all_captions
+from .render import World
 
 KINDS = ("proxy_pick", "proxy_aesthetic")
 

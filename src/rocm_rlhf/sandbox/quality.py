@@ -20,7 +20,8 @@ from ..samplers import decode_latents
 from .build import encode_images
 from .data import captioned_batch
 from .judge import GoldJudge
-from .world import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, World, all_captions, parse_caption
+from .captions import all_captions, parse_caption
+from .render import ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, World
 
 
 def judge_accuracy(world: World, judge: GoldJudge, n: int, seed: int) -> dict:
