@@ -102,3 +102,12 @@ def kl_per_step(means: Tensor, ref_means: Tensor, stds: Tensor, reduction: str) 
     cols = [gaussian_divergence("kl", means[:, n], ref_means[:, n], stds[n], reduction=reduction)
             for n in range(means.shape[1])]
     return torch.stack(cols, 1)
+
+
+def diffusion_sampling(config: dict, method: str) -> dict:
+    """The DDIM sampler of a diffusion baseline, for its training and its evaluation samples alike: its own
+    ``sample_steps`` and ``guidance_scale`` (null: ``model.guidance_scale``) and the shared ``baselines.eta``."""
+    b = config["baselines"]
+    own = b[method]
+    guidance = own["guidance_scale"] if own["guidance_scale"] is not None else config["model"]["guidance_scale"]
+    return {"sample_steps": int(own["sample_steps"]), "guidance_scale": float(guidance), "eta": float(b["eta"])}

@@ -56,6 +56,20 @@ def log_prob_scale(latent_shape: Sequence[int], reduction: str) -> float:
     return 1.0 / math.prod(int(d) for d in latent_shape) if reduction == "mean" else 1.0
 
 
+SETTINGS_OVERRIDES = ("lr", "grad_clip", "weight_decay")
+"""Keys of a ``baselines.<method>`` block that set the training loop (optimizer, clipping), not the method's fields."""
+
+
+def baseline_fields(config: dict, name: str) -> dict:
+    """The dataclass fields of baseline ``name`` from the validated config: its block ``baselines.<name>`` less
+    :data:`SETTINGS_OVERRIDES`, the shared ``baselines.log_divergence``, and ``rocm.reduction`` as the reduction of the
+    logged divergence (so the baselines' drift is logged as ROCM's)."""
+    b = config["baselines"]
+    fields = {k: v for k, v in b[name].items() if k not in SETTINGS_OVERRIDES}
+    fields.update(log_divergence=b["log_divergence"], divergence_reduction=config["rocm"]["reduction"])
+    return fields
+
+
 def check_positive(name: str, value, integer: bool = True) -> None:
     ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else isinstance(value, (int, float))
     if not ok or not value > 0:

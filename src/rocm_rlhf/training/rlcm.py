@@ -37,7 +37,7 @@ from torch import Tensor
 from ..models import latent_shape
 from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
-from .ppo import PPOMethod, PerPromptStatTracker, ppo_clip_loss, stats_out
+from .ppo import PPOMethod, PerPromptStatTracker, baseline_fields, stats_out
 
 
 def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
@@ -76,6 +76,14 @@ class RLCM(PPOMethod):
     divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
     final_step: bool = True  # include the last evaluation in the logged KL (as ROCM's rocm.final_step)
     tracker: PerPromptStatTracker = field(init=False, repr=False)
+
+    @classmethod
+    def from_config(cls, config: dict, **overrides) -> "RLCM":
+        """RLCM from ``baselines.rlcm`` (:func:`~rocm_rlhf.training.ppo.baseline_fields`), logging its KL with ROCM's
+        ``rocm.final_step``; ``overrides`` replace fields."""
+        fields = baseline_fields(config, cls.config_name)
+        fields["final_step"] = config["rocm"]["final_step"]  # the logged KL as ROCM logs it
+        return cls(**{**fields, **overrides})
 
     def __post_init__(self):
         self.check_ppo_settings()

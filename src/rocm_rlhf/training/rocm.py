@@ -31,6 +31,13 @@ class ROCM:
     final_step: bool = True
     data_parallel: ClassVar[bool] = True  # shards its batch over train.num_processes (training.distributed)
 
+    @classmethod
+    def from_config(cls, config: dict, *, divergence: str = "kl", beta: float = 0.0) -> "ROCM":
+        """ROCM with the run's ``divergence`` and ``beta`` (from its run id) and the config's ``rocm.reduction`` and
+        ``rocm.final_step``."""
+        r = config["rocm"]
+        return cls(divergence=divergence, beta=float(beta), reduction=r["reduction"], final_step=r["final_step"])
+
     def __post_init__(self):
         from ..divergences import available
 

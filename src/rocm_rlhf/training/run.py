@@ -1,4 +1,11 @@
-"""Assembling one training run from the config: model, adapter, reward, prompts, method, loop."""
+"""Assembling one training run from the config: model, adapter, reward, prompts, method, loop.
+
+API: :func:`train_run` (train one run into its folder, resuming from its latest checkpoint, and return its
+``run.json``), :func:`make_method` (a method object from :data:`rocm_rlhf.runs.METHODS` and its class's
+``from_config``), the baselines' equal reward-query budget (:func:`reward_query_budget`, :func:`steps_for_budget`,
+:func:`baseline_settings`), and, for the pipeline's evaluation stage, ``DTYPES`` (:mod:`rocm_rlhf.models`) and
+``diffusion_sampling`` (:mod:`rocm_rlhf.training.ddim_policy`).
+"""
 
 from __future__ import annotations
 
@@ -6,53 +13,25 @@ from pathlib import Path
 
 import torch
 
-from ..models import load_lcm_pipeline, load_sd_pipeline
-from ..rewards import load_scorer
+from .. import runs
 from ..infra.utils import pick_device, seed_everything
+from ..models import DTYPES, load_pipeline, pipeline_class
+from ..rewards import load_scorer
+from .ddim_policy import diffusion_sampling
 from .lora import add_lora
 from .loop import Trainer, TrainSettings
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-LCM_METHODS = {"rocm", "rlcm"}
-DIFFUSION_METHODS = {"ddpo", "d3po", "dpok"}
+__all__ = ["DTYPES", "baseline_settings", "diffusion_sampling", "make_method", "reward_query_budget",
+           "steps_for_budget", "train_run"]
 
 
 def make_method(name: str, config: dict, **kwargs):
-    """The method object of run ``name`` from the validated config; ``kwargs`` override fields (ROCM: divergence,
-    beta; baselines: any field of their dataclass)."""
-    if name == "rocm":
-        from .rocm import ROCM
-
-        r = config["rocm"]
-        return ROCM(divergence=kwargs.get("divergence", "kl"), beta=float(kwargs.get("beta", 0.0)),
-                    reduction=r["reduction"], final_step=r["final_step"])
-    if name in BASELINES:
-        import importlib
-
-        b = config["baselines"]
-        fields = {k: v for k, v in b[name].items() if k not in SETTINGS_OVERRIDES}
-        fields.update(log_divergence=b["log_divergence"], divergence_reduction=config["rocm"]["reduction"])
-        if name == "rlcm":
-            fields["final_step"] = config["rocm"]["final_step"]  # the logged KL as ROCM logs it
-        if name in DIFFUSION_METHODS:
-            fields.update(diffusion_sampling(config, name))
-        fields.update(kwargs)
-        return getattr(importlib.import_module(f".{name}", __package__), BASELINES[name])(**fields)
-    raise ValueError(f"unknown training method '{name}'; known: rocm, rlcm, ddpo, d3po, dpok")
-
-
-BASELINES = {"rlcm": "RLCM", "ddpo": "DDPO", "d3po": "D3PO", "dpok": "DPOK"}
-#: per-baseline keys that set the loop's settings (optimizer, clipping), not the method's fields
-SETTINGS_OVERRIDES = ("lr", "grad_clip", "weight_decay")
-
-
-def diffusion_sampling(config: dict, method: str) -> dict:
-    """The DDIM sampler of a diffusion baseline, for its training and its evaluation samples alike: its own
-    ``sample_steps`` and ``guidance_scale`` (null: ``model.guidance_scale``) and the shared ``baselines.eta``."""
-    b = config["baselines"]
-    own = b[method]
-    guidance = own["guidance_scale"] if own["guidance_scale"] is not None else config["model"]["guidance_scale"]
-    return {"sample_steps": int(own["sample_steps"]), "guidance_scale": float(guidance), "eta": float(b["eta"])}
+    """The method object of run ``name`` from the validated config: ``from_config`` of its class in
+    :data:`rocm_rlhf.runs.METHODS`; ``kwargs`` are the run's own (ROCM: divergence, beta) or override fields (the
+    baselines: any field of their dataclass)."""
+    if name not in runs.METHODS:
+        raise ValueError(f"unknown training method '{name}'; known: {', '.join(runs.METHODS)}")
+    return runs.METHODS[name].load_class().from_config(config, **kwargs)
 
 
 def reward_query_budget(config: dict) -> int:
@@ -79,7 +58,7 @@ def baseline_settings(name: str, method, config: dict, settings: TrainSettings) 
     settings.lr = float(hp["lr"])
     settings.weight_decay = float(hp["weight_decay"])
     settings.grad_clip = float(hp["grad_clip"])
-    if name in DIFFUSION_METHODS:
+    if runs.generator(name) == "diffusion":
         settings.num_steps, settings.guidance_scale = method.sample_steps, method.guidance_scale
     return settings
 
@@ -91,19 +70,13 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     from .distributed import process_group
 
     settings = TrainSettings.from_config(config, seed)
-    if method not in LCM_METHODS | DIFFUSION_METHODS:
-        raise ValueError(f"unknown training method '{method}'; known: {sorted(LCM_METHODS | DIFFUSION_METHODS)}")
-    m = make_method(method, config, **method_kwargs)  # settings errors before any model is loaded
+    m = make_method(method, config, **method_kwargs)  # an unknown method or bad settings fail before any model loads
     group = process_group(pick_device(config["device"]))  # several processes only inside a distributed launch
     device = group.device
     dtype = DTYPES[config["model"]["dtype"]]
     seed_everything(seed)
-    if method in LCM_METHODS:
-        pipe = load_lcm_pipeline(model_id, dtype=dtype, device=device)
-        from diffusers import LatentConsistencyModelPipeline as pipeline_cls
-    else:
-        pipe = load_sd_pipeline(model_id, dtype=dtype, device=device)
-        from diffusers import StableDiffusionPipeline as pipeline_cls
+    generator = runs.generator(method)
+    pipe = load_pipeline(generator, model_id, dtype=dtype, device=device)
     lora = config["train"]["lora"]
     params = add_lora(pipe.unet, lora["rank"], lora["alpha"], lora["target_modules"], seed=seed)
     if dtype != torch.float32:
@@ -112,11 +85,11 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     reward = load_scorer(reward_name, **reward_kwargs).to(device)
     if not getattr(reward, "differentiable", True) and method == "rocm":
         raise ValueError(f"reward '{reward_name}' is not differentiable: ROCM needs a differentiable reward")
-    if method != "rocm":  # baselines: steps from the reward-query budget, their own lr / grad clip
+    if method in runs.BASELINES:  # baselines: steps from the reward-query budget, their own lr / grad clip
         settings = baseline_settings(method, m, config, settings)
     info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
             "reward_kwargs": reward_kwargs, "reward_definition": getattr(reward, "definition", ""), "config": config,
             **method_kwargs}
     trainer = Trainer(m, pipe, params, reward, prompts, settings, run_dir, device, run_info=info,
-                      pipeline_cls=pipeline_cls, group=group)
+                      pipeline_cls=pipeline_class(generator), group=group)
     return trainer.run(max_steps=max_steps)
