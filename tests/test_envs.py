@@ -98,7 +98,8 @@ def test_analysis_stages_import_without_torch():
             "        if name == 'torch' or name.startswith('torch.'):\n"
             "            raise ImportError('no torch here')\n"
             "sys.meta_path.insert(0, NoTorch())\n"
-            "import rocm_rlhf.stats, rocm_rlhf.tables, rocm_rlhf.figures, rocm_rlhf.stages, rocm_rlhf.infra.jobs\n"
+            "import rocm_rlhf.analysis.stats, rocm_rlhf.analysis.tables, rocm_rlhf.analysis.figures, rocm_rlhf.analysis.logs\n"
+            "import rocm_rlhf.pipeline, rocm_rlhf.infra.jobs, rocm_rlhf.runs\n"
             "from rocm_rlhf.infra.utils import set_threads, write_json; set_threads(1)\n"
             "assert 'torch' not in sys.modules; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

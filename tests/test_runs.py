@@ -73,3 +73,10 @@ def test_the_schema_takes_its_choices_from_the_catalogue():
 
 def test_control_arms_are_base_then_the_baselines_present():
     assert runs.control_arms(["rocm-kl-b1", "rlcm", "base", "ddpo"]) == ["base", "ddpo", "rlcm"]
+
+
+def test_arm_ids_parse_back():
+    assert runs.parse_arm("rocm-kl-b10").arm == "rocm-kl-b10"
+    assert runs.parse_arm("base").method == "base" and runs.parse_arm("dpok").method == "dpok"
+    with pytest.raises(ValueError, match="not an arm id"):
+        runs.parse_arm("rocm-kl-b10-s0")

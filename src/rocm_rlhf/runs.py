@@ -163,6 +163,17 @@ def parse_run(run_id: str) -> Run:
     return baseline_run(name, int(seed))
 
 
+def parse_arm(arm: str) -> Run:
+    """An arm id (a run id without its seed: 'base', 'rocm-kl-b10', 'rlcm') -> :class:`Run` with seed 0."""
+    if arm == BASE:
+        return Run(BASE)
+    try:
+        return parse_run(f"{arm}-s0")
+    except ValueError:
+        raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', 'rocm-<divergence>-b<beta>' or a baseline's "
+                         f"name ({', '.join(BASELINES)})") from None
+
+
 def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan) -> str:
     """A row label: 'Base', 'RLCM', 'ROCM (β=0)', 'ROCM-KL (β=10)'."""
     if method_name == "rocm":

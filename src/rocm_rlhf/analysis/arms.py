@@ -164,10 +164,8 @@ def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
 def label_of(arm: str) -> str:
     """The label of an arm id ('base' -> 'Base', 'rocm-kl-b0.1' -> 'ROCM-KL (β=0.1)', 'rlcm' -> 'RLCM'); a key
     that is not an arm id is returned as it is."""
-    if arm == runs.BASE:
-        return runs.arm_label(runs.BASE)
     try:
-        run = runs.parse_run(f"{arm}-s0")
+        run = runs.parse_arm(arm)
     except ValueError:
         return arm
     return runs.arm_label(run.method, run.divergence, run.beta_value)

@@ -43,7 +43,7 @@ def gpu_slot(config, count: int = 1):
 
 def world(config):
     """The sandbox world of the config (sandbox.image_size, sandbox.jitter)."""
-    from ..sandbox.world import World
+    from ..sandbox.render import World
 
     sb = config["sandbox"]
     return World(image_size=sb["image_size"], jitter=sb["jitter"])
