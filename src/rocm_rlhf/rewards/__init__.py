@@ -34,6 +34,12 @@ class Scorer(torch.nn.Module):
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def config_kwargs(cls, name: str, config: dict, sandbox_rewards_dir: str | None = None) -> dict:
+        """The constructor's keyword arguments for the scorer registered as ``name``: a copy of the config block
+        ``rewards.<name>`` (empty when absent). Scorers that need more from the config override this."""
+        return dict(config["rewards"].get(name, {}))
+
 
 def register(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
     def deco(factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
@@ -47,11 +53,7 @@ def register(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Score
 
 def _import_providers() -> None:
     for mod in _PROVIDERS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:  # a provider module not written yet is not an error
-            if err.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
 def available() -> list[str]:
@@ -65,6 +67,18 @@ def scorer_class(name: str):
     if name not in _REGISTRY:
         raise KeyError(f"unknown scorer '{name}'; known scorers: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def scorer_kwargs(name: str, config: dict, sandbox_rewards_dir: str | None = None) -> dict:
+    """The keyword arguments :func:`load_scorer` creates scorer ``name`` with, from the validated config: what its
+    class's ``config_kwargs`` reads (``rewards.<name>``; the sandbox's proxies add their folder under
+    ``sandbox_rewards_dir`` and its gold judge the world's ``sandbox.*`` settings). A factory without
+    ``config_kwargs``, or a name not registered (which :func:`load_scorer` then refuses), gets ``rewards.<name>``."""
+    _import_providers()
+    read = getattr(_REGISTRY.get(name), "config_kwargs", None)
+    if read is None:
+        return Scorer.config_kwargs(name, config, sandbox_rewards_dir)
+    return read(name, config, sandbox_rewards_dir)
 
 
 def load_scorer(name: str, **kwargs) -> Scorer:

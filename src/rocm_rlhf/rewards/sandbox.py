@@ -79,8 +79,20 @@ class ProxyAestheticModel(ModelMixin, ConfigMixin):
         return self.head(self.image_tower(images * 2 - 1)).squeeze(-1)  # logit
 
 
+class _Proxy(Scorer):
+    """A learned proxy of the sandbox: its folder is ``<sandbox rewards folder>/<name>`` unless
+    ``rewards.<name>.model_id`` names one."""
+
+    @classmethod
+    def config_kwargs(cls, name: str, config: dict, sandbox_rewards_dir: str | None = None) -> dict:
+        kw = super().config_kwargs(name, config, sandbox_rewards_dir)
+        if "model_id" not in kw and sandbox_rewards_dir:
+            kw["model_id"] = str(Path(sandbox_rewards_dir) / name)
+        return kw
+
+
 @register("proxy_pick")
-class ProxyPick(Scorer):
+class ProxyPick(_Proxy):
     definition = "sandbox proxy_pick: sigmoid(a*cos(CNN(image), BoW(prompt tokens)) + b), regressed on gold; in (0,1)"
 
     def __init__(self, model_id: str | Path, dtype: torch.dtype | None = None):
@@ -106,7 +118,7 @@ class ProxyPick(Scorer):
 
 
 @register("proxy_aesthetic")
-class ProxyAesthetic(Scorer):
+class ProxyAesthetic(_Proxy):
     definition = "sandbox proxy_aesthetic: sigmoid(CNN(image)), regressed on the gold judge's realism; in (0,1)"
 
     def __init__(self, model_id: str | Path, dtype: torch.dtype | None = None):
@@ -125,6 +137,17 @@ class ProxyAesthetic(Scorer):
 class _Gold(Scorer):
     differentiable = False
     component = "gold"
+
+    @classmethod
+    def config_kwargs(cls, name: str, config: dict, sandbox_rewards_dir: str | None = None) -> dict:
+        """``rewards.<name>`` over the sandbox world's ``sandbox.image_size``, ``sandbox.jitter`` and
+        ``sandbox.judge_tau``."""
+        kw = super().config_kwargs(name, config, sandbox_rewards_dir)
+        sb = config["sandbox"]
+        kw.setdefault("image_size", sb["image_size"])
+        kw.setdefault("jitter", sb["jitter"])
+        kw.setdefault("tau", sb["judge_tau"])
+        return kw
 
     def __init__(self, image_size: int = 32, jitter: int = 1, tau: float | None = None):
         super().__init__()
