@@ -339,9 +339,9 @@ def test_first_ppo_epoch_is_on_policy_and_its_gradient_is_reinforce(models, meth
     # REINFORCE with the advantages, mean over samples and steps
     reinforce = -(adv[:, None] * scale * torch.stack([fn(idx, n) for n in range(steps)], 1)).mean()
     ref = _flat(torch.autograd.grad(reinforce, ctx.params))
-    ppo = _flat(acc.grads)
+    accumulated = _flat(acc.grads)
     assert ref.norm() > 0
-    torch.testing.assert_close(ppo, ref, rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(accumulated, ref, rtol=1e-9, atol=1e-14)
     # and the surrogate handed to ctx.update carries that gradient
     torch.testing.assert_close(_flat(torch.autograd.grad(acc.surrogate(), ctx.params)), ref, rtol=1e-9, atol=1e-14)
 
