@@ -1,52 +1,12 @@
 """Divergences between two Gaussian transitions with equal variance, with a name registry.
 
-Each step of the consistency sampler is a Gaussian policy N(mean, std^2 I) (SPEC section 1). The regulariser compares
-the policy's transition N(mean_p, std^2) with the reference model's N(mean_q, std^2) at the same state, per latent
-dimension. With the standardised difference
-
-    delta = (mean_p - mean_q) / std            (signed here; SPEC writes |delta|, every formula is even in delta)
-
-the per-dimension divergences are (natural logarithms throughout):
-
-    kl         KL(P || Q)               = delta^2 / 2          (equal variances: forward KL = reverse KL)
-    hellinger  squared Hellinger H^2     = 1 - exp(-delta^2 / 8) = 1 - Bhattacharyya coefficient, in [0, 1]
-    js         Jensen-Shannon divergence = 1/2 KL(P || M) + 1/2 KL(Q || M),  M = (P + Q) / 2,  in [0, log 2]
-                                         = log 2 - E_{z ~ N(0,1)}[ softplus(delta z - delta^2 / 2) ]
-    fisher     E_P (d/dx log p - d/dx log q)^2 = (mean_p - mean_q)^2 / std^4 = delta^2 / std^2
-
-Derivation of the js identity: with P = N(0, 1), Q = N(delta, 1) (divergences are invariant under x -> (x - mean_q)
-/ std), log(q/p)(x) = delta x - delta^2/2 and KL(P || M) = E_P[log(2p / (p + q))] = log 2 - E_P[softplus(log q/p)].
-By the symmetry x -> delta - x, KL(Q || M) = KL(P || M), so JS = KL(P || M). For small delta, JS = delta^2/8 -
-delta^4/64 + O(delta^6). There is no elementary closed form: JS is computed by Gauss-Hermite quadrature for the
-standard normal (``numpy.polynomial.hermite_e.hermegauss``, :data:`JS_QUADRATURE_NODES` nodes, stored as constant
-tensors), which is deterministic and differentiable. Measured against adaptive quadrature of the definition on a
-grid of step 0.01 over 0 <= |delta| <= 20 (and coarser up to 200), the float64 error is below 1.4e-7 everywhere (the
-worst is near |delta| = 6, where the integrand's kink of width 1/delta is sharpest relative to its weight; below
-|delta| = 1 the error is at rounding level, above |delta| = 12 it is below 3e-11). Beyond |delta| = 12 the exact JS
-differs from log 2 by at most 3.1e-9; |delta| is clamped at :data:`JS_DELTA_MAX` = 60, where log 2 - JS < 1e-300, so
-JS is exactly log 2 there with zero gradient (exact in float64) and huge or infinite deltas give no NaN.
-Two algebraically equal forms are used to avoid cancellation: for |delta| < 1,
-``delta^2/4 - E[logcosh(u/2)]`` with u = delta z - delta^2/2 (relative accuracy near rounding level even in float32
-for tiny delta, where ``log 2 - E[softplus]`` would cancel), otherwise ``log 2 - E[softplus(u)]`` (absolute
-accuracy near rounding level for large delta). JS goes through a custom autograd function that stores only delta
-and recomputes the derivative quadrature in the backward pass with differentiable torch ops, so its memory is one
-tensor of the input's size (not JS_QUADRATURE_NODES times it), and double backward works.
-
-Reductions over the non-batch dimensions (the first dimension is the batch):
-
-- ``"mean"`` (default): the average of the per-dimension divergences, so that beta does not scale with resolution.
-- ``"sum"``: their sum. For kl and fisher this is exactly the divergence between the joint isotropic Gaussians
-  N(mean_p, std^2 I) and N(mean_q, std^2 I). For js and hellinger it is NOT the joint divergence (neither is
-  additive over independent dimensions): it is the sum of the marginal (per-dimension) divergences.
-
-Every divergence is zero when the means agree, with zero (finite) gradient there: the registered functions are
-smooth in the signed delta, so no |.| or sqrt sits at the origin.
-
-A new divergence is one function of (delta, std), elementwise, registered by name::
-
-    @register_divergence("my_div")
-    def my_div(delta, std):   # delta: signed (mean_p - mean_q) / std; std broadcast to delta's shape and dtype
-        return ...            # same shape as delta; even in delta, zero at 0, differentiable
+ROCM's regulariser compares the policy's transition N(mean_p, std^2 I) with the reference's N(mean_q, std^2 I) at the
+same state, per latent dimension, through ``delta = (mean_p - mean_q) / std``: ``kl`` delta^2 / 2, ``hellinger``
+1 - exp(-delta^2 / 8), ``js`` (Gauss-Hermite quadrature, a custom autograd function) and ``fisher`` delta^2 / std^2,
+each zero with zero gradient at delta = 0. API: :func:`gaussian_divergence` (reduced by ``"mean"`` or ``"sum"`` over
+the non-batch dimensions), :func:`divergence_per_dim`, :func:`register_divergence` (a new divergence is one
+elementwise function of (delta, std)), :func:`available`, ``REGISTRY``.
+The formulas, the JS quadrature and its measured accuracy: docs/method.md (divergences).
 """
 
 from __future__ import annotations
@@ -68,7 +28,7 @@ REGISTRY: dict[str, DivergenceFn] = {}
 
 REDUCTIONS = ("mean", "sum")
 
-#: Gauss-Hermite nodes for the JS quadrature (float64 error < 1.4e-7 for all delta, see the module docstring)
+#: Gauss-Hermite nodes for the JS quadrature (float64 error < 1.4e-7 for all delta, docs/method.md)
 JS_QUADRATURE_NODES = 96
 #: |delta| above which JS is taken as log 2 (the exact deficit there is below 1e-300)
 JS_DELTA_MAX = 60.0

@@ -1,16 +1,10 @@
 """Evaluation: paired samples on the held-out prompts, and per-image scores of every metric.
 
-Pairing. Every image is identified by (prompt_id, sample_seed). Its initial noise (and the sampler's per-step noise)
-is drawn from a generator seeded by :func:`unit_seed` of that pair alone, so the base model and every trained run
-start from identical noise for the same unit, and differences between runs are paired.
-
-Files (results/samples/<run>/): ``images.npz`` (uint8 array N x H x W x 3, exactly what a PNG would hold, plus
-``prompt_id``, ``sample_seed`` and ``prompt`` arrays) and ``grid.png`` (prompts as rows, sample seeds as columns) for a
-person to look at. Scores (results/scores/<run>.csv): one row per image and metric with the columns of
-:data:`rocm_rlhf.analysis.scores.SCORE_COLUMNS`.
-
-Diversity (a per-image metric, so it pairs like the others): the mean root-mean-square pixel distance between an
-image and the other images of the same prompt (different sample seeds) from the same run.
+Every image is a unit (prompt_id, sample_seed) whose noise is drawn from :func:`unit_seed` of that pair alone, so the
+base model and every trained run start from identical noise and differences between runs are paired.
+API: :func:`eval_units`, :func:`generate_lcm_units` / :func:`generate_diffusion_units`, :func:`save_samples` /
+:func:`load_samples` (``images.npz`` and ``grid.png``), :func:`score_images` (every metric on every image, with
+:func:`diversity`). The files and the diversity metric: docs/method.md (evaluation).
 """
 
 from __future__ import annotations

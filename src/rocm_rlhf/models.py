@@ -1,8 +1,10 @@
-"""Loading generators (sandbox folders and hub ids alike) and sampling images from them.
+"""Loading the generators (sandbox folders and hub ids alike) and sampling images from them.
 
-The same functions serve the sandbox (``results/models/sandbox/lcm``) and the paper's hub models
-(``SimianLuo/LCM_Dreamshaper_v7``, ``runwayml/stable-diffusion-v1-5``): everything goes through diffusers'
-``from_pretrained``.
+Everything goes through diffusers' ``from_pretrained``, for the sandbox's models and the paper's hub models alike.
+API: :func:`load_pipeline` and :func:`pipeline_class` by generator kind ('lcm' or 'diffusion', as
+:func:`rocm_rlhf.runs.generator` names them), :func:`load_lcm_pipeline`, :func:`load_sd_pipeline`, ``DTYPES`` (the
+config's ``model.dtype``), :func:`latent_shape`, :func:`ddim_scheduler_for`, :func:`seeded_noise` (per-image noise
+from per-image seeds), and :func:`lcm_generate` / :func:`ddim_generate` (images without gradients).
 """
 
 from __future__ import annotations

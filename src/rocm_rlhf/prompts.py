@@ -1,20 +1,11 @@
-"""Prompt sets: the sandbox grammar's train / eval splits and Pick-a-Pic v1 captions; CSV files a person can open.
+"""Prompt sets: the sandbox grammar's train / eval splits and Pick-a-Pic v1 captions, as CSV files a person can open.
 
-Prompt tables are pandas DataFrames with at least ``prompt_id`` (a stable string) and ``prompt``, plus ``split``.
-
-Sandbox (:func:`sandbox_prompts`): the prompts are the distinct captions of the grammar in
-:mod:`rocm_rlhf.sandbox.captions` (816 texts). ``prompt_id = "sbx-%04d" % i`` with i the caption's index in
-``all_captions()``, so the same text has the same id in every split, seed and run. Captions whose (colour, shape) is
-a held-out pair never enter the train split; the eval split mixes held-out-pair captions (``heldout = True``) with
-in-distribution captions that are not in train (``heldout = False``).
-
-Pick-a-Pic (:func:`pickapic_prompts`): captions of Pick-a-Pic v1 read with the ``datasets`` library from a hub dataset
-id, a local folder in a hub dataset's layout (``data/<split>-00000-of-00001.parquet`` ..., its splits found by
-``load_dataset`` as on the hub) or a local .parquet / .csv file (the "parquet" or "csv" builder; a file is one split,
-whatever the split asked for). Cleaning, in this order: non-strings dropped; whitespace runs collapsed to one space and
-stripped; captions with fewer than ``min_words`` words or more than ``max_chars`` characters dropped; case-insensitive
-duplicates dropped (the first occurrence, in dataset order, is kept with its casing). ``prompt_id = "pap-%05d" % i``
-with i the caption's index in that cleaned pool (stable for a given source, split and filters, whatever n and seed).
+Prompt tables are DataFrames with ``prompt_id`` (stable), ``prompt`` and ``split``. Sandbox: the distinct captions of
+:mod:`rocm_rlhf.sandbox.captions`, ``prompt_id = "sbx-%04d"`` of the caption's index, held-out (colour, shape) pairs
+kept out of the train split. Pick-a-Pic: cleaned, deduplicated captions of a hub dataset, a local dataset folder or a
+.parquet / .csv file, ``prompt_id = "pap-%05d"`` of the index in the cleaned pool. API: :func:`sandbox_prompts`,
+:func:`pickapic_prompts`, :func:`clean_captions`, :func:`write_prompts`, :func:`read_prompts`.
+The split and cleaning rules: docs/method.md (prompts).
 """
 
 from __future__ import annotations
@@ -216,7 +207,7 @@ def _reason(err: BaseException) -> str:
 
 
 def clean_captions(captions: Sequence, min_words: int = 3, max_chars: int = 300) -> list[str]:
-    """The cleaned, case-insensitively deduplicated pool of captions (rules in the module docstring)."""
+    """The cleaned, case-insensitively deduplicated pool of captions (the rules: docs/method.md, prompts)."""
     pool: list[str] = []
     seen: set[str] = set()
     for text in captions:

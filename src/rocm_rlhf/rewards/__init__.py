@@ -1,13 +1,11 @@
 """One registry for training rewards and evaluation metrics.
 
-Every scorer is a ``torch.nn.Module`` whose ``forward(images, prompts)`` takes images in [0, 1] with shape
-(B, 3, H, W) and a list of B prompts and returns one score per image, shape (B,). Preprocessing (resize, crop,
-normalise) is done in torch so that gradients flow to the pixels. Scorers are created by name:
-
-    scorer = load_scorer("pickscore", model_id="yuvalkirstain/PickScore_v1")
-
-A new scorer is one class decorated with ``@register("name")`` whose constructor takes keyword arguments from the
-config. Modules defining scorers are imported lazily by :func:`load_scorer`, so importing this package is cheap.
+Every scorer is a ``torch.nn.Module`` whose ``forward(images, prompts)`` takes images in [0, 1] (B, 3, H, W) and B
+prompts and returns one score per image (B,), preprocessing in torch so that gradients reach the pixels. A scorer is a
+class decorated with ``@register("name")``; its constructor's keyword arguments come from the config through its
+classmethod ``config_kwargs``. API: :func:`load_scorer` (``load_scorer("pickscore", model_id=...)``),
+:func:`scorer_kwargs` (a scorer's arguments from the config), :func:`scorer_class`, :func:`available`,
+:class:`Scorer`, :func:`register`. The modules that define scorers are imported on first lookup.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """The sandbox's scorers: two learned, differentiable proxy reward models and the gold judge.
 
-Proxy rewards stand in for the paper's learned reward models (PickScore, Aesthetic) with their imperfections: they
-are small networks trained, like real preference models, on the *base model's own samples* labelled by the gold
-judge plus real renders (SPEC section 3: proxies trained on clean renders alone are hacked at once). Outputs are
-bounded in (0, 1) by a sigmoid.
-
-- ``proxy_pick`` (stands in for PickScore): a dual encoder. Image tower: a small CNN; text tower: a bag of learned
-  token embeddings over the sandbox tokenizer; score = sigmoid(a * cos(img, txt) + b). Trained to regress the gold
-  score of (image, prompt) pairs: base samples with their prompts, real renders with matching and mismatched
-  captions.
-- ``proxy_aesthetic`` (stands in for the LAION aesthetic predictor): image only, a small CNN; trained to regress the
-  judge's realism on base samples, real renders and corrupted renders (noise, blur, colour shifts).
-- ``gold``, ``gold_fidelity``, ``gold_realism``: the gold judge (:mod:`rocm_rlhf.sandbox.judge`), evaluation only;
-  ``differentiable = False`` and it refuses to be used for training.
-
-The proxy folders are written with ``save_pretrained`` (config.json + safetensors, plus the tokenizer for
-``proxy_pick``) and loaded with ``from_pretrained``.
+``proxy_pick`` (stands in for PickScore: sigmoid(a cos(CNN(image), BoW(prompt tokens)) + b)) and ``proxy_aesthetic``
+(stands in for the LAION aesthetic predictor: sigmoid(CNN(image))) are small networks trained on the base model's own
+samples labelled by the gold judge (:mod:`rocm_rlhf.sandbox.proxies`), loaded with ``from_pretrained``; ``gold``,
+``gold_fidelity`` and ``gold_realism`` are the gold judge (:mod:`rocm_rlhf.sandbox.judge`), evaluation only. Each
+class reads its arguments from the config (``config_kwargs``: a proxy's folder in the sandbox build, the judge's world
+settings). How the proxies are trained and why: docs/method.md (rewards.sandbox).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Pieces both samplers use: prompt encoding and Gaussian log-densities."""
+"""What both samplers and their callers share: prompt encoding, Gaussian log-densities and VAE decoding.
+
+API: :func:`encode_prompts` (CLIP text embeddings, as diffusers' pipelines compute ``prompt_embeds``),
+:func:`gaussian_log_prob` (the log-density under N(mean, std^2 I), summed over the non-batch dimensions) and
+:func:`decode_latents` (latents to images in [0, 1], differentiably).
+"""
 
 from __future__ import annotations
 

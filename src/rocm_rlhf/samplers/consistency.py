@@ -1,29 +1,12 @@
 """The reparameterised K-step consistency (LCM) sampler: one implementation for training, evaluation and benchmarks.
 
-Sampling follows diffusers' ``LatentConsistencyModelPipeline`` + ``LCMScheduler`` exactly (same timesteps, same
-boundary-condition scalings, same guidance w-embedding with ``w = guidance_scale - 1``), but every random number is
-drawn *outside* the computation graph, so the whole chain is a differentiable function of the UNet parameters::
-
-    x_{t_0} = latents ~ N(0, I)
-    for n = 0 .. K-1:
-        x0_n = c_skip(t_n) x_{t_n} + c_out(t_n) pred_x0(x_{t_n}, t_n, c, w)     # consistency function f_theta
-        if n < K-1:                                                             # LCMScheduler re-noises ...
-            x_{t_{n+1}} = sqrt(abar_{t_{n+1}}) x0_n + sqrt(1 - abar_{t_{n+1}}) eps_n,  eps_n = noise[:, n]
-    output = x0_{K-1}                                                           # ... except after the last step
-
-Each re-noising is a Gaussian policy step pi(x_{t_{n+1}} | x_{t_n}) = N(mu_n, sigma_n^2 I) with
-``mu_n = sqrt(abar_{t_{n+1}}) x0_n`` and ``sigma_n = sqrt(1 - abar_{t_{n+1}})``: K - 1 stochastic transitions.
-
-The last step (our stated convention). diffusers returns ``x0_{K-1}`` with no noise, so the last evaluation is not a
-stochastic transition (and K = 1 has none at all). Leaving it out of the regulariser would let a fine-tuned model
-change its final evaluation for free; giving it a tiny fixed noise makes it carry most of the divergence (SPEC,
-section 3). We therefore regularise the last evaluation as if it re-noised to its *own* timestep:
-``mu_{K-1} = sqrt(abar_{t_{K-1}}) x0_{K-1}``, ``sigma_{K-1} = sqrt(1 - abar_{t_{K-1}})``, so its divergence has the
-same signal-to-noise weighting as the step that led to it. ``final_step=False`` in :func:`consistency_sample` drops it
-(the plain diffusers chain). The sampled output is unaffected either way: it is ``x0_{K-1}``.
-
-The reference policy pi_ref is the same UNet with its LoRA adapter disabled, evaluated at the *policy's* states with
-gradients flowing through those states (but not into the reference's parameters, which are frozen anyway).
+It follows diffusers' ``LatentConsistencyModelPipeline`` + ``LCMScheduler`` exactly but draws every random number
+outside the graph, so the chain is a differentiable function of the UNet's parameters. Each re-noising is a Gaussian
+policy step ``N(sqrt(abar_{t_{n+1}}) x0_n, (1 - abar_{t_{n+1}}) I)``; the last evaluation is regularised as if it
+re-noised to its own timestep (``final_step``); the reference policy is the UNet with its LoRA adapter disabled.
+API: :func:`consistency_sample` -> :class:`ConsistencyTrajectory`, :func:`consistency_transition`,
+:func:`divergence_per_step`, :func:`draw_noise`, :func:`lcm_timesteps`, :func:`adapter_disabled`.
+The chain's equations and the last-step convention: docs/method.md (samplers.consistency).
 """
 
 from __future__ import annotations
@@ -131,9 +114,10 @@ def consistency_transition(unet, scheduler, prompt_embeds: torch.Tensor, x: torc
     arithmetic.
 
     ``x0 = c_skip(t) x + c_out(t) pred_x0``, ``pred_x0 = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` with
-    ``eps = unet(x, t, c, w_emb(guidance_scale - 1))`` (or the v- and sample-prediction forms, as LCMScheduler); the transition to ``t_next`` is ``N(mean, std^2 I)``,
+    ``eps = unet(x, t, c, w_emb(guidance_scale - 1))`` (or the v- and sample-prediction forms, as LCMScheduler); the
+    transition to ``t_next`` is ``N(mean, std^2 I)``,
     ``mean = sqrt(abar_{t_next}) x0``, ``std = sqrt(1 - abar_{t_next})`` (``t_next = t`` for the regularised last
-    evaluation, module docstring); with ``noise`` [B, C, H, W] also the re-noised state
+    evaluation, docs/method.md); with ``noise`` [B, C, H, W] also the re-noised state
     ``x_next = sqrt(abar_{t_next}) x0 + std * noise`` (else None). Used by :func:`consistency_sample` and, at stored
     states, by RLCM's PPO recomputation, so both give the same numbers bit for bit at the same weights.
     ``checkpoint`` recomputes the UNet call in the backward pass (non-reentrant activation checkpointing).
@@ -208,7 +192,7 @@ def consistency_sample(
     grad_steps: int | None = None,
     checkpoint: bool = False,
 ) -> ConsistencyTrajectory:
-    """Run the K-step consistency chain (module docstring) with gradients wherever autograd is enabled.
+    """Run the K-step consistency chain with gradients wherever autograd is enabled.
 
     Args:
         unet: diffusers UNet2DConditionModel predicting epsilon (with ``time_cond_proj_dim`` for LCMs).
@@ -219,7 +203,8 @@ def consistency_sample(
         reference: also evaluate the reference policy (adapter disabled) at every visited state.
         reference_grad: let gradients flow through the reference's transition (into the visited states); False
             evaluates it without a graph (enough for logging the divergence when beta = 0).
-        final_step: include the last evaluation's transition in ``means``/``stds`` (module docstring).
+        final_step: include the last evaluation's transition in ``means``/``stds`` (regularised as a
+            re-noising to its own timestep).
         grad_steps: truncated backpropagation: gradients flow through the last ``grad_steps`` evaluations only
             (the states before them are detached). None = all K.
         checkpoint: recompute each UNet call that gradients pass through in the backward pass (non-reentrant

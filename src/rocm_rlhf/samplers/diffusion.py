@@ -1,66 +1,11 @@
-"""Stochastic DDIM sampler with per-step log-probabilities (the policy of DDPO, D3PO and DPOK).
+"""The stochastic DDIM sampler with per-step log-probabilities: the policy of DDPO, D3PO and DPOK.
 
-The sampler is DDIM (Song et al. 2021) with ``eta > 0`` on a diffusers ``UNet2DConditionModel`` and a
-``DDIMScheduler``, with classifier-free guidance, as in DDPO (Black et al. 2023). It works the same for the sandbox
-teacher and for hub models (Stable Diffusion 1.5): both are a UNet2DConditionModel loaded with ``from_pretrained``.
-
-The policy
-----------
-With the scheduler's timesteps ``t_0 > t_1 > ... > t_{T-1}`` (``scheduler.set_timesteps(T)``), each sampling step is
-a Gaussian transition, the policy ``pi(x_{t_{n+1}} | x_{t_n}, c) = N(mu_n, sigma_n^2 I)``::
-
-    eps      = eps_u + w * (eps_c - eps_u)                    (classifier-free guidance; w = guidance_scale)
-    abar     = alphas_cumprod[t]
-    abar'    = alphas_cumprod[t_prev]  if t_prev >= 0  else  final_alpha_cumprod
-               with t_prev = t - num_train_timesteps // T     (diffusers' rule, see below)
-    x0_hat   = (x_t - sqrt(1 - abar) * eps) / sqrt(abar)      prediction_type "epsilon"
-             =  sqrt(abar) * x_t - sqrt(1 - abar) * v          prediction_type "v_prediction" (eps_hat = sqrt(abar) v
-                                                                                             + sqrt(1 - abar) x_t)
-             =  model output                                   prediction_type "sample"
-    x0_hat   = clamp(x0_hat, -r, r)                            only if scheduler.config.clip_sample (off in SD)
-    sigma    = eta * sqrt((1 - abar') / (1 - abar)) * sqrt(1 - abar / abar')
-    mu       = sqrt(abar') * x0_hat + sqrt(1 - abar' - sigma^2) * eps_hat
-    x_{t_prev} = mu + sigma * z,  z ~ N(0, I)
-
-which is exactly ``DDIMScheduler.step(model_output, t, x_t, eta=eta, variance_noise=z)`` (with its defaults
-``use_clipped_model_output=False``). ``final_alpha_cumprod`` is 1 when the scheduler was built with
-``set_alpha_to_one=True`` (the DDIMScheduler default) and ``alphas_cumprod[0]`` otherwise (Stable Diffusion's config).
-
-The last step. At the last step ``t_prev < 0`` and ``abar' = final_alpha_cumprod``. With ``set_alpha_to_one=False``
-(SD) its sigma is small but positive, so the last step is a stochastic action like the others (as in DDPO). With
-``set_alpha_to_one=True``, ``abar' = 1`` gives ``sigma = 0``: the last step is deterministic (``x_0 = x0_hat``) and has
-no density. A deterministic step has no log-probability, so requesting log-probabilities where some ``sigma = 0``
-(``eta == 0``, or that last step) raises a ``ValueError``; sample with ``return_log_probs=False`` then (deterministic
-DDIM for evaluation), or use ``eta > 0`` and a scheduler with ``set_alpha_to_one=False``.
-
-``t_prev`` follows diffusers' ``DDIMScheduler.step``: ``t - num_train_timesteps // T``. For the default
-``timestep_spacing="leading"`` (SD 1.5) this is exactly the next timestep of the schedule; for "trailing" and
-"linspace" spacings diffusers' rule (and so this sampler) may use a noise level that is not the next timestep's.
-Note also ``kvablack/ddpo-pytorch`` clamps ``t_prev`` to >= 0 before the lookup, so it never uses
-``final_alpha_cumprod``; the two agree when ``set_alpha_to_one=False`` (SD), and here diffusers' rule is followed.
-
-Log-probabilities
------------------
-``log pi`` is the Gaussian log-density summed over all latent dimensions (C * H * W), computed by
-:func:`rocm_rlhf.samplers.common.gaussian_log_prob` in at least float32. (DDPO's reference code averages over the
-dimensions instead; the sum is the true log-density, so importance ratios are exp of differences of sums here.)
-During sampling the log-prob is evaluated at the stored next state (after casting to the model dtype) against the
-mean, through the same code as :func:`ddim_log_prob`, so recomputing it at a stored step with the same weights and
-the same batch gives the same number. The next state is detached in the log-prob (the log-prob of the action taken).
-
-Shapes and dtypes
------------------
-``B`` batch, ``T`` number of steps, ``C, H, W`` latent channels and size; ``L, D`` text tokens and width.
-Prompt embeddings are ``[B, L, D]``; negative (unconditional) embeddings ``[B, L, D]`` or ``[1, L, D]`` (expanded to
-the batch), normally the embedding of the empty prompt ``""``
-(``encode_prompts(tokenizer, text_encoder, [""])``). The model dtype is
-``prompt_embeds.dtype``: UNet inputs and stored latents use it. Means, stds and log-probs are computed in
-``promote(model dtype, float32)``; the schedule scalars are computed in float64 from ``scheduler.alphas_cumprod``.
-
-Guidance: ``guidance_scale == 1`` runs the UNet on the conditional batch only (no negative embeddings needed);
-any other value runs one UNet call on the batch ``[negative; prompt]`` (unconditional half first, as diffusers)
-and combines ``eps_u + w (eps_c - eps_u)``. Unlike diffusers' pipelines, values below 1 are applied as written.
-The scheduler's ``scale_model_input`` is the identity for DDIM and is not called.
+DDIM with ``eta > 0`` and classifier-free guidance on a diffusers ``UNet2DConditionModel`` and ``DDIMScheduler``
+(sandbox teacher and SD 1.5 alike). Each step is a Gaussian transition ``N(mu_n, sigma_n^2 I)``, exactly
+``DDIMScheduler.step(..., eta=eta, variance_noise=z)``, and ``log pi`` is its log-density summed over the latent
+dimensions. API: :func:`ddim_sample` -> :class:`DiffusionTrajectory`, :func:`ddim_log_prob` (recomputed at stored
+steps, equal to the sampled one), :func:`ddim_transition`, :func:`ddim_step_mean_std`, :func:`guided_model_output`.
+The formulas, the last step, shapes and dtypes: docs/method.md (samplers.diffusion).
 """
 
 from __future__ import annotations
@@ -221,7 +166,7 @@ def _zero_std_error(where: str) -> ValueError:
 def ddim_step_mean_std(
     scheduler: DDIMScheduler, model_output: Tensor, timestep, sample: Tensor, eta: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean and std of the DDIM transition ``x_t -> x_{t_prev}`` (module docstring for the formulas).
+    """Mean and std of the DDIM transition ``x_t -> x_{t_prev}`` (the formulas: docs/method.md, samplers.diffusion).
 
     Args:
         scheduler: a DDIMScheduler after ``set_timesteps(T)``.

@@ -1,17 +1,11 @@
 """The sandbox's caption grammar: captions of rendered attributes, and parsing them back.
 
-A caption always names the colour and the shape; size and position may be omitted (``MENTION_PATTERNS``).
-``TEMPLATES`` gives the word orders (``{np}`` is "{size} {color} {shape}" with the size left out when not mentioned,
-``{pos}`` the position phrase from ``POSITION_PHRASES``)::
-
-    0: "a {np} {pos}"                      a large red circle on the left
-    1: "{pos}, a {np}"                     on the left, a large red circle
-    2: "a {color} {shape}, {size}, {pos}"  a red circle, large, on the left
-    3: "an image of a {np} {pos}"          an image of a large red circle on the left
-
-Omitted parts drop together with their separator ("a red circle", "a red circle, on the left"). Every attribute
-value has its own word, so :func:`parse_caption` recovers exactly the mentioned attributes; some templates coincide
-when nothing optional is mentioned ("a red circle"), and :func:`all_captions` lists each distinct text once.
+A caption names the colour and the shape and may mention the size and the position (``MENTION_PATTERNS``), in one of
+the word orders of ``TEMPLATES`` ("a large red circle on the left", "on the left, a large red circle", ...). Every
+attribute value has its own word, so parsing recovers exactly the mentioned attributes.
+API: :func:`caption`, :func:`all_captions` (every distinct text; its index is the stable prompt id),
+:func:`parse_caption`, :func:`normalize_caption`, :class:`CaptionSpec`. The templates: docs/method.md
+(sandbox.captions).
 """
 
 from __future__ import annotations

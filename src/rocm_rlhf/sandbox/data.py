@@ -1,4 +1,9 @@
-"""Training data of the sandbox: rendered images with captions drawn from the grammar."""
+"""Training data of the sandbox's models: rendered images with captions drawn from the grammar.
+
+API: :func:`captioned_batch` (``n`` renders of random attributes and shifts, each with a random caption: template and
+mentioned attributes drawn from the same generator) and :func:`to_model_range` (images in [0, 1] to the VAE's
+[-1, 1], as Stable Diffusion).
+"""
 
 from __future__ import annotations
 

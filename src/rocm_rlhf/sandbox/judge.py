@@ -1,27 +1,11 @@
 """The gold judge: does an image show what its prompt asks, and does it look like a real render?
 
-It stands in for the paper's human evaluation and is computed from the renderer's ground truth. It is never a
-training reward (it has no gradients); it makes reward hacking of the learned proxy rewards measurable.
-
-Definition (``GoldJudge(world, tau)(images, prompts)``, per image x in [0, 1]^(3 x H x W) with prompt p):
-
-1. Nearest real render. The template bank holds every canonical render of the world: all 120 attribute combinations
-   x all integer shifts in [-jitter, jitter]^2 (1,080 templates of 3 x 32 x 32 at the defaults). The judge finds
-
-       k* = argmin_k  mse(x, T_k),    mse(x, T) = mean over the 3*H*W values of (x - T)^2,
-
-   and reads the predicted attributes (shape, colour, size, position) of x as those of T_{k*}. Distances are computed
-   in chunks of images against the whole bank (memory ~ chunk x bank size), the final mse exactly against T_{k*}.
-2. Fidelity. The prompt must be a caption of the sandbox grammar; ``parse_caption`` gives its mentioned attributes
-   M (colour and shape always, size and position when mentioned). ``fidelity = |{a in M : pred_a = asked_a}| / |M|``.
-3. Realism. ``realism = exp(-mse(x, T_{k*}) / tau)`` in (0, 1]. Default ``tau = 2 * 0.05^2 = 0.005``: i.i.d.
-   Gaussian pixel noise of sd sigma on a render gives mse ~ sigma^2, so realism ~ exp(-sigma^2 / tau): about 0.61 for
-   sigma = 0.05 (the calibration point, exp(-1/2)), 0.14 for sigma = 0.1, and ~0 for pure noise or a flat grey
-   image (mse > 0.05). A fresh render scores 1 (up to float rounding).
-4. ``gold = fidelity * realism``.
-
-Images are not clamped: values outside [0, 1] simply count in the mse. An image with any non-finite value gets
-realism 0 (so gold 0); its attributes are read after replacing NaN by 0.5 and +-inf by 1 / 0.
+It stands in for the paper's human evaluation, from the renderer's ground truth, and is never a training reward (it
+has no gradients). Per image, the nearest real render of the world's template bank gives the predicted attributes;
+``fidelity`` is the share of the prompt's mentioned attributes shown, ``realism = exp(-mse / tau)`` and
+``gold = fidelity * realism``. API: :class:`GoldJudge` (``judge(images, prompts)`` -> fidelity, realism and gold per
+image; ``predict_attributes``), ``DEFAULT_TAU``. The exact definition and tau's calibration: docs/method.md
+(sandbox.judge).
 """
 
 from __future__ import annotations
@@ -39,7 +23,7 @@ DEFAULT_TAU = 2 * REALISM_REFERENCE_SD**2  # 0.005: realism = exp(-1/2) at pixel
 
 
 class GoldJudge:
-    """Gold score of images for sandbox prompts (see the module docstring for the exact definition).
+    """Gold score of images for sandbox prompts (the exact definition: docs/method.md, sandbox.judge).
 
     Args:
         world: the :class:`World` whose renders are the real images (its size and jitter define the bank).

@@ -1,29 +1,11 @@
 """The sandbox world's renderer: one simple shape per image, drawn deterministically from known attributes.
 
-Images
-------
-An image shows one shape on a flat background. Its attributes are
-
-- shape: ``SHAPES = ("circle", "square", "triangle")``;
-- color: ``COLORS`` (red, green, blue, yellow; RGB in [0, 1], pairwise and background-separated);
-- size: ``SIZES = ("small", "large")``: the shape's bounding box has side ``9 * s`` (small) or ``16 * s`` (large)
-  pixels, with ``s = image_size / 32``;
-- position: ``POSITIONS = ("left", "right", "top", "bottom", "center")``: the shape's centre is the position's anchor
-  plus an integer pixel shift.
-
-Conventions: images are float32 arrays (3, H, W), channel first, values in [0, 1], H = W = image_size. Pixel
-(row i, column j) covers the square [j, j+1] x [i, i+1] of the continuous canvas [0, W] x [0, H]; x grows to the
-right, y grows downwards. A shift is ``(dx, dy)`` in whole pixels (dx > 0 moves right, dy > 0 moves down). The
-anchors are the canvas centre ``(W/2, H/2)`` and the points ``offset`` pixels left / right / above / below it, with
-``offset = min(round(7 * s), W/2 - 8 * s - jitter)``, so that a large shape shifted by up to ``jitter`` pixels stays
-on the canvas (checked at construction). Shapes, all inscribed in their d x d bounding box centred at the anchor:
-circle of diameter d, axis-aligned square of side d, upward isosceles triangle of base d and height d.
-
-Rendering is anti-aliased by supersampling: the coverage of each pixel is the fraction of its 4 x 4 sub-pixel
-centres inside the shape, and ``pixel = background * (1 - coverage) + color * coverage``. Renders are cached: a
-:class:`World` builds the bank of all ``120 combos x (2 * jitter + 1)^2 shifts`` once (1,080 images of 3 x 32 x 32
-at the defaults, about 13 MB) and batches are gathered from it, so rendering 10,000 images takes a fraction of a
-second.
+Attributes: ``SHAPES`` (circle, square, triangle), ``COLORS`` (red, green, blue, yellow), ``SIZES`` (small, large),
+``POSITIONS`` (left, right, top, bottom, center), plus a whole-pixel shift of at most ``jitter``. Images are float32
+(3, H, W) in [0, 1], anti-aliased by supersampling, gathered from a bank of every render built once.
+API: :class:`Attributes`, :func:`all_attributes` (the 120 combinations), :func:`attribute_index`, :class:`World`
+(``render``, ``render_batch``, ``sample``, ``template_bank``, ``coverage``).
+Geometry, anchors and pixel conventions: docs/method.md (sandbox.render).
 """
 
 from __future__ import annotations
@@ -101,7 +83,7 @@ def attribute_index(attrs: Attributes) -> int:
 
 
 class World:
-    """Deterministic renderer of one shape per image (see the module docstring for every convention).
+    """Deterministic renderer of one shape per image (the conventions: docs/method.md, sandbox.render).
 
     Args:
         image_size: side H = W in pixels (at least 16).

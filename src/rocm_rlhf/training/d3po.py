@@ -1,32 +1,11 @@
-"""D3PO (Yang et al. 2024, "Using Human Feedback to Fine-tune Diffusion Models without Any Reward Model",
-CVPR 2024, arXiv 2311.13231): DPO on pairs of denoising trajectories, here with the reward model as the judge.
+"""D3PO (Yang et al. 2024, arXiv 2311.13231), a baseline: DPO on pairs of DDIM trajectories, a reward model judging.
 
-Source read: yk7333/d3po (``config/base.py``, ``scripts/train_with_rm.py``: the variant that ranks pairs with a reward
-model, which is the comparison the ROCM paper makes). The policy is the stochastic DDIM sampler (eta = 1) of the
-diffusion model; the reference is the pretrained model (here: the same UNet with its LoRA adapter disabled).
-
-One training step:
-
-1. sample ``prompts_per_step`` prompts; for each, two DDIM trajectories from the *same* initial noise (different
-   per-step noise), decode and score both (2 reward queries per prompt). The higher-reward image wins; equal rewards
-   are a tie (D3PO's ``compare``: no preference, zero gradient);
-2. for every pair and every trained step n, with ``lr_i = s * (log pi_theta - log pi_ref)(x^i_{n+1} | x^i_n)`` (summed
-   log-densities times the scale ``s`` of :mod:`rocm_rlhf.training.ppo`, D3PO's code averaging over dimensions) and
-   ``c = +1`` if trajectory a won, ``-1`` if b won, ``0`` on a tie::
-
-       h_n  = beta * c * (clip(lr_a, log(1 - eps), log(1 + eps)) - clip(lr_b, log(1 - eps), log(1 + eps)))
-       loss = -log sigmoid(h_n)
-
-   (D3PO clamps each ratio ``exp(lr)`` to [1 - eps, 1 + eps] before the log: the same thing.) Swapping the pair
-   negates ``h`` (:func:`d3po_logit`);
-3. ``num_inner_epochs`` passes over the shuffled pairs, ``num_minibatches`` optimizer updates each, each averaging
-   the loss over its pairs and the trained steps (gradients accumulated over steps).
-
-Defaults (yk7333/d3po config/base.py): 20 pairs per step (sample batch 10 x 2 batches), beta 0.1, eps 0.1, 20 DDIM
-steps, eta 1, guidance 5, one inner epoch, one pair per update (train batch 1, no accumulation: ``num_minibatches=None`` means one update per pair), timestep
-fraction 1, learning rate 3e-5, weight decay 1e-4 and gradient norm 1 (``baselines.d3po.*``). The reference log-probs
-are computed once per step right after sampling (the reference is frozen, so this equals D3PO's recomputation in
-every update), which also gives the logged KL to the pretrained model for free.
+Each step, every prompt gets two trajectories from the same initial noise and the higher reward wins (equal rewards
+tie); per trained step the loss is ``-log sigmoid(beta * c * (clip(lr_a) - clip(lr_b)))``, with ``lr`` the scaled
+log-ratio of the policy to the pretrained model (the adapter disabled) and ``c`` +1, -1 or 0.
+API: :class:`D3PO` (defaults: yk7333/d3po; ``D3PO.from_config`` reads ``baselines.d3po``), :func:`d3po_logit`,
+:func:`d3po_loss`, :func:`preference`. The source read and the provenance of each default: docs/method.md
+(training.d3po).
 """
 
 from __future__ import annotations
@@ -47,7 +26,8 @@ from .ppo import (GradientAccumulator, baseline_fields, check_positive, log_prob
 
 
 def d3po_logit(log_ratio_a: Tensor, log_ratio_b: Tensor, pref_a: Tensor, beta: float, eps: float) -> Tensor:
-    """``h = beta * c * (clip(lr_a) - clip(lr_b))`` with ``c = pref_a`` in {+1, -1, 0} (module docstring)."""
+    """``h = beta * c * (clip(lr_a) - clip(lr_b))`` with ``c = pref_a`` in {+1, -1, 0}, ``clip`` to
+    ``[log(1 - eps), log(1 + eps)]`` (D3PO's ratio clamp)."""
     lo, hi = math.log1p(-eps), math.log1p(eps)
     return beta * pref_a.to(log_ratio_a.dtype) * (log_ratio_a.clamp(lo, hi) - log_ratio_b.clamp(lo, hi))
 

@@ -1,31 +1,11 @@
-"""DDPO (Black et al. 2023, "Training Diffusion Models with Reinforcement Learning", arXiv 2305.13301): DDPO-clip.
+"""DDPO (Black et al. 2023, arXiv 2305.13301), a baseline: DDPO-clip, PPO on a diffusion model's DDIM sampler.
 
-Source read: kvablack/ddpo-pytorch (``config/base.py``, ``config/dgx.py``, ``scripts/train.py``,
-``ddpo_pytorch/stat_tracking.py``, ``diffusers_patch/ddim_with_logprob.py``). The policy is the stochastic DDIM
-sampler (:mod:`rocm_rlhf.samplers.diffusion`, eta = 1) of a diffusion model (SD 1.5 in the paper, the sandbox teacher
-here) with classifier-free guidance; each of the T denoising steps is an action, the reward of the decoded image the
-terminal reward.
-
-One training step (= one DDPO epoch):
-
-1. sample ``batch_size`` prompts and DDIM trajectories without gradients, decode, score (``batch_size`` queries);
-2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.ppo.PerPromptStatTracker`, buffer 16, min
-   count 16: DDPO's ``per_prompt_stat_tracking``);
-3. ``num_inner_epochs`` passes over the shuffled batch, ``num_minibatches`` optimizer updates each, of the PPO clipped
-   loss (:func:`rocm_rlhf.training.ppo.ppo_clip_loss`) averaged over the minibatch's samples and the trained steps
-   (``timestep_fraction`` of the T steps, a random subset per sample when below 1), log-probs recomputed with
-   gradients at the stored states (:func:`rocm_rlhf.samplers.diffusion.ddim_log_prob`).
-
-Defaults are DDPO's paper configuration (``config/dgx.py`` over ``config/base.py``): clip range 1e-4, advantage clip
-5, one inner epoch, timestep fraction 1, a rollout of 256 samples per step with 4 updates (4 per device x 2
-accumulation x 8 devices = 64 per update), eta 1, guidance 5, 50 DDIM steps, learning rate 3e-4, weight decay 1e-4
-(``baselines.ddpo.*``; the CPU sandbox scales the rollout to 8 images and 10 steps).
-
-The clip range. Our log-probs are sums over the C*H*W latent dimensions; DDPO's code averages them, so its ratio is
-``exp(mean_d(log p_new - log p_old))`` and clip range 1e-4 bounds the *per-dimension* log-ratio. With
-``log_prob_reduction="mean"`` (default) the ratio is formed from ``lp / (C*H*W)``, which reproduces DDPO's objective
-and keeps its clip range meaningful; with ``"sum"`` the ratio is the true density ratio and the clip range should
-be scaled by about C*H*W (1e-4 on a true ratio of a 16,384-dimensional Gaussian clips nearly every sample).
+Each of the T stochastic DDIM steps (:mod:`rocm_rlhf.training.ddim_policy`) is an action, the reward of the decoded
+image the terminal reward. One training step samples ``batch_size`` trajectories without gradients, normalises the
+rewards per prompt and makes the PPO updates of :class:`~rocm_rlhf.training.ppo.PPOMethod` on ``timestep_fraction``
+of the steps. API: :class:`DDPO` (defaults: DDPO's paper configuration; ``DDPO.from_config`` reads
+``baselines.ddpo``). The source read, the clip range's scale and the provenance of each default: docs/method.md
+(training.ddpo).
 """
 
 from __future__ import annotations
@@ -52,7 +32,7 @@ class DDPO(PPOMethod):
     guidance_scale: float = 5.0  # DDPO sample.guidance_scale
     num_inner_epochs: int = 1  # DDPO train.num_inner_epochs
     num_minibatches: int = 4  # updates per pass: 256 samples per epoch / 64 per update (dgx)
-    clip_range: float = 1e-4  # DDPO train.clip_range (on the per-dimension ratio, module docstring)
+    clip_range: float = 1e-4  # DDPO train.clip_range (on the per-dimension ratio: ppo.log_prob_scale)
     adv_clip_max: float = 5.0  # DDPO base.py train.adv_clip_max
     timestep_fraction: float = 1.0  # DDPO train.timestep_fraction
     stat_buffer_size: int = 16  # DDPO per_prompt_stat_tracking.buffer_size

@@ -1,49 +1,12 @@
-"""DPOK (Fan et al. 2023, "DPOK: Reinforcement Learning for Fine-tuning Text-to-Image Diffusion Models",
-NeurIPS 2023, arXiv 2305.16381): policy gradient with a per-step KL to the pretrained model and a value baseline.
+"""DPOK (Fan et al. 2023, arXiv 2305.16381), a baseline: policy gradient on DDIM with a value baseline and a per-step
+regulariser towards the pretrained model.
 
-Source read: google-research/google-research ``dpok/`` (``train_online_pg.py``, ``reward_model.py`` ``ValueMulti``,
-``scheduling_ddim_extended.py``, ``pipeline_stable_diffusion_extended.py``, README's multi-prompt command). The
-policy is the stochastic DDIM sampler (eta = 1) of the diffusion model; the pretrained model is the same UNet with
-its LoRA adapter disabled.
-
-One training step (= one DPOK ``count``):
-
-1. sample ``batch_size`` prompts and trajectories without gradients, decode, score (``batch_size`` queries); push
-   every transition ``(x_{t_n}, x_{t_{n+1}}, n, prompt, final reward, log pi_old, eps_pre)`` into a FIFO replay
-   buffer of ``buffer_size`` transitions (DPOK keeps the last 1000);
-2. value function: ``value_updates`` minibatches of ``value_batch_size`` transitions drawn from the buffer without
-   replacement (all of it while it is smaller), MSE of ``V(x_{t_n}, c, n)`` to the final reward, gradients averaged
-   over the minibatches, one AdamW step (lr ``value_lr``). ``V`` is :class:`ValueNetwork` (DPOK's ``ValueMulti``:
-   flattened latent and pooled text embedding through three step-conditioned layers);
-3. policy: ``policy_updates`` optimizer updates, each accumulating ``grad_accumulation`` minibatches of
-   ``policy_batch_size`` buffer transitions of::
-
-       loss = mean(-reward_weight * A * clip(r, 1 - e, 1 + e) + kl_weight * REG_n) / grad_accumulation
-       e    = ratio_clip
-       A    = R - V(x_{t_n}, c, n)                  (no gradient; the value baseline; c the prompt)
-       r    = exp(s * (log pi_theta - log pi_old)(x_{t_{n+1}} | x_{t_n}))
-       REG_n = mean_d (eps_theta(x_{t_n}) - eps_pre(x_{t_n}))^2          (regularizer "eps_mse", DPOK's term)
-             = s * KL( pi_theta(. | x_{t_n}) || pi_pre(. | x_{t_n}) )   (regularizer "gaussian_kl", an option)
-
-   ``eps`` are the guided UNet outputs (``eps_u + w (eps_c - eps_u)``) of the policy and of the *pretrained* model at
-   the buffer state, as DPOK's ``forward_calculate_logprob`` computes its ``kl_regularizer`` (then averaged over all
-   elements). That term is DPOK's per-step stand-in for the KL: the exact KL of the two Gaussian DDIM transitions is
-   ``c_n^2 |eps_theta - eps_pre|^2 / (2 sigma_n^2)`` with a step-dependent ``c_n``, so the two weight the steps
-   differently (the KL is dominated by the last steps, where sigma_n is small). ``s`` is the log-prob scale of
-   :mod:`rocm_rlhf.training.ppo` (``1/(C*H*W)`` by default: DPOK's code averages log-densities over the dimensions).
-   The pretrained model's outputs are computed once, when the transition enters the buffer (the reference is frozen,
-   so this equals DPOK's recomputation in every minibatch).
-
-Defaults are DPOK's multi-prompt command (README) over its argument defaults: reward_weight 1000, kl_weight 0.1,
-ratio clip 1e-4, 5 policy updates per step of 12 x 2 transitions, buffer 1000, value lr 1e-4, value batch 256,
-5 value minibatches per step, 6 prompts per step (``--g_batch_size``, one image each), 50 DDIM steps, eta 1,
-guidance 7.5 (the pipeline's default), policy lr 1e-5, no weight decay and gradient norm 0.1
-(``baselines.dpok.lr`` / ``weight_decay`` / ``grad_clip``); LoRA rank 4 in DPOK, here the shared ``train.lora``.
-
-``divergence_mean`` in the log is the KL to the pretrained model of the freshly sampled batch, summed over its steps
-(reduction ``divergence_reduction`` over the dimensions, as ROCM's log), and ``kl`` the mean regulariser ``REG_n``
-of the policy minibatches. The value network, its optimizer and the buffer are checkpointed
-(``extra_state``), so a resumed run replays exactly.
+Each step samples a rollout into a FIFO replay buffer of transitions, fits :class:`ValueNetwork` to the final rewards,
+then makes ``policy_updates`` updates of ``-reward_weight * A * clip(ratio) + kl_weight * REG`` on buffer minibatches
+(``A`` the reward minus the value; ``REG`` DPOK's noise-prediction MSE or the exact Gaussian KL, ``REGULARIZERS``).
+API: :class:`DPOK` (defaults: DPOK's multi-prompt command; ``DPOK.from_config`` reads ``baselines.dpok``),
+:class:`ValueNetwork`, :func:`pooled_text_embeddings`. The formulas, the source read and the provenance of each
+default: docs/method.md (training.dpok).
 """
 
 from __future__ import annotations

@@ -1,25 +1,12 @@
-"""The training loop shared by ROCM and the baselines.
+"""The training loop shared by ROCM and the baselines: everything that is not a method's own mathematics.
 
-One loop owns everything that is not the method's own mathematics: seeds, the optimizer over the LoRA parameters,
-gradient clipping, mixed precision, reward-query counting, cost accounting (device-hours), logging to ``log.csv``,
-checkpoints with resume, NaN detection, progress, and the final adapter and ``run.json``.
-
-A method is an object with
-
-    setup(ctx)                 once, after the model and adapter exist (e.g. to build a value network)
-    train_step(ctx, step) -> dict     one training step: samples, rewards and one or more optimizer updates
-                                      through ``ctx.update(loss)``; returns scalars to log (reward_mean ...)
-    extra_state() / load_extra_state(d)   optional: state of its own to checkpoint (e.g. a value network)
-
-Randomness: every step draws its prompts and noise from generators seeded by (run seed, step), so a run resumed
-from a checkpoint at step k replays steps k+1 ... exactly as an uninterrupted run does (on CPU, bit for bit).
-
-Several devices: with a process group of N > 1 (:mod:`rocm_rlhf.training.distributed`) every process draws the
-global batch and keeps its shard (``ctx.shard``), gradients are averaged over the processes before clipping, logged
-scalars are computed over the gathered batch (``ctx.gather``), and process 0 alone writes files.
-
-Cost accounting: ``device_hours`` is accelerator-hours on GPU (wall-clock hours x 1 device) and CPU core-hours on CPU
-(process user + system CPU time, which counts every thread); ``run.json`` names which (``device_hours_unit``).
+:class:`Trainer` runs a method for ``settings.steps`` steps: seeds, AdamW over the LoRA parameters, gradient clipping,
+mixed precision, reward-query counting (:class:`CountingScorer`), cost accounting, ``log.csv``, checkpoints with
+resume, NaN detection, the final adapter and ``run.json``. A method has ``train_step(ctx, step) -> dict`` (updating
+through :meth:`Context.update`) and optionally ``setup(ctx)``, ``queries_per_step()`` and ``extra_state()`` /
+``load_extra_state(d)``; :class:`TrainSettings` are the loop's settings. Every step draws its randomness from
+generators seeded by (run seed, step), so a resumed run replays exactly. Several devices and the cost units:
+docs/method.md (training.loop).
 """
 
 from __future__ import annotations

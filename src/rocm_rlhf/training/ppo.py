@@ -1,36 +1,11 @@
-"""Pieces shared by the policy-gradient baselines (RLCM, DDPO, D3PO, DPOK).
+"""The policy-gradient machinery the baselines share (RLCM, DDPO, D3PO, DPOK).
 
-Conventions pinned here (each method's module says where it uses them):
-
-Log-probabilities. The samplers return ``log pi(x_next | x)`` *summed* over the latent dimensions (the true
-log-density). The reference implementations of all four baselines (kvablack/ddpo-pytorch ``ddim_step_with_logprob``,
-Owen-Oertell/rlcm's patched ``LCMScheduler.step``, yk7333/d3po, google-research/dpok ``step_forward_logprob``) instead
-*average* the Gaussian log-density over the dimensions, and their published hyperparameters (PPO clip range 1e-4,
-D3PO's ratio clamp 0.1 and beta 0.1, DPOK's ratio clip 1e-4 and KL weight) are calibrated on that scale: an
-importance ratio there is ``exp((lp_new - lp_old) / D)`` with ``D = C*H*W``. :func:`log_prob_scale` returns the
-factor ``s`` (``1/D`` for ``log_prob_reduction="mean"``, the default, which reproduces the reference code exactly;
-``1`` for ``"sum"``, the true density ratio, with which the published clip ranges would clip almost everything), and
-every method forms its ratios from ``s * lp``.
-
-Advantages (DDPO, RLCM). :class:`PerPromptStatTracker` is DDPO's per-prompt normalisation: each prompt keeps a FIFO
-of its last ``buffer_size`` rewards; a reward's advantage is ``(r - mean) / (std + 1e-6)`` over that prompt's buffer
-once it holds at least ``min_count`` rewards, and over the whole current batch before that (population std, ddof 0,
-as numpy). The buffers are state: they are checkpointed through the method's ``extra_state``.
-
-PPO (DDPO-clip, RLCM). :func:`ppo_clip_loss` is ``mean(max(-A r, -A clip(r, 1 - eps, 1 + eps)))`` with
-``A = clip(adv, -adv_clip_max, adv_clip_max)`` and ``r = exp(s lp - s lp_old)``. One optimizer update accumulates the
-gradient of that loss over its minibatch of samples and over the trained sampler steps, divided by the number of
-steps (as the references' gradient accumulation across timesteps does): the update minimises the mean over
-(samples, steps). Where ``r = 1`` (the first update on freshly sampled trajectories) its gradient is the REINFORCE
-gradient ``-mean(A grad(s lp))``. :class:`PPOMethod` is what the two PPO methods share (settings checks, the tracker
-as state, and the training step: rollout, advantages, :func:`ppo_train`); each adds its policy (rollout, log-prob).
-
-Gradient accumulation. ``Context.update(loss)`` backpropagates one loss. To keep memory at one UNet call whatever
-the number of sampler steps (an SD-sized UNet cannot hold 50 steps of activations), :class:`GradientAccumulator`
-backpropagates each step's loss at once (``torch.autograd.grad``, freeing its graph), sums the gradients, and hands
-``ctx.update`` a linear surrogate ``sum_p <p, g_p> - (same, detached) + value``, whose value is the accumulated loss
-and whose gradient is exactly the accumulated gradient, so the loop's NaN checks, clipping and stepping apply
-unchanged.
+API: :func:`baseline_fields` (a baseline's dataclass fields from ``baselines.<name>``), :func:`log_prob_scale` (the
+factor ``s`` ratios are formed from: ``1/(C*H*W)`` for ``"mean"``, as the reference code, or 1 for ``"sum"``),
+:class:`PerPromptStatTracker` (DDPO's per-prompt advantages), :func:`ppo_clip_loss`, :class:`GradientAccumulator`
+(the memory of one UNet call whatever the number of sampler steps), :func:`minibatches`, :func:`train_step_slots`,
+:func:`ppo_train` and :class:`PPOMethod` (what RLCM and DDPO share), :func:`stats_out` (the logged scalars).
+The conventions and their reasons: docs/method.md (training.ppo).
 """
 
 from __future__ import annotations
@@ -50,7 +25,9 @@ LOG_PROB_REDUCTIONS = ("mean", "sum")
 
 
 def log_prob_scale(latent_shape: Sequence[int], reduction: str) -> float:
-    """The factor ``s`` applied to summed log-probs (module docstring): ``1/prod(latent_shape)`` or 1."""
+    """The factor ``s`` applied to summed log-probs before a ratio is formed: ``1/prod(latent_shape)`` for ``"mean"``
+    (the reference code averages log-densities over the dimensions, and its clip ranges are calibrated on that scale)
+    or 1 for ``"sum"`` (the true density ratio)."""
     if reduction not in LOG_PROB_REDUCTIONS:
         raise ValueError(f"log_prob_reduction must be one of {LOG_PROB_REDUCTIONS}, got {reduction!r}")
     return 1.0 / math.prod(int(d) for d in latent_shape) if reduction == "mean" else 1.0
@@ -79,7 +56,9 @@ def check_positive(name: str, value, integer: bool = True) -> None:
 
 # ---------------------------------------------------------------------------------------------------------- advantages
 class PerPromptStatTracker:
-    """DDPO's per-prompt reward normalisation (module docstring)."""
+    """DDPO's per-prompt reward normalisation: an advantage is ``(r - mean) / (std + 1e-6)`` over its prompt's FIFO of
+    the last ``buffer_size`` rewards once it holds ``min_count``, over the current batch before (population std); the
+    buffers are state, checkpointed through the method's ``extra_state``."""
 
     def __init__(self, buffer_size: int = 16, min_count: int = 16):
         check_positive("stat_buffer_size", buffer_size)
@@ -137,7 +116,9 @@ def ppo_clip_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, cl
 
 
 class GradientAccumulator:
-    """Sum of the gradients of several losses, handed to ``Context.update`` as one surrogate (module docstring)."""
+    """Sum of the gradients of several losses, each backpropagated at once (its graph freed, so memory stays at one
+    UNet call), handed to ``Context.update`` as one linear surrogate whose value is the summed loss and whose gradient
+    is exactly the summed gradient (the loop's NaN checks, clipping and stepping apply unchanged)."""
 
     def __init__(self, params: Sequence[torch.nn.Parameter]):
         self.params = list(params)

@@ -1,30 +1,11 @@
-"""RLCM (Oertell et al. 2024, "RL for Consistency Models", arXiv 2404.03673): PPO on the LCM's sampling chain.
+"""RLCM (Oertell et al. 2024, arXiv 2404.03673), a baseline: PPO on the LCM's consistency sampler.
 
-Source read: Owen-Oertell/rlcm (``lcm_rl_pytorch/core/training_loop.py``, ``conf/task/aesthetic.yaml``, the patched
-``diffusers_patch/lcm_scheduler.py``), itself derived from kvablack/ddpo-pytorch. The policy is our consistency
-sampler (:mod:`rocm_rlhf.samplers.consistency`): its K - 1 stochastic re-noising transitions
-``pi(x_{t_{n+1}} | x_{t_n}) = N(sqrt(abar_{t_{n+1}}) f_theta(x_{t_n}), (1 - abar_{t_{n+1}}) I)`` are the actions and the
-reward of the decoded ``x0_{K-1}`` is the terminal reward. (RLCM's patched scheduler also re-noises after the last
-evaluation and counts that as an action whose outcome is discarded; we keep diffusers' chain, whose last evaluation
-adds no noise, so the K - 1 transitions are the actions: the same convention as ROCM's sampler.)
-
-One training step (= one of RLCM's sampling iterations):
-
-1. sample ``batch_size`` prompts and trajectories without gradients, decode, score (``batch_size`` reward queries);
-2. advantages by per-prompt normalisation (:class:`rocm_rlhf.training.ppo.PerPromptStatTracker`, buffer 32, min
-   count 16 as in RLCM's aesthetic task);
-3. ``num_inner_epochs`` passes over the batch, each split into ``num_minibatches`` optimizer updates of the PPO
-   clipped loss (:func:`rocm_rlhf.training.ppo.ppo_clip_loss`) averaged over the minibatch's samples and all K - 1
-   transitions, the log-probs recomputed with gradients at the stored states.
-
-RLCM's aesthetic configuration samples 8 images per GPU and trains in minibatches of 2 with 4 accumulation steps:
-one update per sampled batch (``num_minibatches = 1``) and one inner epoch, so each batch gets exactly one
-on-policy update (ratio 1, where PPO equals REINFORCE with the normalised advantages); clip range 1e-4 and advantage
-clip 10 act once ``num_inner_epochs`` or ``num_minibatches`` exceed 1. The clip range is on RLCM's per-dimension
-ratio (``log_prob_reduction="mean"``, :mod:`rocm_rlhf.training.ppo`). RLCM's learning rate 1e-4 (Adam, linear decay),
-gradient norm 5, LoRA r 8 / alpha 8, 8 steps and guidance 8 are the loop's and the model's settings here
-(``baselines.rlcm.lr`` / ``grad_clip`` default to the first two, without the decay; K, guidance and LoRA are shared
-with ROCM).
+The actions are the K - 1 stochastic re-noising transitions of :mod:`rocm_rlhf.samplers.consistency`, the reward of
+the decoded image the terminal reward. One training step samples ``batch_size`` trajectories without gradients,
+normalises their rewards per prompt and makes the PPO updates of :class:`~rocm_rlhf.training.ppo.PPOMethod`, the
+log-probs recomputed at the stored states. API: :class:`RLCM` (defaults: RLCM's aesthetic task;
+``RLCM.from_config`` reads ``baselines.rlcm``), :class:`LCMRollout`.
+The source read, the conventions and the provenance of each default: docs/method.md (training.rlcm).
 """
 
 from __future__ import annotations

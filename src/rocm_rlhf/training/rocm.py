@@ -2,12 +2,11 @@
 
     J(theta) = E[ R(decode(x0_{K-1}), c) ] - beta * E[ sum_n D( pi_theta(.|x_{t_n}) || pi_ref(.|x_{t_n}) ) ]
 
-maximised by plain backpropagation through all K sampler steps (the re-noising noise is drawn outside the graph:
-reparameterisation). The loss minimised is ``-mean_b R + beta * mean_b sum_n D_n``. ``D`` is one of the
+maximised by backpropagation through all K sampler steps (the noise is drawn outside the graph), ``D`` one of the
 f-divergences of :mod:`rocm_rlhf.divergences` between the Gaussian transitions of the policy and of the reference
-(the same UNet with the LoRA adapter disabled) at the states the policy visited, with gradients flowing through those
-states. beta = 0 (divergence "none") is plain ROCM; its KL to the reference is still computed (without gradients) so that
-the drift is logged.
+(the UNet with its LoRA adapter disabled) at the policy's states. beta = 0 (divergence "none") is plain ROCM, its KL
+still logged. API: :class:`ROCM` (``ROCM.from_config(config, divergence=..., beta=...)`` reads ``rocm.*``), one
+data-parallel ``train_step`` for :class:`~rocm_rlhf.training.loop.Trainer`. More: docs/method.md (training.rocm).
 """
 
 from __future__ import annotations
