@@ -1,14 +1,11 @@
 """Building the sandbox's models: VAE, teacher diffusion model (with its text encoder), distilled LCM.
 
 Each stage reads the previous stage's folder with ``from_pretrained`` and writes its own with ``save_pretrained``:
-
-    vae/      AutoencoderKL (32x32x3 <-> 8x8x4)
-    teacher/  a StableDiffusionPipeline folder: vae, tokenizer, text_encoder, unet (epsilon), DDIM scheduler
-    lcm/      a LatentConsistencyModelPipeline folder: the same vae/tokenizer/text_encoder, the distilled UNet with
-              ``time_cond_proj_dim``, LCMScheduler
-
-loadable exactly like ``runwayml/stable-diffusion-v1-5`` and ``SimianLuo/LCM_Dreamshaper_v7``. The proxy reward models
-are in :mod:`rocm_rlhf.rewards.sandbox`; quality measurements in :mod:`rocm_rlhf.sandbox.quality`.
+``vae/`` (AutoencoderKL, 32x32x3 <-> 8x8x4), ``teacher/`` (a StableDiffusionPipeline folder: vae, tokenizer,
+text_encoder, an epsilon UNet, DDIM scheduler) and ``lcm/`` (a LatentConsistencyModelPipeline folder: the same vae,
+tokenizer and text encoder, the distilled UNet with ``time_cond_proj_dim``, LCMScheduler), loadable exactly like
+``runwayml/stable-diffusion-v1-5`` and ``SimianLuo/LCM_Dreamshaper_v7``. API: :func:`train_vae`,
+:func:`train_teacher`, :func:`distill_lcm`, :class:`StageSettings`. The proxy rewards: :mod:`rocm_rlhf.rewards.sandbox`.
 """
 
 from __future__ import annotations
