@@ -50,16 +50,11 @@ def world(config):
 
 
 def reward_kwargs(config: dict, name: str, sandbox_rewards_dir: str | None = None) -> dict:
-    """Keyword arguments of a scorer: from config.rewards, with the sandbox's own folders filled in."""
-    kw = dict(config["rewards"].get(name, {}))
-    if name.startswith("proxy_") and "model_id" not in kw and sandbox_rewards_dir:
-        kw["model_id"] = str(Path(sandbox_rewards_dir) / name)
-    if name.startswith("gold"):
-        sb = config["sandbox"]
-        kw.setdefault("image_size", sb["image_size"])
-        kw.setdefault("jitter", sb["jitter"])
-        kw.setdefault("tau", sb["judge_tau"])
-    return kw
+    """A scorer's keyword arguments (rocm_rlhf.rewards.scorer_kwargs: ``rewards.<name>`` plus what the scorer's
+    class reads, e.g. the sandbox proxies' folder under ``sandbox_rewards_dir``)."""
+    from ..rewards import scorer_kwargs
+
+    return scorer_kwargs(name, config, sandbox_rewards_dir)
 
 
 SANDBOX_JUDGE_KEYS = ("sandbox.image_size", "sandbox.jitter", "sandbox.judge_tau")

@@ -28,7 +28,7 @@ def sample_eval(job) -> None:
 def _sample_eval(job) -> None:
     from ..evaluation import eval_units, generate_diffusion_units, generate_lcm_units, save_samples
     from ..infra.utils import pick_device
-    from ..models import load_lcm_pipeline, load_sd_pipeline
+    from ..models import load_pipeline
     from ..prompts import read_prompts
     from ..training.run import DTYPES, diffusion_sampling
 
@@ -36,7 +36,7 @@ def _sample_eval(job) -> None:
     device = pick_device(cfg["device"])
     dtype = DTYPES[cfg["model"]["dtype"]]
     diffusion = run.generator == "diffusion"
-    pipe = (load_sd_pipeline if diffusion else load_lcm_pipeline)(job.params.model_id, dtype=dtype, device=device)
+    pipe = load_pipeline(run.generator, job.params.model_id, dtype=dtype, device=device)
     if path(job.input, "adapter"):
         pipe.load_lora_weights(path(job.input, "adapter"))  # the standard diffusers call a user makes
     units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
