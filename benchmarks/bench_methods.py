@@ -23,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+from rocm_rlhf import runs  # noqa: E402  (torch-free: --help stays fast)
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=480)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--methods", nargs="+", default=["rocm-b0", "rocm", "rlcm", "ddpo"],
-                    choices=["rocm-b0", "rocm", "rlcm", "ddpo", "d3po", "dpok"])
+                    choices=["rocm-b0", *runs.METHODS])
     ap.add_argument("--out", default=str(REPO / "results/benchmarks/methods.json"))
     args = ap.parse_args(argv)
 
@@ -56,10 +58,11 @@ def main(argv=None) -> int:
     for method in args.methods:
         run_dir = work / method
         shutil.rmtree(run_dir, ignore_errors=True)
-        model = sbx / ("teacher" if method in ("ddpo", "d3po", "dpok") else "lcm")
+        name = method.split("-")[0]
+        model = sbx / ("teacher" if runs.generator(name) == "diffusion" else "lcm")
         kw = {"rocm": {"divergence": "kl", "beta": 0.1}, "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
         t0 = time.perf_counter()
-        train_run(cfg, method=method.split("-")[0], run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
+        train_run(cfg, method=name, run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
                   reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
                   prompts=prompts, **kw)
         total = time.perf_counter() - t0
