@@ -99,8 +99,7 @@ def test_training_job_fails_at_once_when_offline_and_unstaged(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "rocm_rlhf.infra.cli", "stage", "train", "--config", str(PAPER), "--input",
          f"prompts={prompts}", "--output", f"run_json={out / 'run.json'}", "--wildcard", "run=rocm-kl-b0.01-s0",
-         "--param", "method=rocm", "divergence=kl", "beta=0.01", "seed=0",
-         "model_id=SimianLuo/LCM_Dreamshaper_v7"],
+         "--param", "model_id=SimianLuo/LCM_Dreamshaper_v7"],
         capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode != 0
     assert "ModelNotAvailableError" in res.stderr and "SimianLuo/LCM_Dreamshaper_v7" in res.stderr

@@ -25,10 +25,10 @@ def _sizes(config):
 
 
 def _settings(config, name: str, seed_offset: int):
-    from ..sandbox.build import StageSettings
+    from ..sandbox.build import BuildSettings
 
     s = config["sandbox"][name]
-    return StageSettings(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=config["seed"] + seed_offset)
+    return BuildSettings(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=config["seed"] + seed_offset)
 
 
 def _report(job, stats: dict) -> None:

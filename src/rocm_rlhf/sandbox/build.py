@@ -1,11 +1,11 @@
 """Building the sandbox's models: VAE, teacher diffusion model (with its text encoder), distilled LCM.
 
-Each stage reads the previous stage's folder with ``from_pretrained`` and writes its own with ``save_pretrained``:
+Each build step reads the previous step's folder with ``from_pretrained`` and writes its own with ``save_pretrained``:
 ``vae/`` (AutoencoderKL, 32x32x3 <-> 8x8x4), ``teacher/`` (a StableDiffusionPipeline folder: vae, tokenizer,
 text_encoder, an epsilon UNet, DDIM scheduler) and ``lcm/`` (a LatentConsistencyModelPipeline folder: the same vae,
 tokenizer and text encoder, the distilled UNet with ``time_cond_proj_dim``, LCMScheduler), loadable exactly like
 ``runwayml/stable-diffusion-v1-5`` and ``SimianLuo/LCM_Dreamshaper_v7``. API: :func:`train_vae`,
-:func:`train_teacher`, :func:`distill_lcm`, :class:`StageSettings`. The proxy rewards: :mod:`rocm_rlhf.rewards.sandbox`.
+:func:`train_teacher`, :func:`distill_lcm`, :class:`BuildSettings`. The proxy rewards: :mod:`rocm_rlhf.rewards.sandbox`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StageSettings:
+class BuildSettings:
     steps: int
     batch_size: int = 64
     lr: float = 1e-3
@@ -63,7 +63,7 @@ def _progress(total: int, desc: str):
 
 
 # ----------------------------------------------------------------------------------------------------------- VAE
-def train_vae(world: World, out_dir: str | Path, settings: StageSettings, sizes: SandboxSizes) -> dict:
+def train_vae(world: World, out_dir: str | Path, settings: BuildSettings, sizes: SandboxSizes) -> dict:
     """Train the AutoencoderKL on renders (L2 + L1 reconstruction, tiny KL) and save it with its scaling factor."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -108,12 +108,12 @@ def encode_images(vae, images: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------------- teacher
 def train_teacher(
-    world: World, vae_dir: str | Path, out_dir: str | Path, settings: StageSettings, sizes: SandboxSizes,
+    world: World, vae_dir: str | Path, out_dir: str | Path, settings: BuildSettings, sizes: SandboxSizes,
     uncond_prob: float = 0.1,
 ) -> dict:
     """Train tokenizer, text encoder and an epsilon-prediction UNet on rendered, captioned data; save a
     StableDiffusionPipeline folder. The text encoder is trained jointly with the UNet (our tiny stand-in for a
-    pretrained CLIP text tower), then frozen for every later stage."""
+    pretrained CLIP text tower), then frozen for every later build step."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     torch.manual_seed(settings.seed)
@@ -183,7 +183,7 @@ def _boundary(t, timestep_scaling=10.0, sigma_data=0.5):
 
 
 def distill_lcm(
-    teacher_dir: str | Path, world: World, out_dir: str | Path, settings: StageSettings, sizes: SandboxSizes,
+    teacher_dir: str | Path, world: World, out_dir: str | Path, settings: BuildSettings, sizes: SandboxSizes,
     w_min: float = 1.0, w_max: float = 5.0, num_ddim_timesteps: int = 50, ema_decay: float = 0.95,
 ) -> dict:
     """Latent consistency distillation (Luo et al. 2023, Algorithm 1, as diffusers' train_lcm_distill_sd script):
