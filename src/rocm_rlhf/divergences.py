@@ -6,7 +6,7 @@ same state, per latent dimension, through ``delta = (mean_p - mean_q) / std``: `
 each zero with zero gradient at delta = 0. API: :func:`gaussian_divergence` (reduced by ``"mean"`` or ``"sum"`` over
 the non-batch dimensions), :func:`divergence_per_dim`, :func:`register_divergence` (a new divergence is one
 elementwise function of (delta, std)), :func:`available`, ``REGISTRY``.
-The formulas, the JS quadrature and its measured accuracy: docs/method.md (divergences).
+The formulas, the JS quadrature and its measured accuracy: docs/method.md, section 'The sampler and ROCM's objective'.
 """
 
 from __future__ import annotations

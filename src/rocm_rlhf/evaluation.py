@@ -4,7 +4,8 @@ Every image is a unit (prompt_id, sample_seed) whose noise is drawn from :func:`
 base model and every trained run start from identical noise and differences between runs are paired.
 API: :func:`eval_units`, :func:`generate_lcm_units` / :func:`generate_diffusion_units`, :func:`save_samples` /
 :func:`load_samples` (``images.npz`` and ``grid.png``), :func:`score_images` (every metric on every image, with
-:func:`diversity`). The files and the diversity metric: docs/method.md (evaluation).
+:func:`diversity`). The files and the diversity metric: docs/method.md, section 'Evaluation, statistics, tables and
+figures'.
 """
 
 from __future__ import annotations

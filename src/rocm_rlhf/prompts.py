@@ -5,7 +5,7 @@ Prompt tables are DataFrames with ``prompt_id`` (stable), ``prompt`` and ``split
 kept out of the train split. Pick-a-Pic: cleaned, deduplicated captions of a hub dataset, a local dataset folder or a
 .parquet / .csv file, ``prompt_id = "pap-%05d"`` of the index in the cleaned pool. API: :func:`sandbox_prompts`,
 :func:`pickapic_prompts`, :func:`clean_captions`, :func:`write_prompts`, :func:`read_prompts`.
-The split and cleaning rules: docs/method.md (prompts).
+The split and cleaning rules: docs/method.md, section 'Conventions and run vocabulary' (Prompt sets).
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def _reason(err: BaseException) -> str:
 
 
 def clean_captions(captions: Sequence, min_words: int = 3, max_chars: int = 300) -> list[str]:
-    """The cleaned, case-insensitively deduplicated pool of captions (the rules: docs/method.md, prompts)."""
+    """The cleaned, case-insensitively deduplicated pool of captions (the rules: docs/method.md, section 'Conventions
+    and run vocabulary')."""
     pool: list[str] = []
     seen: set[str] = set()
     for text in captions:

@@ -142,7 +142,8 @@ def choose_arms(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: b
 
     The mean is :func:`rocm_rlhf.analysis.stats.seed_summary`'s. Only regularised ROCM arms (beta > 0) are
     candidates; ties go to the smaller beta. Returns ``{divergence: arm}`` in the order of
-    :data:`rocm_rlhf.runs.DIVERGENCES`. Selected on the images then reported: optimistic (docs/_parts/analysis.md).
+    :data:`rocm_rlhf.runs.DIVERGENCES`. Selected on the images then reported: optimistic (docs/method.md,
+    section 'Evaluation, statistics, tables and figures').
     """
     chosen = _chosen(scores, quality_metric, lower_is_better)
     return dict(zip(chosen["divergence"], chosen.index))

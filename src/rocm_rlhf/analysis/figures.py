@@ -4,7 +4,8 @@ gallery.
 API: :func:`fig_beta_sweep` (from the score table), :func:`fig_efficiency` and :func:`fig_training_curves` (from
 :func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
 and :func:`save_figure`. Each figure function writes ``<stem>.pdf`` and ``<stem>.png`` reproducibly and returns a
-:class:`SavedFigure`. Sizes, styles and how seeds are drawn: docs/_parts/analysis.md.
+:class:`SavedFigure`. Sizes, styles and how seeds are drawn: docs/method.md,
+section 'Evaluation, statistics, tables and figures' (Figures).
 """
 
 from __future__ import annotations

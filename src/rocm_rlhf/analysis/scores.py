@@ -3,7 +3,8 @@
 One row per (run, image, metric), written by the evaluation stage as ``results/scores/<run>.csv`` and concatenated
 into ``results/scores/all.csv``. API: :data:`SCORE_COLUMNS` (the written layout), :data:`KEY_COLUMNS` (what the
 statistics need), :data:`ARM_ATTRIBUTES`, :data:`UNIT` (the pairing unit), :func:`check_scores`,
-:func:`read_scores` and :func:`name_list`. The column meanings are in docs/_parts/analysis.md.
+:func:`read_scores` and :func:`name_list`. The column meanings are in docs/method.md,
+section 'Evaluation, statistics, tables and figures' (The score table).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ API: :func:`seed_summary` (per arm and metric, mean and std over training seeds)
 :func:`paired_test`, :func:`compare` and :func:`compare_all` (paired comparisons on the (prompt_id, sample_seed)
 units, training seeds averaged, Holm-corrected per metric), :func:`bootstrap_means`, :func:`rank_biserial`,
 :func:`cohen_dz` and :func:`holm`. Input: a score table (:mod:`rocm_rlhf.analysis.scores`), checked by its
-validator. How the statistics are chosen: docs/_parts/analysis.md.
+validator. How the statistics are chosen: docs/method.md, section 'Evaluation, statistics, tables and figures'.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ API: :func:`table1` and :func:`divergence_beta_table`. Each writes ``<stem>.csv`
 ``<stem>.md`` (a pipe table and a one-line legend) and ``<stem>.tex`` (a booktabs ``tabular`` for ``\\input``) and
 returns the CSV's table. Rows, labels and the choice of beta come from :mod:`rocm_rlhf.analysis.arms`, the numbers
 from :mod:`rocm_rlhf.analysis.stats`, the text from :mod:`rocm_rlhf.analysis.render`. Cells, bold, daggers and row
-order are described in docs/_parts/analysis.md.
+order are described in docs/method.md, section 'Evaluation, statistics, tables and figures' (Tables).
 """
 
 from __future__ import annotations

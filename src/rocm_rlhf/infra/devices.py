@@ -1,43 +1,11 @@
 """GPU assignment for local multi-GPU runs: one free device per training job, by file lock.
 
-Snakemake never assigns GPU ids: ``snakemake --cores 8 --resources gpu=2`` only caps how many jobs that declare
-``resources: gpu=1`` run at once. Without more, every job would start on ``cuda:0``. So each GPU job takes a free
-device itself::
-
-    from rocm_rlhf.infra.devices import acquire_gpu
-
-    with acquire_gpu() as gpu:          # BEFORE any torch.cuda call
-        device = pick_device("auto")    # cuda:0 is now the locked GPU (the only visible one)
-        ...train...
-
-How it works (conventions pinned here):
-
-- Candidate devices: the entries of ``CUDA_VISIBLE_DEVICES`` when it lists two or more devices (indices or
-  UUIDs, e.g. MIG slices); otherwise the indices ``0 .. n-1`` with n = ``n_gpus`` if given, else the integer in
-  ``$ROCM_RLHF_NUM_GPUS`` (override for tests and for machines without ``nvidia-smi``), else the number of
-  ``GPU <i>:`` lines printed by ``nvidia-smi -L``, else 0. The count never asks torch:
-  ``torch.cuda.device_count()`` may initialise the CUDA driver, after which ``CUDA_VISIBLE_DEVICES`` is ignored.
-- Locks: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<lock_dir>/gpu<id>.lock``, trying the candidates in order and
-  polling every ``poll_s`` seconds until one is free or ``timeout_s`` has passed (then ``GpuLockTimeout``, naming
-  the devices, their holders' pids and the remedies). The lock is released when the ``with`` block ends, on
-  exceptions, and by the kernel when the process dies (no stale locks; forked children that outlive it, such as
-  fork-started data loader workers, keep it until they exit; exec'd programs do not inherit it). ``lock_dir``
-  defaults to ``$ROCM_RLHF_LOCK_DIR`` or ``<tempdir>/rocm_rlhf_gpu_locks``, plus ``/slurm-<job id>`` inside a
-  Slurm job. It must be on a local file system (flock is per machine, and unreliable over NFS).
-- On success ``CUDA_VISIBLE_DEVICES`` is set to the locked id (inherited by child processes), so inside the job
-  the GPU is ``cuda:0``; ``CUDA_DEVICE_ORDER`` is set to ``PCI_BUS_ID`` unless already set, so ids match
-  ``nvidia-smi``. Both variables are restored when the block ends.
-- No lock is taken, and nothing changed, when no GPU is visible (``CUDA_VISIBLE_DEVICES`` empty or no device
-  found), when ``CUDA_VISIBLE_DEVICES`` names exactly one device (pinned by the user, or bound by Slurm with
-  ``--gpus=1``, as the cluster profile requests), and inside a Slurm job (``SLURM_JOB_ID`` set) without
-  ``CUDA_VISIBLE_DEVICES`` (the scheduler gave no GPU: do not grab the node's devices). Inside an interactive
-  allocation with several GPUs (``salloc --gpus=2`` then a local ``snakemake``), jobs share them by lock as on a
-  workstation.
-- Several devices for one job (``train.num_processes: N``): ``acquire_gpus(N)`` locks N devices at once (all or
-  none, so that waiting jobs hold nothing) and makes exactly those visible; the job's N worker processes then use
-  ``cuda:0 .. cuda:N-1``.
-- Order: call it before any ``torch.cuda`` call. If torch has already initialised CUDA, a later change of
-  ``CUDA_VISIBLE_DEVICES`` has no effect, so ``acquire_gpu`` raises instead of silently sharing a device.
+Snakemake's ``--resources gpu=N`` only caps how many GPU jobs run at once and assigns no ids, so each GPU job locks a
+free device itself, before any ``torch.cuda`` call: ``with acquire_gpu() as gpu:`` makes the locked device the only
+visible one (``cuda:0``) for the block, and ``acquire_gpus(N)`` locks N at once (all or none) for a multi-device run.
+API: :func:`acquire_gpu`, :func:`acquire_gpus`, :func:`candidate_gpus`, :func:`count_gpus_nvidia_smi`,
+:func:`default_lock_dir`, :class:`GpuLockTimeout`, :class:`DeviceLockError`, ``LOCK_DIR_ENV``, ``NUM_GPUS_ENV``.
+The candidates, the locks and when no lock is taken: docs/method.md, section 'Infrastructure notes' (GPU locks).
 """
 
 from __future__ import annotations
@@ -113,7 +81,8 @@ def _num_gpus_from_env() -> int | None:
 
 
 def candidate_gpus(n_gpus: int | None = None) -> list[DeviceId]:
-    """The devices ``acquire_gpu`` chooses among, in the order it tries them (see the module docstring).
+    """The devices ``acquire_gpu`` chooses among, in the order it tries them (docs/method.md,
+    section 'Infrastructure notes').
 
     An empty list means: take no lock (no GPU, a single pinned device, or a Slurm job without GPU).
     """
@@ -255,8 +224,8 @@ def acquire_gpu(
     """Lock one free GPU for the duration of the block and make it this process's only visible device.
 
     Yields the locked device id as it appears in ``CUDA_VISIBLE_DEVICES`` (an int index, or a UUID string), or
-    None when no lock was taken (no GPU, a single device already pinned, or a Slurm job: see the module
-    docstring). In every case the job then uses the default CUDA device (``cuda:0``) if
+    None when no lock was taken (no GPU, a single device already pinned, or a Slurm job: see docs/method.md,
+    section 'Infrastructure notes'). In every case the job then uses the default CUDA device (``cuda:0``) if
     ``torch.cuda.is_available()``, else the CPU. The arguments are those of :func:`acquire_gpus`.
     """
     with acquire_gpus(1, n_gpus=n_gpus, lock_dir=lock_dir, timeout_s=timeout_s, poll_s=poll_s) as ids:

@@ -1,34 +1,12 @@
 """Tiny random stand-ins of the paper's hub models and prompt dataset, saved in the hub repositories' own layouts.
 
-:func:`build_tiny_hub` writes one folder per hub repository that ``config/paper.yaml`` uses (directly or through the
-scorers' pinned defaults), named by its hub id, holding the files the hub repository holds and the loaders read:
-
-| folder under root | stands in for | what is in it |
-|---|---|---|
-| ``SimianLuo/LCM_Dreamshaper_v7`` | the LCM | LatentConsistencyModelPipeline: model_index.json, unet/ (with |
-| | | ``time_cond_proj_dim``), vae/, text_encoder/, tokenizer/, scheduler/ (LCMScheduler, the hub's |
-| | | config), safety_checker/, feature_extractor/ |
-| ``stable-diffusion-v1-5/stable-diffusion-v1-5`` | SD 1.5 | StableDiffusionPipeline, the same components; scheduler/ |
-| | | PNDMScheduler, as SD 1.5 ships |
-| ``yuvalkirstain/PickScore_v1`` | PickScore | CLIPModel (config.json, model.safetensors) |
-| ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K`` | PickScore's, HPSv2's processor | CLIP tokenizer, preprocessor config |
-| ``openai/clip-vit-large-patch14`` | CLIPScore; the aesthetic head's CLIP | CLIPModel, tokenizer, preprocessor config |
-| ``xswu/HPSv2`` | HPS v2.1 | HPS_v2.1_compressed.pt: ``{"state_dict": open_clip ViT CLIP}`` |
-| ``camenduru/improved-aesthetic-predictor`` | aesthetic head | sac+logos+ava1-l14-linearMSE.pth: the MLP |
-| ``Salesforce/blip-itm-large-coco`` | BLIPScore | BlipForImageTextRetrieval + BERT tokenizer ([DEC], [ENC]) |
-| ``THUDM/ImageReward`` | ImageReward | ImageReward.pt: BLIP ViT + BERT with cross-attention + MLP head |
-| ``google-bert/bert-base-uncased`` | ImageReward's tokenizer | vocab.txt, tokenizer_config.json |
-| ``datasets/yuvalkirstain/pickapic_v1_no_images`` | the prompts | ``data/<split>-00000-of-00001.parquet``, five |
-| | | splits, the hub dataset's 17 columns |
-
-Only the sizes differ from the hub: every network is random with widths of 16 to 32 and one or two layers, images
-are 16 x 16 pixels (8 x 8 latents) and the tokenizers are byte-level (CLIP: the 256 byte characters, without merges;
-BERT: letters and a few words). Head counts match the scorers' defaults (HPSv2 ViT-H-14 16 / 16, ImageReward 16 /
-12), so the scorers load these folders with nothing but the model ids changed. Everything is drawn from fixed seeds:
-the same call writes the same tensors.
-
-The unit tests build their tiny scorers and pipelines with the same functions (``tests/_tiny_models.py`` imports
-them from here).
+:func:`build_tiny_hub` writes one folder per hub repository that ``config/paper.yaml`` uses, named by its hub id, with
+the files the loaders read, so the scorers and pipelines load them with nothing but the model ids changed; only the
+sizes differ, and fixed seeds make the same call write the same tensors. Its pieces (:func:`build_tiny_pipeline`,
+:func:`build_tiny_lcm`, :func:`make_tiny_clip`, :func:`make_tiny_blip`, :func:`make_openclip_state_dict`,
+:func:`make_imagereward_state_dict`, :func:`make_aesthetic_head`, :func:`write_pickapic`, ...) also build the unit
+tests' tiny models (``tests/_tiny_models.py``). The folders and their contents: docs/method.md, section
+'Infrastructure notes' (The tiny hub).
 """
 
 from __future__ import annotations
@@ -479,8 +457,8 @@ def _save_clip_processor(folder: Path, size: int) -> None:
 
 
 def build_tiny_hub(root: Path, seed: int = 0) -> dict:
-    """Every tiny stand-in of the table in the module docstring, under ``root/<hub id>``; returns a manifest
-    ``{"root": ..., "models": {hub id: [files]}}`` (paths relative to root)."""
+    """Every tiny stand-in of the table in docs/method.md (section 'Infrastructure notes'), under ``root/<hub id>``;
+    returns a manifest ``{"root": ..., "models": {hub id: [files]}}`` (paths relative to root)."""
     import tempfile
 
     from transformers import BertTokenizer

@@ -1,25 +1,10 @@
 """ImageReward's checkpoint (BLIP-repo layout) as transformers Blip modules plus the MLP head.
 
-``ImageReward.pt`` holds ``blip.visual_encoder.*`` (BLIP's timm-style ViT-L/16 at 224), ``blip.text_encoder.*``
-(BLIP's ``med.py`` BERT-base with cross-attention to the image tokens, no pooler), ``blip.vision_proj``/``text_proj``
-(ITC projections, unused by ImageReward) and ``mlp.layers.*`` (the reward head). transformers' Blip modules are
-ports of the same code; the renames follow transformers' ``convert_blip_original_pytorch_to_hf.py``:
-
-    blip.visual_encoder.cls_token              -> vision_model.embeddings.class_embedding      (1, 1, D)
-    blip.visual_encoder.pos_embed              -> vision_model.embeddings.position_embedding   (1, N + 1, D)
-    blip.visual_encoder.patch_embed.proj       -> vision_model.embeddings.patch_embedding
-    blip.visual_encoder.blocks.N.norm1 / norm2 -> vision_model.encoder.layers.N.layer_norm1 / layer_norm2
-    blip.visual_encoder.blocks.N.attn.qkv      -> vision_model.encoder.layers.N.self_attn.qkv  (fused in both)
-    blip.visual_encoder.blocks.N.attn.proj     -> vision_model.encoder.layers.N.self_attn.projection
-    blip.visual_encoder.blocks.N.mlp.fc1 / fc2 -> vision_model.encoder.layers.N.mlp.fc1 / fc2
-    blip.visual_encoder.norm                   -> vision_model.post_layernorm (on all tokens, as BLIP's ViT)
-    blip.text_encoder.<rest>                   -> text_encoder.<rest> (same BERT names; position_ids dropped)
-    mlp.layers.<i>                             -> head.layers.<i>
-    blip.vision_proj, blip.text_proj           -> dropped (not part of the reward)
-
-BLIP's ViT uses LayerNorm eps 1e-6 (transformers' BlipVisionConfig defaults to 1e-5, so it is set here) and exact
-GELU; the BERT text encoder eps 1e-12 (ImageReward's med_config.json). Head counts are not in the tensors: ViT-L 16,
-BERT-base 12 by default.
+API: :func:`imagereward_to_blip_state_dict` (``ImageReward.pt``'s keys renamed to transformers' Blip layout, after
+transformers' ``convert_blip_original_pytorch_to_hf.py``), :func:`imagereward_configs` (the vision and text configs
+from the mapped tensors' shapes; head counts are arguments) and :class:`ImageRewardNet` (BLIP ViT + BERT with
+cross-attention + MLP head, the raw reward). The key correspondence, layer-norm eps and head counts: docs/method.md,
+section 'Rewards and metrics' (Loading ImageReward).
 """
 
 from __future__ import annotations

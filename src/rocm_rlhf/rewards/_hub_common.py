@@ -1,28 +1,12 @@
 """Shared pieces of the hub scorers (:mod:`rocm_rlhf.rewards.hub`): torch preprocessing, freezing, dtype parsing,
 checkpoint loading and the LAION/ImageReward MLP head.
 
-Preprocessing conventions (images in [0, 1], shape (B, 3, H, W), float; everything differentiable):
-
-- :func:`resize_shortest_side`: the shorter side becomes ``size`` and the longer one ``int(size * long / short)``
-  (the rule of transformers' ``get_resize_output_image_size`` and torchvision's ``Resize(int)``), bicubic with
-  antialiasing (``torch.nn.functional.interpolate(..., mode="bicubic", antialias=True)``, which uses PIL's bicubic
-  kernel, a = -0.5, widened when downsampling as PIL does).
-- :func:`center_crop`: top = (H - size) // 2, left = (W - size) // 2 (transformers' ``center_crop``; torchvision
-  rounds the half offset instead, which can differ by one pixel when H - size or W - size is odd).
-- :func:`normalize`: (x - mean) / std per channel, CLIP's mean and std by default.
-- ``clamp`` (default True): the resized image is clipped to [0, 1] before cropping, as PIL (8-bit) clips bicubic
-  overshoot. The clip has zero gradient only at overshooting pixels.
-- :func:`letterbox_preprocess` (HPSv2): the eval transform ``hpsv2.score`` builds (its vendored open_clip's
-  ``image_transform(resize_longest_max=True)``: ToTensor, ``ResizeMaxSize``, Normalize): the longer side becomes
-  ``size`` and the shorter one ``round(short * size / long)`` (:func:`resize_longest_side`; torchvision's bicubic
-  resize of a float tensor, antialiased by default since torchvision 0.17, which is ``F.interpolate(...,
-  antialias=True)``, not clipped), then zero padding (black, before normalisation) to size x size with
-  ``pad // 2`` on the top / left and the rest on the bottom / right (:func:`pad_to_square`); no crop.
-
-Against the PIL-based reference processors (transformers' CLIPImageProcessor/BlipImageProcessor PIL backend) on a
-natural-looking 8-bit image, the result differs by at most about one grey level (1/255 before normalisation; mean
-about 0.3), because PIL rounds to uint8 after each of its two separable passes and we do not; the tests state and
-check the tolerance.
+Preprocessing of float images in [0, 1] (B, 3, H, W), differentiable: :func:`clip_preprocess`,
+:func:`blip_preprocess`, :func:`letterbox_preprocess` and their parts (:func:`resize_shortest_side`,
+:func:`resize_longest_side`, :func:`resize_square`, :func:`center_crop`, :func:`pad_to_square`, :func:`normalize`,
+``CLIP_MEAN``, ``CLIP_STD``). Also :class:`FrozenScorer`, :func:`parse_dtype`, :func:`check_inputs`,
+:func:`load_checkpoint`, :func:`build_with_weights` and :class:`MLPHead`. The resize, crop and padding rules and the
+measured distance to the PIL reference processors: docs/method.md, section 'Rewards and metrics' (Preprocessing).
 """
 
 from __future__ import annotations

@@ -1,32 +1,10 @@
 """An open_clip CLIP checkpoint (HPSv2 is one) as a transformers ``CLIPModel``, without open_clip.
 
-open_clip imports torchvision, which does not import beside the CPU torch of this project, so the HPSv2 checkpoint
-(open_clip ViT-H-14) is loaded by renaming its state-dict keys to transformers' CLIP layout. Both implement the same
-network; the correspondence (open_clip -> transformers):
-
-    visual.conv1.weight                          -> vision_model.embeddings.patch_embedding.weight (no bias)
-    visual.class_embedding                       -> vision_model.embeddings.class_embedding
-    visual.positional_embedding                  -> vision_model.embeddings.position_embedding.weight
-    visual.ln_pre                                -> vision_model.pre_layrnorm (sic)
-    visual.transformer.resblocks.N.ln_1 / ln_2   -> vision_model.encoder.layers.N.layer_norm1 / layer_norm2
-    ...resblocks.N.attn.in_proj_weight/bias      -> ...layers.N.self_attn.{q,k,v}_proj (split in 3 along dim 0)
-    ...resblocks.N.attn.out_proj                 -> ...layers.N.self_attn.out_proj
-    ...resblocks.N.mlp.c_fc / c_proj             -> ...layers.N.mlp.fc1 / fc2
-    visual.ln_post                               -> vision_model.post_layernorm (applied to the class token)
-    visual.proj (width x embed, x @ proj)        -> visual_projection.weight = proj.T
-    token_embedding.weight                       -> text_model.embeddings.token_embedding.weight
-    positional_embedding                         -> text_model.embeddings.position_embedding.weight
-    transformer.resblocks.N.*                    -> text_model.encoder.layers.N.* (as for the vision tower)
-    ln_final                                     -> text_model.final_layer_norm
-    text_projection (width x embed)              -> text_projection.weight = text_projection.T
-    logit_scale                                  -> logit_scale
-    attn_mask                                    -> dropped (the causal mask; transformers builds its own)
-
-Sizes are read from the tensors; the head counts cannot be, so they are arguments (ViT-H-14: 16 and 16, i.e. head
-width 80 in the vision tower and 64 in the text tower). The activation is exact GELU (ViT-H-14's config has no
-``quick_gelu``), LayerNorm eps 1e-5 (torch's default, used by open_clip). Text pooling: open_clip takes the
-features at ``argmax(token ids)``, the end-of-text token (the largest id of the CLIP BPE vocabulary); transformers
-takes the first ``eos_token_id``, the same position, given the tokenizer's ids passed here.
+open_clip imports torchvision, which does not import beside this project's CPU torch, so the HPSv2 checkpoint (open_clip
+ViT-H-14) is loaded by renaming its state-dict keys. API: :func:`openclip_to_clip_state_dict` (the renamed state dict)
+and :func:`clip_config_from_openclip` (the ``CLIPConfig``, sizes read from the tensors, head counts as arguments).
+The key correspondence, activation, eps and text pooling: docs/method.md, section 'Rewards and metrics' (Loading HPSv2
+without open_clip).
 """
 
 from __future__ import annotations

@@ -1,43 +1,12 @@
 """The paper's six metrics as differentiable scorers of hub checkpoints, each with one pinned definition.
 
-Every scorer takes images in [0, 1] (B, 3, H, W) and B prompts and returns (B,) scores (float32, or float64 for a
-float64 scorer); preprocessing is done in torch (see :mod:`rocm_rlhf.rewards._hub_common`) so that gradients reach
-the pixels; weights are frozen and the module stays in eval mode. ``model_id`` is a hub id (default: the pinned
-one) or a local folder / file, loaded through :func:`rocm_rlhf.infra.hub.from_pretrained` / :func:`rocm_rlhf.infra.hub.hf_file`
-(one clear error when offline and not staged). ``dtype`` ("float32" default, "float16", "bfloat16") sets the weights'
-dtype, except the CLIP logit scale and the MLP heads (aesthetic, ImageReward), which stay float32 and are computed in
-it; preprocessing and the final cosine / normalisation run in at least float32. ``HUB_ASSETS`` on each class lists
-the (repo id, file or None for the whole repo) pairs its defaults need, for staging.
-
-Preprocessing "CLIP-224" below: resize the shorter side to 224 (bicubic with antialiasing, long side
-int(224 * long / short)), clip to [0, 1] as 8-bit PIL does, center crop 224 x 224 (offset (H - 224) // 2), normalise
-with CLIP's mean (0.48145466, 0.4578275, 0.40821073) and std (0.26862954, 0.26130258, 0.27577711), as
-CLIPImageProcessor / open_clip / OpenAI CLIP do for these checkpoints. "Letterbox-224" (hpsv2, as ``hpsv2.score``'s
-open_clip ``ResizeMaxSize``): resize the longer side to 224 (bicubic with antialiasing, short side
-round(short * 224 / long), not clipped), pad with zeros (black) to 224 x 224 with pad // 2 on the top / left and the
-rest on the bottom / right, no crop, the same mean and std.
-
-| name | checkpoint (hub id, file) | image preprocessing | text | score |
-|---|---|---|---|---|
-| pickscore | yuvalkirstain/PickScore_v1 (CLIP ViT-H/14) | CLIP-224 (processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K) | CLIP BPE of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, 77 tokens | logit_scale.exp() * cos(img, txt), as the PickScore reference (checkpoint's learned scale) |
-| clipscore | openai/clip-vit-large-patch14 | CLIP-224 | its CLIP BPE, 77 tokens, prompt as is (no "A photo depicts" prefix) | 100 * max(cos(img, txt), 0) |
-| hpsv2 | HPS v2.1: xswu/HPSv2, HPS_v2.1_compressed.pt (open_clip ViT-H-14, keys mapped to CLIPModel) | Letterbox-224 | CLIP BPE of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, 77 tokens | cos(img, txt), raw as hpsv2.score returns (~0.2-0.35) |
-| aesthetic | camenduru/improved-aesthetic-predictor, sac+logos+ava1-l14-linearMSE.pth, on openai/clip-vit-large-patch14 | CLIP-224 | prompts ignored | MLP 768-1024-128-64-16-1 of the L2-normalised CLIP ViT-L/14 image embedding (AVA 1-10 scale) |
-| blipscore | Salesforce/blip-itm-large-coco (BLIP ViT-L, COCO retrieval) | resize to 384 x 384 (bicubic, antialias, no crop), CLIP mean/std (BlipImageProcessor) | its BERT WordPiece, 35 tokens, first token [CLS] | ITC: cos(vision_proj(img CLS), text_proj(txt CLS)), in [-1, 1] |
-| imagereward | ImageReward-v1.0: THUDM/ImageReward, ImageReward.pt (BLIP ViT-L/16 + BERT cross-attention + MLP) | CLIP-224 (ImageReward's own transform) | bert-base-uncased + [DEC], [ENC] (BLIP's), 35 tokens, first token [CLS] | (r - 0.16717362830052426) / 1.0333394966054072 |
-
-Choices that the literature makes differently, pinned here:
-
-- PickScore is reported with the logit scale (as its reference code does), not as a raw cosine.
-- CLIPScore is 100 * max(cos, 0), the scale RLHF papers report; Hessel et al.'s CLIP-S is 2.5 * max(cos, 0) with
-  the prefix "A photo depicts" on ViT-B/32 (multiply ours by 0.025 to compare scales).
-- HPS v2.1, not v2.0. The hpsv2 package scores under CUDA autocast (fp16); we score in ``dtype``.
-- BLIPScore is the ITC cosine, as ImageReward's ``BLIPScore`` computes it (not the ITM probability). ImageReward's
-  BLIPScore loads the pretrained BLIP ViT-L (``model_large.pth`` from Salesforce's bucket) at 224 with resize +
-  center crop; we pin the transformers-format COCO-retrieval fine-tune Salesforce/blip-itm-large-coco at its native
-  384 x 384 preprocessing instead, so our values are not interchangeable with ImageReward's BLIPScore numbers.
-- ImageReward feeds the tokenizer's ids unchanged (first token [CLS], not BLIP's [ENC]), as ``ImageReward.score``
-  and ``score_gard`` do.
+Registered names: | pickscore | clipscore | hpsv2 | aesthetic | blipscore | imagereward | (:class:`PickScore`,
+:class:`CLIPScore`, :class:`HPSv2`, :class:`AestheticScore`, :class:`BLIPScore`, :class:`ImageReward`). Each takes
+images in [0, 1] (B, 3, H, W) and B prompts and returns (B,) scores, differentiable to the pixels, with frozen weights;
+``model_id`` (a hub id, default the pinned one, or a local folder / file) and ``dtype`` choose the weights,
+``HUB_ASSETS`` lists what staging must fetch and ``definition`` states the score in one line. Checkpoints,
+preprocessing, score formulas and the choices pinned where the literature differs: docs/method.md, section 'Rewards
+and metrics' (The definitions).
 """
 
 from __future__ import annotations
@@ -271,7 +240,8 @@ class AestheticScore(FrozenScorer):
 @register("blipscore")
 class BLIPScore(FrozenScorer):
     """BLIPScore as ImageReward defines it: the ITC cosine between BLIP's projected, normalised image [CLS] and text
-    [CLS] (unimodal text encoder), prompts truncated to 35 tokens. See the module docstring for the checkpoint choice.
+    [CLS] (unimodal text encoder), prompts truncated to 35 tokens. The checkpoint choice: docs/method.md,
+    section 'Rewards and metrics'.
     Args: ``model_id`` (hub id or local folder of a BlipForImageTextRetrieval with its tokenizer), ``dtype``.
     """
 

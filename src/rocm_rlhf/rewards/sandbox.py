@@ -5,7 +5,7 @@
 samples labelled by the gold judge (:mod:`rocm_rlhf.sandbox.proxies`), loaded with ``from_pretrained``; ``gold``,
 ``gold_fidelity`` and ``gold_realism`` are the gold judge (:mod:`rocm_rlhf.sandbox.judge`), evaluation only. Each
 class reads its arguments from the config (``config_kwargs``: a proxy's folder in the sandbox build, the judge's world
-settings). How the proxies are trained and why: docs/method.md (rewards.sandbox).
+settings). How the proxies are trained and why: docs/method.md, section 'Rewards and metrics'.
 """
 
 from __future__ import annotations

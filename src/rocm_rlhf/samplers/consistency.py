@@ -6,7 +6,7 @@ policy step ``N(sqrt(abar_{t_{n+1}}) x0_n, (1 - abar_{t_{n+1}}) I)``; the last e
 re-noised to its own timestep (``final_step``); the reference policy is the UNet with its LoRA adapter disabled.
 API: :func:`consistency_sample` -> :class:`ConsistencyTrajectory`, :func:`consistency_transition`,
 :func:`divergence_per_step`, :func:`draw_noise`, :func:`lcm_timesteps`, :func:`adapter_disabled`.
-The chain's equations and the last-step convention: docs/method.md (samplers.consistency).
+The chain's equations and the last-step convention: docs/method.md, section 'The sampler and ROCM's objective'.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ DDIM with ``eta > 0`` and classifier-free guidance on a diffusers ``UNet2DCondit
 ``DDIMScheduler.step(..., eta=eta, variance_noise=z)``, and ``log pi`` is its log-density summed over the latent
 dimensions. API: :func:`ddim_sample` -> :class:`DiffusionTrajectory`, :func:`ddim_log_prob` (recomputed at stored
 steps, equal to the sampled one), :func:`ddim_transition`, :func:`ddim_step_mean_std`, :func:`guided_model_output`.
-The formulas, the last step, shapes and dtypes: docs/method.md (samplers.diffusion).
+The formulas, the last step, shapes and dtypes: docs/method.md, section 'The baselines' (The DDIM sampler).
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ def _zero_std_error(where: str) -> ValueError:
 def ddim_step_mean_std(
     scheduler: DDIMScheduler, model_output: Tensor, timestep, sample: Tensor, eta: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean and std of the DDIM transition ``x_t -> x_{t_prev}`` (the formulas: docs/method.md, samplers.diffusion).
+    """Mean and std of the DDIM transition ``x_t -> x_{t_prev}`` (the formulas: docs/method.md,
+    section 'The baselines').
 
     Args:
         scheduler: a DDIMScheduler after ``set_timesteps(T)``.

@@ -4,8 +4,8 @@ A caption names the colour and the shape and may mention the size and the positi
 the word orders of ``TEMPLATES`` ("a large red circle on the left", "on the left, a large red circle", ...). Every
 attribute value has its own word, so parsing recovers exactly the mentioned attributes.
 API: :func:`caption`, :func:`all_captions` (every distinct text; its index is the stable prompt id),
-:func:`parse_caption`, :func:`normalize_caption`, :class:`CaptionSpec`. The templates: docs/method.md
-(sandbox.captions).
+:func:`parse_caption`, :func:`normalize_caption`, :class:`CaptionSpec`. The templates: docs/method.md,
+section 'The sandbox world' (The caption grammar).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ It stands in for the paper's human evaluation, from the renderer's ground truth,
 has no gradients). Per image, the nearest real render of the world's template bank gives the predicted attributes;
 ``fidelity`` is the share of the prompt's mentioned attributes shown, ``realism = exp(-mse / tau)`` and
 ``gold = fidelity * realism``. API: :class:`GoldJudge` (``judge(images, prompts)`` -> fidelity, realism and gold per
-image; ``predict_attributes``), ``DEFAULT_TAU``. The exact definition and tau's calibration: docs/method.md
-(sandbox.judge).
+image; ``predict_attributes``), ``DEFAULT_TAU``. The exact definition and tau's calibration: docs/method.md,
+section 'The sandbox world' (The gold judge).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DEFAULT_TAU = 2 * REALISM_REFERENCE_SD**2  # 0.005: realism = exp(-1/2) at pixel
 
 
 class GoldJudge:
-    """Gold score of images for sandbox prompts (the exact definition: docs/method.md, sandbox.judge).
+    """Gold score of images for sandbox prompts (the exact definition: docs/method.md, section 'The sandbox world').
 
     Args:
         world: the :class:`World` whose renders are the real images (its size and jitter define the bank).

@@ -1,15 +1,11 @@
 """The sandbox's tiny models, in the same Hugging Face classes and folder formats as the paper's hub models.
 
-- tokenizer: byte-level BPE trained locally with the `tokenizers` library, saved and loaded as ``CLIPTokenizer``
-  (all 256 byte tokens, with and without the ``</w>`` end-of-word suffix, are in the vocabulary, so no character is
-  ever dropped);
-- text encoder: ``transformers.CLIPTextModel``;
-- VAE: ``diffusers.AutoencoderKL`` (32x32x3 pixels <-> 8x8x4 latents, two down-samplings);
-- UNets: ``diffusers.UNet2DConditionModel``; the LCM's has ``time_cond_proj_dim`` for the guidance w-embedding;
-- schedulers: scaled-linear betas as Stable Diffusion (0.00085 .. 0.012, 1000 steps), DDIM for the teacher, LCM for
-  the student.
-
-Sizes are chosen to train on 2 CPU cores within the sandbox's time budget (config/README.md has the measured times).
+API: :func:`train_tokenizer` (byte-level BPE saved as a ``CLIPTokenizer``), :func:`make_text_encoder`
+(``CLIPTextModel``), :func:`make_vae` (``AutoencoderKL``, 32x32x3 <-> 8x8x4), :func:`make_unet`
+(``UNet2DConditionModel``; with ``time_cond_proj_dim`` for the LCM), :func:`make_ddim_scheduler` (the teacher's) and
+:func:`make_lcm_scheduler` (the student's) on Stable Diffusion's ``SCHEDULE``, :class:`SandboxSizes`,
+:func:`byte_alphabet`, :func:`count_parameters`. The models and their sizes: docs/method.md, section 'The sandbox
+world' (The tiny models).
 """
 
 from __future__ import annotations

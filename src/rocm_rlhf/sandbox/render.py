@@ -5,7 +5,7 @@ Attributes: ``SHAPES`` (circle, square, triangle), ``COLORS`` (red, green, blue,
 (3, H, W) in [0, 1], anti-aliased by supersampling, gathered from a bank of every render built once.
 API: :class:`Attributes`, :func:`all_attributes` (the 120 combinations), :func:`attribute_index`, :class:`World`
 (``render``, ``render_batch``, ``sample``, ``template_bank``, ``coverage``).
-Geometry, anchors and pixel conventions: docs/method.md (sandbox.render).
+Geometry, anchors and pixel conventions: docs/method.md, section 'The sandbox world' (The renderer).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def attribute_index(attrs: Attributes) -> int:
 
 
 class World:
-    """Deterministic renderer of one shape per image (the conventions: docs/method.md, sandbox.render).
+    """Deterministic renderer of one shape per image (the conventions: docs/method.md, section 'The sandbox world').
 
     Args:
         image_size: side H = W in pixels (at least 16).

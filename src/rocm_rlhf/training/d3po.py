@@ -4,8 +4,8 @@ Each step, every prompt gets two trajectories from the same initial noise and th
 tie); per trained step the loss is ``-log sigmoid(beta * c * (clip(lr_a) - clip(lr_b)))``, with ``lr`` the scaled
 log-ratio of the policy to the pretrained model (the adapter disabled) and ``c`` +1, -1 or 0.
 API: :class:`D3PO` (defaults: yk7333/d3po; ``D3PO.from_config`` reads ``baselines.d3po``), :func:`d3po_logit`,
-:func:`d3po_loss`, :func:`preference`. The source read and the provenance of each default: docs/method.md
-(training.d3po).
+:func:`d3po_loss`, :func:`preference`. The source read and the provenance of each default: docs/method.md,
+section 'The baselines' (D3PO).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Each of the T stochastic DDIM steps (:mod:`rocm_rlhf.training.ddim_policy`) is a
 image the terminal reward. One training step samples ``batch_size`` trajectories without gradients, normalises the
 rewards per prompt and makes the PPO updates of :class:`~rocm_rlhf.training.ppo.PPOMethod` on ``timestep_fraction``
 of the steps. API: :class:`DDPO` (defaults: DDPO's paper configuration; ``DDPO.from_config`` reads
-``baselines.ddpo``). The source read, the clip range's scale and the provenance of each default: docs/method.md
-(training.ddpo).
+``baselines.ddpo``). The source read, the clip range's scale and the provenance of each default: docs/method.md,
+section 'The baselines' (DDPO).
 """
 
 from __future__ import annotations

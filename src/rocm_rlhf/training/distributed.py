@@ -1,26 +1,11 @@
 """One training run on several devices: data parallelism through Hugging Face accelerate.
 
-``train.num_processes: N`` (N > 1) spreads each ROCM run over N processes, one device each. Conventions:
-
-- ``train.batch_size`` is the *global* batch: every process draws the whole step's prompts and noise from the
-  step's generators (:meth:`rocm_rlhf.training.loop.Context.generator`) and keeps its own contiguous shard of
-  ``batch_size / N`` samples (the config validation requires divisibility). The shards together are exactly the
-  single-process batch, so an N-process run computes the same loss, gradient and update as a one-process run up to
-  floating-point summation order (tested on CPU with two gloo processes).
-- Gradients: after each backward the LoRA gradients are averaged over the processes in one flattened all-reduce,
-  before clipping, so every process clips and steps identically and the adapters stay equal. This is what
-  ``DistributedDataParallel`` does; it is done by hand because a ROCM step calls the UNet 2K times (policy and
-  reference, with the adapter switched off) before one backward, which DDP's hooks do not support without
-  ``static_graph``, and because it composes with gradient checkpointing.
-- The logged scalars (reward mean and std, divergences, loss) are computed over the gathered global batch; the
-  reward-query count is global. Process 0 alone writes checkpoints, ``log.csv``, the adapter and ``run.json``; the
-  others wait at a barrier. ``device_hours`` sums all processes (wall time x N on GPU, CPU time of all processes on
-  CPU).
-- Launch: the train stage calls :func:`launch_run` with ``train_run``'s arguments; it writes them to a file and runs
-  ``accelerate launch --multi_gpu --num_processes N -m rocm_rlhf.training.distributed <file>`` with a free rendezvous
-  port; each worker calls ``train_run`` with them, builds an ``Accelerator`` and finds its device (``cuda:<local rank>`` among the devices the parent locked and made visible). On a machine without CUDA the
-  workers run on the CPU with the gloo backend: this is how the tests exercise the exact multi-process code path.
-- Only ROCM shards its step; the baselines (their PPO phases, replay buffers and pairings) run in one process.
+``train.num_processes: N`` (N > 1) spreads a ROCM run over N processes, one device each: each keeps its shard of the
+global batch, the LoRA gradients are averaged before clipping and process 0 alone writes files; the baselines run in
+one process. API: :func:`launch_run` (the train stage's entry: ``accelerate launch`` of N workers calling
+``train_run``), :func:`process_group` (a :class:`SingleProcess` or :class:`AcceleratedGroup`, what the loop uses),
+:func:`processes_for`, :func:`launch`, :func:`launch_command`, :func:`free_port`, :func:`in_worker`. The conventions
+and why gradients are averaged by hand: docs/method.md, section 'The training loop, checkpoints, several devices'.
 """
 
 from __future__ import annotations

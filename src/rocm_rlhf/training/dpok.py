@@ -6,7 +6,7 @@ then makes ``policy_updates`` updates of ``-reward_weight * A * clip(ratio) + kl
 (``A`` the reward minus the value; ``REG`` DPOK's noise-prediction MSE or the exact Gaussian KL, ``REGULARIZERS``).
 API: :class:`DPOK` (defaults: DPOK's multi-prompt command; ``DPOK.from_config`` reads ``baselines.dpok``),
 :class:`ValueNetwork`, :func:`pooled_text_embeddings`. The formulas, the source read and the provenance of each
-default: docs/method.md (training.dpok).
+default: docs/method.md, section 'The baselines' (DPOK).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ resume, NaN detection, the final adapter and ``run.json``. A method has ``train_
 through :meth:`Context.update`) and optionally ``setup(ctx)``, ``queries_per_step()`` and ``extra_state()`` /
 ``load_extra_state(d)``; :class:`TrainSettings` are the loop's settings. Every step draws its randomness from
 generators seeded by (run seed, step), so a resumed run replays exactly. Several devices and the cost units:
-docs/method.md (training.loop).
+docs/method.md, section 'The training loop, checkpoints, several devices'.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ factor ``s`` ratios are formed from: ``1/(C*H*W)`` for ``"mean"``, as the refere
 :class:`PerPromptStatTracker` (DDPO's per-prompt advantages), :func:`ppo_clip_loss`, :class:`GradientAccumulator`
 (the memory of one UNet call whatever the number of sampler steps), :func:`minibatches`, :func:`train_step_slots`,
 :func:`ppo_train` and :class:`PPOMethod` (what RLCM and DDPO share), :func:`stats_out` (the logged scalars).
-The conventions and their reasons: docs/method.md (training.ppo).
+The conventions and their reasons: docs/method.md, section 'The baselines'.
 """
 
 from __future__ import annotations

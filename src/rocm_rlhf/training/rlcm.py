@@ -5,7 +5,8 @@ the decoded image the terminal reward. One training step samples ``batch_size`` 
 normalises their rewards per prompt and makes the PPO updates of :class:`~rocm_rlhf.training.ppo.PPOMethod`, the
 log-probs recomputed at the stored states. API: :class:`RLCM` (defaults: RLCM's aesthetic task;
 ``RLCM.from_config`` reads ``baselines.rlcm``), :class:`LCMRollout`.
-The source read, the conventions and the provenance of each default: docs/method.md (training.rlcm).
+The source read, the conventions and the provenance of each default: docs/method.md, section 'The baselines'
+(RLCM).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ maximised by backpropagation through all K sampler steps (the noise is drawn out
 f-divergences of :mod:`rocm_rlhf.divergences` between the Gaussian transitions of the policy and of the reference
 (the UNet with its LoRA adapter disabled) at the policy's states. beta = 0 (divergence "none") is plain ROCM, its KL
 still logged. API: :class:`ROCM` (``ROCM.from_config(config, divergence=..., beta=...)`` reads ``rocm.*``), one
-data-parallel ``train_step`` for :class:`~rocm_rlhf.training.loop.Trainer`. More: docs/method.md (training.rocm).
+data-parallel ``train_step`` for :class:`~rocm_rlhf.training.loop.Trainer`. More: docs/method.md, section 'The sampler
+and ROCM's objective'.
 """
 
 from __future__ import annotations
