@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PolyCollection
 from PIL import Image
 
-from rocm_rlhf.analysis import arms, figures, stats, tables
+from rocm_rlhf.analysis import arms, figures, stats, style, tables
+from rocm_rlhf import runs as rocm_runs
 from rocm_rlhf.analysis import logs as training_logs
 
 torch.set_num_threads(1)
@@ -396,8 +399,13 @@ def test_fig_efficiency(run_dirs, tmp_path):
     np.testing.assert_allclose(ax.lines[1].get_xdata(), ref[0])
     np.testing.assert_allclose(ax.lines[1].get_ydata(), ref[1])
     assert ax.lines[1].get_xdata()[-1] == pytest.approx(0.010)  # seed 0 ends there: no extrapolation
-    # grey scale: the lines differ in marker and in line style
-    assert len({ln.get_marker() for ln in ax.lines}) == 3 and len({str(ln.get_linestyle()) for ln in ax.lines}) == 3
+    # grey scale: the lines differ in marker and in line style (the style table's; Line2D.get_linestyle() reports
+    # every custom dash pattern as '--', so the patterns are compared in the table)
+    assert len({ln.get_marker() for ln in ax.lines}) == 3
+    want = [style.arm_style("rocm", "none", 0.0), style.arm_style("rocm", "kl", 0.1), style.arm_style("rlcm")]
+    assert [ln.get_color() for ln in ax.lines] == [w["color"] for w in want]
+    assert len({str(w["linestyle"]) for w in want}) == 3
+    assert ax.get_xscale() == "log" and out.figure.axes[1].get_xscale() == "log"
     with pytest.raises(ValueError, match="several betas"):
         figures.fig_efficiency(logs, tmp_path / "x")
     with pytest.raises(ValueError, match="not in the logs"):
@@ -446,3 +454,188 @@ def test_fig_divergence_gallery(tmp_path):
         figures.fig_divergence_gallery({"base": images["base"] * 255}, prompts, tmp_path / "x")
     with pytest.raises(ValueError, match="channels last"):
         figures.fig_divergence_gallery({"base": images["base"].transpose(0, 3, 1, 2)}, prompts, tmp_path / "x")
+
+
+# ------------------------------------------------------------------------------------ figures: style, seeds, layout
+
+
+def test_style_table_one_look_per_arm():
+    looks = {k: (v.color, v.marker, str(v.linestyle)) for k, v in style.ARM_STYLES.items()}
+    for i in range(3):  # colour, marker and line style each tell every arm apart
+        assert len({look[i] for look in looks.values()}) == len(looks)
+    assert all(style.contrast_ratio(v.color) >= 3.0 for v in style.ARM_STYLES.values())
+    assert style.style_key("rocm", "kl", 0.0) == style.style_key("rocm", "none", 0.0) == "rocm-none"
+    assert style.arm_style("dpok") != style.arm_style("rocm", "none", 0.0)  # both were solid black circles
+    shades = style.beta_styles("fisher", 3)
+    assert shades[0]["color"] == style.ARM_STYLES["rocm-fisher"].color
+    assert len({s["color"] for s in shades}) == len({s["marker"] for s in shades}) == 3
+    assert all(style.contrast_ratio(s["color"]) >= 3.0 for s in shades)
+    with pytest.raises(ValueError, match="ppo"):
+        style.style_key("ppo")
+
+
+def test_smooth_steps_and_t_interval():
+    y = np.array([0.0, 3.0, 0.0, 3.0, 0.0, 3.0, 0.0])
+    np.testing.assert_allclose(figures.smooth_steps(y, 3), [0, 1, 2, 1, 2, 1, 0])
+    np.testing.assert_allclose(figures.smooth_steps(y, 5)[2:5], [1.2, 1.8, 1.2])
+    np.testing.assert_allclose(figures.smooth_steps(np.arange(9.0), 5), np.arange(9.0))  # linear trend kept
+    np.testing.assert_array_equal(figures.smooth_steps(y, 1), y)
+    with pytest.raises(ValueError, match="odd"):
+        figures.smooth_steps(y, 4)
+    lo, hi = figures.t_interval([1.0, 2.0], [1.0, np.nan], [3, 1])
+    half = 4.302652729911275 / np.sqrt(3)  # t_{0.975, 2}
+    np.testing.assert_allclose([lo[0], hi[0]], [1 - half, 1 + half])
+    assert np.isnan(lo[1]) and np.isnan(hi[1])  # one seed: no interval
+
+
+SEED3_OFFSET = {0: -0.02, 1: 0.0, 2: 0.03}
+
+
+def _renderer(fig):
+    """An Agg renderer of ``fig``, drawn (the figures are built without pyplot, so without a canvas of their own)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _sweep_scores(seeds=(0, 1, 2)):
+    """A score table like the default config's sweep (Fisher at 3, 30, 300), with ``seeds`` per trained arm."""
+    rows = []
+    specs = [("base", "base", "none", np.nan, (0,), 0.5)]
+    specs += [("rocm-none-b0", "rocm", "none", 0.0, seeds, 0.2)]
+    for div, betas in (("kl", (1.0, 10.0, 100.0)), ("fisher", (3.0, 30.0, 300.0))):
+        specs += [(f"rocm-{div}-b{b:g}", "rocm", div, b, seeds, 0.3 + 0.1 * i) for i, b in enumerate(betas)]
+    specs += [(m, m, "none", np.nan, seeds, 0.4) for m in ("rlcm", "dpok")]
+    for arm, method, div, beta, arm_seeds, eff in specs:
+        for seed in arm_seeds:
+            off = SEED3_OFFSET[seed] if len(arm_seeds) > 1 else 0.0
+            for metric, sign in (("gold", 1.0), ("proxy_pick", -1.0)):
+                for p in range(4):
+                    rows.append(dict(run_id=arm if arm == "base" else f"{arm}-s{seed}", arm=arm, method=method,
+                                     divergence=div, beta=beta, seed=seed, prompt_id=f"p{p}", sample_seed=0,
+                                     metric=metric, value=sign * eff + off + 0.01 * p))
+    return pd.DataFrame(rows)
+
+
+def test_fig_beta_sweep_three_seeds_draws_a_95_ci_and_ticks_at_the_betas_run(tmp_path):
+    out = figures.fig_beta_sweep(_sweep_scores(), "proxy_pick", "gold", tmp_path / "sweep3")
+    axes = out.figure.axes  # [reward kl, reward fisher, quality kl, quality fisher]
+    assert [t.get_text() for t in axes[3].get_xticklabels()] == ["0", "3", "30", "300"]
+    assert [t.get_text() for t in axes[2].get_xticklabels()] == ["0", "1", "10", "100"]
+    ax = axes[2]
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]  # one 95 % band around the KL line
+    (zero_bar,) = [c for c in ax.collections if isinstance(c, LineCollection)]  # beta = 0's error bar
+    seg = zero_bar.get_segments()[0][:, 1]
+    assert seg.max() - seg.min() == pytest.approx(2 * 4.302652729911275 * np.std([-0.02, 0, 0.03], ddof=1) / 3**0.5)
+    half = 4.302652729911275 * np.std([-0.02, 0.0, 0.03], ddof=1) / np.sqrt(3)
+    ys = band.get_paths()[0].vertices[:, 1]
+    mean_kl = 0.3 + np.mean([-0.02, 0.0, 0.03]) + 0.015
+    assert ys.max() == pytest.approx(mean_kl + 0.2 + half) and ys.min() == pytest.approx(mean_kl - half)
+    line = next(ln for ln in ax.lines if len(ln.get_xdata()) == 3)
+    assert line.get_color() == style.ARM_STYLES["rocm-kl"].color
+    fisher = next(ln for ln in axes[3].lines if len(ln.get_xdata()) == 3)
+    assert fisher.get_color() == style.ARM_STYLES["rocm-fisher"].color
+    legend = out.figure.legends[0]
+    assert "95 % t-interval over 3 training seeds" in legend.get_texts()[0].get_text()
+
+
+def test_fig_beta_sweep_one_seed_draws_points_and_says_so(tmp_path):
+    out = figures.fig_beta_sweep(_sweep_scores(seeds=(0,)), "proxy_pick", "gold", tmp_path / "sweep1")
+    assert all(len(ax.collections) == 0 for ax in out.figure.axes)  # no band, no error bar
+    assert "one training seed" in out.figure.legends[0].get_texts()[0].get_text()
+
+
+def _write_log3(root, run_id, n_steps=30):
+    run = rocm_runs.parse_run(run_id)
+    d = root / run_id
+    d.mkdir(parents=True)
+    step = np.arange(1, n_steps + 1)
+    zigzag = 0.05 * (-1.0) ** step
+    level = {"rocm": 0.3, "rlcm": 0.2, "ddpo": 0.25, "d3po": 0.22, "dpok": 0.18}[run.method]
+    log = pd.DataFrame({
+        "step": step, "wall_s": step * 1.5, "device_hours": step * 0.001 * (1 + 0.1 * run.seed), "device": "cpu",
+        "reward_queries": step * 8, "reward_mean": level + 0.01 * step + zigzag + 0.02 * run.seed,
+        "divergence_mean": 0.0 if run.method != "rocm" else np.where(step > 1, 10.0 / (1 + (run.beta_value or 0)) *
+                                                                     (1 + 0.1 * run.seed), 0.0),
+    })
+    if run.divergence == "fisher":
+        log["divergence_mean"] *= 1000  # other units: its own y scale
+    log.to_csv(d / "log.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"run_id": run_id}))
+    return d
+
+
+@pytest.fixture()
+def logs3(tmp_path):
+    ids = [f"{arm}-s{seed}" for seed in (0, 1, 2) for arm in
+           ("rocm-none-b0", "rocm-kl-b1", "rocm-kl-b10", "rocm-fisher-b3", "rocm-fisher-b30", "rlcm", "ddpo",
+            "d3po", "dpok")]
+    return training_logs.load_training_logs([_write_log3(tmp_path / "runs3", i) for i in ids])
+
+
+def test_fig_efficiency_three_seeds_smooths_and_bands(logs3, tmp_path):
+    out = figures.fig_efficiency(logs3, tmp_path / "eff3", chosen_betas={"kl": 10, "fisher": 3})
+    ax = out.figure.axes[0]
+    labels = [ln.get_label() for ln in ax.lines]
+    assert labels == ["ROCM (β=0)", "ROCM-KL (β=10)", "ROCM-Fisher (β=3)", "RLCM", "DDPO", "D3PO", "DPOK"]
+    looks = {(ln.get_color(), ln.get_marker()) for ln in ax.lines}
+    assert len(looks) == 7  # one look per arm
+    for ln, (m, d, b) in zip(ax.lines, [("rocm", "none", 0), ("rocm", "kl", 10), ("rocm", "fisher", 3), ("rlcm",
+                             "none", np.nan), ("ddpo", "none", np.nan), ("d3po", "none", np.nan),
+                                        ("dpok", "none", np.nan)]):
+        assert ln.get_color() == style.arm_style(m, d, b)["color"]
+    assert len(ax.collections) == 7  # a band per arm: three seeds each
+    assert ax.get_xscale() == "log" and "5 logged steps" in ax.get_ylabel()
+    # the DPOK line: each seed smoothed over 5 logged steps, then averaged on the common grid
+    g = logs3[logs3["arm"] == "dpok"]
+    ref = training_logs.mean_over_seeds([(s["device_hours"], figures.smooth_steps(s["reward_mean"], 5))
+                                         for _, s in g.groupby("run_id")])
+    np.testing.assert_allclose(ax.lines[-1].get_xdata(), ref[0])
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), ref[1])
+    raw = training_logs.mean_over_seeds([(s["device_hours"], s["reward_mean"]) for _, s in g.groupby("run_id")])
+    assert np.ptp(np.diff(ref[1])) < 0.5 * np.ptp(np.diff(raw[1]))  # the zigzag is damped
+    assert "3 training seeds" in out.figure.legends[0].get_title().get_text()
+    one = figures.fig_efficiency(logs3[logs3["seed"] == 0], tmp_path / "eff1", chosen_betas={"kl": 10}, smooth=1)
+    assert len(one.figure.axes[0].collections) == 0
+    assert one.figure.legends[0].get_title().get_text() == "one training seed"
+    with pytest.raises(ValueError, match="odd"):
+        figures.fig_efficiency(logs3, tmp_path / "x", chosen_betas={"kl": 10}, smooth=2)
+
+
+def test_fig_training_curves_own_divergence_scales_and_legends_off_the_curves(logs3, tmp_path):
+    out = figures.fig_training_curves(logs3, tmp_path / "curves3", log_divergence=False)
+    (kl_r, fi_r), (kl_d, fi_d) = np.array(out.figure.axes).reshape(2, 2)
+    assert kl_r.get_ylim() == fi_r.get_ylim()  # rewards: one scale
+    assert fi_d.get_ylim()[1] > 100 * kl_d.get_ylim()[1]  # Fisher's units do not flatten KL's panel
+    assert kl_d.get_ylim()[1] < 20
+    renderer = _renderer(out.figure)
+    for ax in (kl_r, fi_r):
+        leg = ax.get_legend()
+        assert leg.get_title().get_text() in ("KL", "Fisher")
+        assert leg.get_window_extent(renderer).y0 >= ax.get_window_extent(renderer).y1 - 1  # above the axes
+        assert [t.get_text() for t in leg.get_texts()][0] == "β=0"
+    assert len(kl_r.collections) == 3  # beta = 0, 1, 10: bands over three seeds
+    assert "3 training seeds" in out.figure._suptitle.get_text()
+    assert kl_r.lines[1].get_color() == style.beta_styles("kl", 2)[0]["color"]
+
+
+@pytest.mark.parametrize("n_prompts", [1, 6, 12])
+def test_fig_divergence_gallery_titles_fit(tmp_path, n_prompts):
+    words = "a large yellow square at the bottom of an otherwise empty image, drawn small and twice".split()
+    prompts = [" ".join(words[: 4 + (i * 3) % 12]) + f" #{i}" for i in range(n_prompts)]
+    prompts[-1] = "at the bottom, a small green circle, withaverylongunbrokenwordthatmustbebroken"
+    rng = np.random.default_rng(0)
+    images = {k: rng.uniform(size=(n_prompts, 8, 8, 3))
+              for k in ("base", "rocm-none-b0", "rocm-kl-b10", "rocm-hellinger-b10")}
+    out = figures.fig_divergence_gallery(images, prompts, tmp_path / "g")
+    fig = out.figure
+    renderer = _renderer(fig)
+    box = fig.bbox
+    for c, ax in enumerate(fig.axes[:n_prompts]):
+        title = ax.title.get_window_extent(renderer)
+        assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1 and title.y0 >= box.y0
+        assert title.width <= ax.get_window_extent(renderer).width * 1.001
+        assert ax.get_title().replace("\n", " ").replace(" ", "") == prompts[c].replace(" ", "")
+    for ax in fig.axes[::n_prompts]:
+        assert ax.yaxis.label.get_window_extent(renderer).x0 >= box.x0  # row labels inside
+    assert _png_size(out.png)[0] == round(figures.TEXT_WIDTH * figures.DPI)

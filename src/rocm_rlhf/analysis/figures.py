@@ -3,9 +3,10 @@ gallery.
 
 API: :func:`fig_beta_sweep` (from the score table), :func:`fig_efficiency` and :func:`fig_training_curves` (from
 :func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
-and :func:`save_figure`. Each figure function writes ``<stem>.pdf`` and ``<stem>.png`` reproducibly and returns a
-:class:`SavedFigure`. Sizes, styles and how seeds are drawn: docs/method.md,
-section 'Evaluation, statistics, tables and figures' (Figures).
+and :func:`save_figure`; helpers :func:`t_interval` (the 95 % interval of a mean over seeds) and :func:`smooth_steps`
+(the moving average of training curves). Each figure function writes ``<stem>.pdf`` and ``<stem>.png``
+reproducibly and returns a :class:`SavedFigure`; every arm is drawn in its style of :mod:`rocm_rlhf.analysis.style`.
+Sizes, styles and how seeds are drawn: docs/method.md, section 'Evaluation, statistics, tables and figures' (Figures).
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
+from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FixedLocator, NullLocator
+from scipy import stats as _sps
 
 from .. import runs
 from ..infra.utils import atomic_path
@@ -30,6 +35,7 @@ from .logs import check_logs, mean_over_seeds
 from .render import out_stem as _out_stem
 from .scores import check_scores
 from .stats import seed_summary
+from .style import arm_style, beta_styles, legend_label_seeds
 
 COLUMN_WIDTH = 3.3
 """Single-column figure width in inches."""
@@ -37,19 +43,6 @@ TEXT_WIDTH = 6.9
 """Full-width (two-column) figure width in inches."""
 DPI = 300
 """PNG resolution (dots per inch)."""
-
-OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442")
-LINE_STYLES = (
-    ("o", "-"),
-    ("s", "--"),
-    ("^", "-."),
-    ("D", ":"),
-    ("v", (0, (5, 1))),
-    ("P", (0, (3, 1, 1, 1, 1, 1))),
-    ("X", (0, (1, 1))),
-    ("*", (0, (5, 2, 1, 2))),
-)
-"""(marker, line style) pairs; line i of a figure uses entry i (cyclically) and colour OKABE_ITO[i]."""
 
 STYLE = {
     "font.size": 8,
@@ -78,12 +71,6 @@ class SavedFigure(NamedTuple):
     figure: Figure
 
 
-def style(i: int) -> dict:
-    """Line style number i: colour, marker, line style (grey-scale distinct for i < len(LINE_STYLES))."""
-    marker, ls = LINE_STYLES[i % len(LINE_STYLES)]
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": marker, "linestyle": ls}
-
-
 def save_figure(fig: Figure, out_stem: str | os.PathLike) -> SavedFigure:
     """Write ``<stem>.pdf`` and ``<stem>.png`` (DPI dots per inch) atomically, reproducibly; return the paths."""
     stem = _out_stem(out_stem)
@@ -103,11 +90,63 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _plot_band(ax, x, mean, std, st: dict, label: str | None, n_marks: int = 8) -> None:
+def _plot_band(ax, x, mean, lo, hi, st: dict, label: str | None, n_marks: int = 8) -> None:
+    """The mean line (every len(x) // n_marks-th point marked) and a light band of its colour between lo and hi
+    (no band where they are NaN, e.g. with one seed)."""
     every = max(1, len(x) // n_marks)
     ax.plot(x, mean, label=label, markevery=every, **st)
-    if np.isfinite(std).any():
-        ax.fill_between(x, mean - std, mean + std, color=st["color"], alpha=0.2, linewidth=0)
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    if (np.isfinite(lo) & np.isfinite(hi)).any():
+        ax.fill_between(x, lo, hi, color=st["color"], alpha=0.2, linewidth=0)
+
+
+def t_interval(mean, std, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Student-t confidence interval of a mean over ``n`` seeds with sample std ``std`` (ddof = 1):
+    mean ± t_{(1+level)/2, n-1} std / sqrt(n); NaN where n < 2. Elementwise over arrays."""
+    mean, std, n = (np.asarray(v, dtype=float) for v in (mean, std, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = _sps.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    return mean - half, mean + half
+
+
+def smooth_steps(y, k: int) -> np.ndarray:
+    """Centred moving average over ``k`` consecutive logged steps (k odd; k = 1 leaves y as it is); at the ends the
+    window shrinks symmetrically (point i averages y[i-h .. i+h], h = min(k // 2, i, n-1-i)), so a linear trend is
+    kept exactly and the first and last points are the logged ones. NaN values are skipped in the averages."""
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"smoothing window must be a positive odd number of logged steps, got {k}")
+    y = np.asarray(y, dtype=float)
+    if k == 1 or len(y) < 3:
+        return y.copy()
+    n = len(y)
+    ok = np.isfinite(y)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(ok, y, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(ok)])
+    i = np.arange(n)
+    h = np.minimum(np.minimum(k // 2, i), n - 1 - i)
+    s, c = csum[i + h + 1] - csum[i - h], ccnt[i + h + 1] - ccnt[i - h]
+    with np.errstate(invalid="ignore"):
+        return np.where(ok & (c > 0), s / np.maximum(c, 1), np.nan)
+
+
+def _seed_curves(logs: pd.DataFrame, xcol: str, ycol: str, smooth: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per run (training seed) of ``logs``: (x, y) in step order, y smoothed over ``smooth`` logged steps."""
+    out = []
+    for _, g in logs.groupby("run_id", sort=True):
+        g = g.sort_values("step")
+        out.append((g[xcol].to_numpy(dtype=float), smooth_steps(g[ycol].to_numpy(dtype=float), smooth)))
+    return out
+
+
+def _mean_band(curves) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(grid, mean, mean - std, mean + std, number of seeds) of :func:`mean_over_seeds` (no band with one seed)."""
+    grid, mean, std = mean_over_seeds(curves)
+    return grid, mean, mean - std, mean + std, len(curves)
+
+
+def _curve_band_words(n_seeds) -> str:
+    return legend_label_seeds(n_seeds, "band ± 1 s.d.")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -116,13 +155,13 @@ def _plot_band(ax, x, mean, std, st: dict, label: str | None, n_marks: int = 8) 
 
 
 def _beta_axis(ax, betas: np.ndarray, has_zero: bool) -> float:
-    """Log-scale x axis over ``betas`` with a labelled beta = 0 position; return that position."""
-    bmin, bmax = float(np.min(betas)), float(np.max(betas))
+    """Log-scale x axis with a tick at each beta that was run (labelled in :func:`rocm_rlhf.runs.fmt_beta`'s text)
+    and a labelled beta = 0 position one decade left of the smallest, after a break mark; return that position."""
+    betas = np.unique(np.asarray(betas, dtype=float))
+    bmin, bmax = float(betas[0]), float(betas[-1])
     x0 = bmin / 10.0
     ax.set_xscale("log")
-    decades = 10.0 ** np.arange(math.floor(math.log10(bmin) + 1e-9), math.ceil(math.log10(bmax) - 1e-9) + 1)
-    decades = decades[(decades >= bmin / 1.0001) & (decades <= bmax * 1.0001)]
-    ticks = ([x0] if has_zero else []) + list(decades if len(decades) else [bmin])
+    ticks = ([x0] if has_zero else []) + list(betas)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels(["0" if (has_zero and i == 0) else runs.fmt_beta(t) for i, t in enumerate(ticks)])
@@ -155,10 +194,13 @@ def fig_beta_sweep(
 ) -> SavedFigure:
     """The reward-hacking picture: training reward (top row) and held-out quality (bottom row) against beta.
 
-    One column per divergence (order of :data:`rocm_rlhf.runs.DIVERGENCES`), x = beta on a log scale, beta = 0
-    (the "none" ROCM arm, shared by all columns) as an open diamond at the left, after an axis break. y = mean over
-    training seeds (:func:`seed_summary`), band / error bar = ± one std over seeds. The base model (method "base",
-    if in the table) is a dotted horizontal line. Rows share y limits; axes = 2 x number of divergences.
+    One column per divergence (order of :data:`rocm_rlhf.runs.DIVERGENCES`), x = beta on a log scale with a tick
+    at each beta that was run, beta = 0 (the "none" ROCM arm, shared by all columns) as an open diamond at the left,
+    after an axis break. y = mean over training seeds of the per-seed means (:func:`seed_summary`); where an arm has
+    >= 2 training seeds, a band (error bar at beta = 0) shows the 95 % Student-t interval of that mean over seeds
+    (:func:`t_interval`); with one seed only the point is drawn and the legend says "one training seed". Each
+    divergence in its style (:mod:`rocm_rlhf.analysis.style`). The base model (method "base", if in the table) is
+    a dotted horizontal line. Rows share y limits; axes = 2 x number of divergences.
     """
     check_scores(scores, [reward_metric, quality_metric])
     arms = arm_table(scores)
@@ -174,28 +216,34 @@ def fig_beta_sweep(
         for m in mets:
             if (a, m) not in summ.index:
                 raise ValueError(f"metric {m!r} was not scored for arm {a!r}")
+    trained = [a for a in use if a not in base.index]
+    seed_words = legend_label_seeds(summ.loc[trained, "n_seeds"], "95 % t-interval")
 
     divs = [d for d in runs.DIVERGENCES if d in set(reg["divergence"])]
+    st_zero = {**arm_style("rocm", runs.UNREGULARISED, 0.0), "linestyle": "none"}
+    st_base = arm_style(runs.BASE)
     with matplotlib.rc_context(STYLE):
         fig = _new_figure(width, height)
         axes = fig.subplots(2, len(divs), sharey="row", squeeze=False)
-        st_line = style(0)
-        st_zero = {"color": st_line["color"], "marker": "D", "markerfacecolor": "white", "linestyle": "none"}
         for j, d in enumerate(divs):
             cand = reg[reg["divergence"] == d].sort_values("beta")
             betas = cand["beta"].to_numpy(dtype=float)
+            st_line = arm_style("rocm", d, 1.0)
             for i, m in enumerate(mets):
                 ax = axes[i, j]
                 x0 = _beta_axis(ax, betas, has_zero=len(zero) > 0)
-                mean = np.array([summ.loc[(a, m), "mean"] for a in cand.index], dtype=float)
-                std = np.array([summ.loc[(a, m), "std"] for a in cand.index], dtype=float)
-                _plot_band(ax, betas, mean, std, st_line, None, n_marks=len(betas))
+                s = summ.loc[[(a, m) for a in cand.index]]
+                mean = s["mean"].to_numpy(dtype=float)
+                lo, hi = t_interval(mean, s["std"], s["n_seeds"])
+                _plot_band(ax, betas, mean, lo, hi, st_line, None, n_marks=len(betas))
                 if len(zero):
                     z = summ.loc[(zero.index[0], m)]
-                    zerr = z["std"] if np.isfinite(z["std"]) else None
-                    ax.errorbar([x0], [z["mean"]], yerr=zerr, capsize=2, **st_zero)
+                    zlo, zhi = t_interval(z["mean"], z["std"], z["n_seeds"])
+                    yerr = [[z["mean"] - zlo], [zhi - z["mean"]]] if np.isfinite(zlo) else None
+                    ax.errorbar([x0], [z["mean"]], yerr=yerr, capsize=2, **st_zero)
                 if len(base):
-                    ax.axhline(summ.loc[(base.index[0], m), "mean"], color="0.4", linestyle=":", linewidth=1.0)
+                    ax.axhline(summ.loc[(base.index[0], m), "mean"], color=st_base["color"],
+                               linestyle=st_base["linestyle"], linewidth=1.0)
                 if i == 0:
                     ax.set_title(runs.DIVERGENCE_LABELS[d])
                     ax.tick_params(labelbottom=False)
@@ -203,12 +251,17 @@ def fig_beta_sweep(
                     ax.set_xlabel("β")
             axes[0, 0].set_ylabel(f"{reward_metric}\n(training reward)")
             axes[1, 0].set_ylabel(f"{quality_metric}\n(held-out quality)")
-        handles = [Line2D([], [], **st_line, label="ROCM, β > 0 (mean ± std over seeds)")]
+        rocm_handles = tuple(Line2D([], [], **arm_style("rocm", d, 1.0)) for d in divs)
+        handles = [rocm_handles]
+        labels = [f"ROCM, β > 0 ({seed_words})"]
         if len(zero):
-            handles.append(Line2D([], [], **st_zero, label="ROCM, β = 0"))
+            handles.append(Line2D([], [], **st_zero))
+            labels.append("ROCM, β = 0")
         if len(base):
-            handles.append(Line2D([], [], color="0.4", linestyle=":", label="base model"))
-        fig.legend(handles=handles, loc="outside upper center", ncol=len(handles))
+            handles.append(Line2D([], [], color=st_base["color"], linestyle=st_base["linestyle"]))
+            labels.append("base model")
+        fig.legend(handles, labels, loc="outside upper center", ncol=len(handles),
+                   handler_map={tuple: HandlerTuple(ndivide=None)}, handlelength=max(2.0, 1.2 * len(divs)))
         return save_figure(fig, out_stem)
 
 
@@ -235,19 +288,24 @@ def fig_efficiency(
     *,
     chosen_betas: Mapping[str, float] | None = None,
     width: float = TEXT_WIDTH,
-    height: float = 2.5,
+    height: float = 2.6,
+    smooth: int = 5,
 ) -> SavedFigure:
-    """Training reward (``reward_mean``) against device hours (left) and against reward queries (right).
+    """Training reward (``reward_mean``) against device hours (left) and against reward queries (right), both on a
+    log scale.
 
     One line per arm: ROCM at beta = 0, regularised ROCM at ``chosen_betas[divergence]`` for each divergence in
     ``chosen_betas`` (e.g. :func:`rocm_rlhf.analysis.arms.choose_beta`'s, or a single entry for one regularised
     line; a beta is matched by its canonical text, :func:`rocm_rlhf.runs.fmt_beta`), and every baseline arm;
     base-model rows are ignored. With ``chosen_betas=None``, a divergence logged at a single beta is shown, several
-    betas are an error (pick one). Lines are means over seeds on a common grid (:func:`mean_over_seeds`), bands
-    ± one std. x label: "GPU hours" or "CPU core-hours" (from ``device``; a mix of CPU and GPU runs is an error).
-    Two axes.
+    betas are an error (pick one). Each run's reward is smoothed by :func:`smooth_steps` (a centred moving average
+    over ``smooth`` logged steps; 1 = none, as the y label says), then averaged over seeds on a common grid
+    (:func:`mean_over_seeds`); the band is ± one std over seeds where an arm has several. Every arm in its style
+    (:mod:`rocm_rlhf.analysis.style`). x label: "GPU hours" or "CPU core-hours" (from ``device``; a mix of CPU and
+    GPU runs is an error). Two axes.
     """
     check_logs(logs, ["step", "device_hours", "reward_queries", "reward_mean", "device"])
+    smooth_steps([], smooth)  # checks the window
     lg = logs[logs["method"] != runs.BASE]
     if len(lg) == 0:
         raise ValueError("fig_efficiency: the logs hold no training run (only base-model rows)")
@@ -274,21 +332,25 @@ def fig_efficiency(
             keep += list(hit.index)
     info = arm_order(meta.loc[keep])
 
+    n_seeds = []
     with matplotlib.rc_context(STYLE):
         fig = _new_figure(width, height)
         axes = fig.subplots(1, 2, sharey=True, squeeze=False)[0]
-        for i, (arm, row) in enumerate(info.iterrows()):
+        for arm, row in info.iterrows():
             arm_logs = lg[lg["arm"] == arm]
-            st = style(i)
+            st = arm_style(row["method"], row["divergence"], row["beta"])
             label = runs.arm_label(row["method"], row["divergence"], row["beta"])
             for ax, xcol in zip(axes, ("device_hours", "reward_queries")):
-                curves = [(g[xcol].to_numpy(), g["reward_mean"].to_numpy()) for _, g in arm_logs.groupby("run_id")]
-                grid, mean, std = mean_over_seeds(curves)
-                _plot_band(ax, grid, mean, std, st, label if ax is axes[0] else None)
+                grid, mean, lo, hi, n = _mean_band(_seed_curves(arm_logs, xcol, "reward_mean", smooth))
+                _plot_band(ax, grid, mean, lo, hi, st, label if ax is axes[0] else None)
+            n_seeds.append(n)
+        for ax in axes:
+            ax.set_xscale("log")
         axes[0].set_xlabel(xlabel)
         axes[1].set_xlabel("reward queries")
-        axes[0].set_ylabel("training reward (batch mean)")
-        fig.legend(loc="outside upper center", ncol=min(4, len(info)))
+        smoothing = f"centred mean over {smooth} logged steps" if smooth > 1 else "unsmoothed"
+        axes[0].set_ylabel(f"training reward (batch mean)\n{smoothing}")
+        fig.legend(loc="outside upper center", ncol=min(5, len(info)), title=_curve_band_words(n_seeds))
         return save_figure(fig, out_stem)
 
 
@@ -297,19 +359,26 @@ def fig_training_curves(
     out_stem: str | os.PathLike,
     *,
     width: float = TEXT_WIDTH,
-    height: float = 3.2,
-    log_divergence: bool = False,
+    height: float = 3.6,
+    log_divergence: bool = True,
+    smooth: int = 5,
 ) -> SavedFigure:
     """ROCM's ``reward_mean`` (top row) and ``divergence_mean`` (bottom row) against training step.
 
-    One column per divergence, one line per beta (increasing; each with its own marker and line style, the same
-    beta rank gets the same style in every column), mean over seeds (:func:`mean_over_seeds`) with a ± std band.
-    The beta = 0 run (if logged) is the first line of every column's reward panel; it is left out of the
-    divergence panels, since it optimises no divergence. ``log_divergence=True`` puts the divergence rows on a log
-    scale (useful when the betas span decades; non-positive values, e.g. 0 at the first step where LoRA's B = 0,
-    are then not drawn). Axes = 2 x number of divergences.
+    One column per divergence, one line per beta (increasing), mean over seeds (:func:`mean_over_seeds`) with a
+    ± one std band where there are several seeds. Line styles: each beta of a divergence in a shade of that
+    divergence's colour with its own marker and line style (:func:`rocm_rlhf.analysis.style.beta_styles`); the
+    beta = 0 run (if logged) in its own style is the first line of every column's reward panel; it is left out of
+    the divergence panels, since it optimises no divergence. Each column's legend sits above it, headed by the
+    divergence. The reward rows share one y scale; each divergence panel has its own (the divergences have
+    different units and ranges). The reward is smoothed per run by :func:`smooth_steps` over ``smooth`` logged
+    steps (the y label says so); the divergence is not. ``log_divergence=True`` (the default) puts the divergence
+    rows on a log scale, since the divergence falls by decades as beta rises by decades; non-positive values (e.g.
+    0 at the first step, where LoRA's B = 0) are then left out of the line (a gap), ``False`` a linear scale.
+    Axes = 2 x number of divergences.
     """
     check_logs(logs, ["step", "reward_mean", "divergence_mean"])
+    smooth_steps([], smooth)  # checks the window
     reg, zero = regularised(logs), unregularised(logs)
     if len(reg) == 0:
         raise ValueError(
@@ -319,33 +388,40 @@ def fig_training_curves(
     if zero["arm"].nunique() > 1:
         raise ValueError(f"several ROCM beta = 0 arms in the logs: {sorted(zero['arm'].unique())}; keep one")
     divs = [d for d in runs.DIVERGENCES if d in set(reg["divergence"])]
+    st_zero = arm_style("rocm", runs.UNREGULARISED, 0.0)
 
+    n_seeds = []
     with matplotlib.rc_context(STYLE):
         fig = _new_figure(width, height)
-        axes = fig.subplots(2, len(divs), sharex="col", sharey="row", squeeze=False)
+        axes = fig.subplots(2, len(divs), sharex="col", squeeze=False)
         for j, d in enumerate(divs):
-            lines = []
-            if len(zero):
-                lines.append((0.0, zero))
+            if j:
+                axes[0, j].sharey(axes[0, 0])
+                axes[0, j].tick_params(labelleft=False)
             sd = reg[reg["divergence"] == d]
-            lines += [(float(b), g) for b, g in sd.groupby("beta", sort=True)]
-            for i, (b, g) in enumerate(lines):
-                st = style(i)
+            groups = [(float(b), g) for b, g in sd.groupby("beta", sort=True)]
+            lines = [(0.0, zero, st_zero)] if len(zero) else []
+            lines += [(b, g, st) for (b, g), st in zip(groups, beta_styles(d, len(groups)))]
+            for b, g, st in lines:
                 for r, ycol in enumerate(("reward_mean", "divergence_mean")):
                     if r == 1 and b == 0:
                         continue
-                    curves = [(s["step"].to_numpy(), s[ycol].to_numpy()) for _, s in g.groupby("run_id")]
-                    if not any(np.isfinite(np.asarray(y, dtype=float)).any() for _, y in curves):
+                    curves = _seed_curves(g, "step", ycol, smooth if r == 0 else 1)
+                    if not any(np.isfinite(y).any() for _, y in curves):
                         raise ValueError(f"ROCM run(s) {sorted(g['run_id'].unique())} logged no finite {ycol}")
-                    grid, mean, std = mean_over_seeds(curves)
-                    _plot_band(axes[r, j], grid, mean, std, st, f"β={runs.fmt_beta(b)}" if r == 0 else None)
-            axes[0, j].set_title(runs.DIVERGENCE_LABELS[d])
-            axes[0, j].legend(loc="best")
+                    grid, mean, lo, hi, n = _mean_band(curves)
+                    _plot_band(axes[r, j], grid, mean, lo, hi, st, f"β={runs.fmt_beta(b)}" if r == 0 else None)
+                    n_seeds.append(n)
+            axes[0, j].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, borderaxespad=0.2,
+                              title=runs.DIVERGENCE_LABELS[d], handlelength=2.8, columnspacing=1.0)
             axes[1, j].set_xlabel("training step")
             if log_divergence:
-                axes[1, j].set_yscale("log")
-        axes[0, 0].set_ylabel("training reward\n(batch mean)")
-        axes[1, 0].set_ylabel("divergence to base\n(batch mean)")
+                axes[1, j].set_yscale("log", nonpositive="mask")
+        smoothing = f"{smooth}-step centred mean" if smooth > 1 else "unsmoothed"
+        axes[0, 0].set_ylabel(f"training reward\n(batch mean,\n{smoothing})")
+        axes[1, 0].set_ylabel("divergence to base\n(batch mean,\nown scale per panel)")
+        fig.align_ylabels(axes[:, 0])
+        fig.suptitle(_curve_band_words(n_seeds), fontsize=STYLE["legend.fontsize"])
         return save_figure(fig, out_stem)
 
 
@@ -369,6 +445,27 @@ def load_gallery_images(samples: Mapping[str, str | os.PathLike], n_prompts: int
     return images, prompts
 
 
+def _text_width_in(text: str, fontsize: float) -> float:
+    """Width in inches of one line of ``text`` in the current rc font at ``fontsize`` points (no renderer needed)."""
+    w, _, _ = TextToPath().get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)
+    return w / 72.0
+
+
+def _wrap_to_width(text: str, width_in: float, fontsize: float, max_chars: int | None = None) -> str:
+    """``text`` wrapped into lines no wider than ``width_in`` inches (at most ``max_chars`` characters per line if
+    given): the widest wrap that fits; words longer than a line are broken."""
+    chars = max(1, min(len(text), max_chars or len(text)))
+    while True:
+        lines = textwrap.wrap(text, chars, break_long_words=True, break_on_hyphens=True) or [""]
+        if chars == 1 or max(_text_width_in(line, fontsize) for line in lines) <= width_in:
+            return "\n".join(lines)
+        chars -= 1
+
+
+GALLERY_TITLE_SIZE = 6.0
+GALLERY_LABEL_SIZE = 7.0
+
+
 def fig_divergence_gallery(
     images: Mapping[str, np.ndarray],
     prompts: Sequence[str],
@@ -376,15 +473,17 @@ def fig_divergence_gallery(
     *,
     width: float = TEXT_WIDTH,
     show_prompts: bool = True,
-    wrap: int = 22,
+    wrap: int | None = None,
 ) -> SavedFigure:
     """Image grid: rows = runs, columns = prompts; the caller guarantees the same prompts and noise in every row.
 
     ``images``: ``{row key: array (N, H, W, 3) in [0, 1]}`` with N = len(prompts), all of one (H, W). Row order:
     the key "base" first (if present), then the others in the mapping's order (base, then each divergence at its
     chosen beta). Row labels: :func:`label_of` ("rocm-kl-b0.1" -> "ROCM-KL (β=0.1)"; keys that are not arm ids as
-    given). Column headers: the prompts, wrapped at ``wrap`` characters (``show_prompts=False`` to omit). Images are
-    shown pixel-exact (nearest neighbour). Axes = rows x prompts.
+    given), in a margin as wide as the widest label. Column headers: the prompts, wrapped to the width of an image
+    column (at most ``wrap`` characters a line if given; ``show_prompts=False`` to omit); the header band is as tall
+    as the longest wrapped prompt, so every header is fully visible for any number of prompts. Images are shown
+    pixel-exact (nearest neighbour). Axes = rows x prompts.
     """
     if not isinstance(images, Mapping) or len(images) == 0:
         raise ValueError("images must be a non-empty dict {run: array (N, H, W, 3) in [0, 1]}")
@@ -411,25 +510,35 @@ def fig_divergence_gallery(
             raise ValueError(f"images[{k!r}] must be finite and in [0, 1] (divide uint8 images by 255)")
         arrays[k] = a
     nrows, ncols = len(keys), len(prompts)
-    label_w = 1.0
-    cell = (width - label_w) / ncols
-    header = 0.35 if show_prompts else 0.05
-    height = nrows * cell * shape[0] / shape[1] + header
-
     with matplotlib.rc_context(STYLE):
+        labels = [label_of(k) for k in keys]
+        label_w = max(_text_width_in(t, GALLERY_LABEL_SIZE) for t in labels) + 0.12
+        gap = 0.03  # inches between images
+        cell = (width - label_w - 0.04) / ncols - gap
+        if cell <= 0.05:
+            raise ValueError(f"{ncols} prompts do not fit a {width} in wide gallery; show fewer or widen it")
+        titles = [_wrap_to_width(p, 0.95 * cell, GALLERY_TITLE_SIZE, wrap) for p in prompts] if show_prompts else []
+        n_lines = max((t.count("\n") + 1 for t in titles), default=0)
+        header = n_lines * GALLERY_TITLE_SIZE * 1.25 / 72 + 0.06
+        height = nrows * (cell * shape[0] / shape[1] + gap) + header + 0.04
+
         fig = _new_figure(width, height)
-        fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
-        axes = fig.subplots(nrows, ncols, squeeze=False)
+        fig.set_layout_engine(None)
+        left, right = label_w / width, 1 - 0.02 / width
+        top, bottom = 1 - header / height, 0.02 / height
+        axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=dict(
+            left=left, right=right, top=top, bottom=bottom, wspace=gap / cell,
+            hspace=gap / (cell * shape[0] / shape[1])))
         for r, k in enumerate(keys):
             for c in range(ncols):
                 ax = axes[r, c]
-                ax.imshow(arrays[k][c], interpolation="nearest", vmin=0.0, vmax=1.0)
+                ax.imshow(arrays[k][c], interpolation="nearest", vmin=0.0, vmax=1.0, aspect="auto")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 for sp in ax.spines.values():
                     sp.set_visible(False)
                 if r == 0 and show_prompts:
-                    ax.set_title(textwrap.fill(prompts[c], wrap), fontsize=6)
-            axes[r, 0].set_ylabel(label_of(k), rotation=0, ha="right", va="center", fontsize=7)
+                    ax.set_title(titles[c], fontsize=GALLERY_TITLE_SIZE, pad=2)
+            axes[r, 0].set_ylabel(labels[r], rotation=0, ha="right", va="center", fontsize=GALLERY_LABEL_SIZE,
+                                  labelpad=4)
         return save_figure(fig, out_stem)
-
