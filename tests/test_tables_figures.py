@@ -20,12 +20,11 @@ from rocm_rlhf.analysis import logs as training_logs
 torch.set_num_threads(1)
 
 N_BOOT = 2000
-UNITS = [(f"p{i}", s) for i in range(6) for s in range(2)]  # 12 pairing units: exact Wilcoxon p = 2/4096
+UNITS = [(f"p{i}", 0) for i in range(12)]  # 12 prompts, one sample seed: exact sign-flip p = 2/4096 at best
 U = np.linspace(-0.055, 0.055, len(UNITS))  # unit effect shared by all arms (pairing removes it); mean 0
 NULL = np.array([0.01, -0.01, 0.02, -0.02, 0.03, -0.03, 0.04, -0.04, 0.05, -0.05, 0.06, -0.06])  # sums to 0
-SEED_OFFSET = {0: -0.01, 1: 0.01}  # per-seed shift of the multi-seed arms: std over seeds = 0.02 / sqrt(2)
-JITTER = 0.0005 * np.linspace(-1, 1, len(UNITS))  # arm i adds i * JITTER (mean 0): paired differences have no
-# ties, so scipy's Wilcoxon uses its fast exact distribution instead of a slow permutation test
+SEED_OFFSET = {0: -0.01, 1: 0.01, 2: 0.0}  # per-seed shift of multi-seed arms: std 0.02 / sqrt(2) (2 seeds), 0.01 (3)
+JITTER = 0.0005 * np.linspace(-1, 1, len(UNITS))  # arm i adds i * JITTER (mean 0): no two paired differences tie
 
 # arm: (method, divergence, beta, seeds, {metric: arm effect}); "null" adds NULL to the gold values
 ARMS = {
@@ -39,6 +38,9 @@ ARMS = {
     "rlcm": ("rlcm", "none", np.nan, [0, 1], {"gold": 0.48, "proxy_pick": 0.50}),
 }
 NULL_ARMS = {"rocm-js-b1"}
+ARMS3 = {arm: (*spec[:3], [0, 1, 2] if len(spec[3]) > 1 else spec[3], spec[4]) for arm, spec in ARMS.items()}
+"""ARMS with three training seeds per trained arm: Table 1's significance counts the spread of the training runs, and
+with two seeds (one degree of freedom) nothing survives Holm's correction."""
 
 
 def make_scores(arm_specs=ARMS) -> pd.DataFrame:
@@ -69,6 +71,11 @@ def make_scores(arm_specs=ARMS) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def scores():
     return make_scores()
+
+
+@pytest.fixture(scope="module")
+def scores3():
+    return make_scores(ARMS3)
 
 
 def _md_rows(path) -> dict[str, list[str]]:
@@ -108,7 +115,8 @@ def test_choose_beta_errors(scores):
 # ------------------------------------------------------------------------------------------------------ table 1
 
 
-def test_table1_cells_bold_and_daggers(scores, tmp_path):
+def test_table1_cells_bold_and_daggers(scores3, tmp_path):
+    scores = scores3
     stem = tmp_path / "table1"
     long = tables.table1(scores, ["proxy_pick"], "gold", ["base"], stem, n_boot=N_BOOT)
     for ext in ("csv", "tex", "md"):
@@ -122,42 +130,58 @@ def test_table1_cells_bold_and_daggers(scores, tmp_path):
     # machine-readable numbers: mean of per-seed means, sample std over seeds
     r = long.set_index(["arm", "metric"])
     assert r.loc[("rocm-kl-b0.1", "gold"), "mean"] == pytest.approx(0.70, abs=1e-12)
-    assert r.loc[("rocm-kl-b0.1", "gold"), "std"] == pytest.approx(0.02 / np.sqrt(2), abs=1e-12)
-    assert r.loc[("rocm-kl-b0.1", "gold"), "n_seeds"] == 2
+    assert r.loc[("rocm-kl-b0.1", "gold"), "std"] == pytest.approx(0.01, abs=1e-12)
+    assert r.loc[("rocm-kl-b0.1", "gold"), "n_seeds"] == 3
     assert r.loc[("base", "gold"), "n_seeds"] == 1 and np.isnan(r.loc[("base", "gold"), "std"])
-    # p_holm is compare_all's over the shown arms (family: 4 treatments x 1 control per metric)
-    shown = scores[scores["arm"].isin(order)]
-    ref = stats.compare_all(shown, order[1:], ["base"], ["gold", "proxy_pick"], n_boot=N_BOOT)
-    ref = ref.set_index(["arm_a", "metric"])
-    for arm in order[1:]:
+    # p_holm is the comparison family's (stats.comparison_family: every arm x the controls base and rlcm x every
+    # metric, one Holm family of 6 x 2 x 2 = 24), the table the stats stage writes to comparisons.csv
+    ref = stats.comparison_family(scores, n_boot=N_BOOT)
+    assert len(ref) == 24
+    ref = ref[ref["arm_b"] == "base"].set_index(["arm_a", "metric"])
+    for arm in order[1:-1]:
         for m in ("gold", "proxy_pick"):
             assert r.loc[(arm, m), "p_holm_vs_base"] == pytest.approx(ref.loc[(arm, m), "p_holm"], rel=1e-12)
-    assert r.loc[("rocm-kl-b0.1", "gold"), "p_holm_vs_base"] < 0.01  # planted effect, 4 x 2/4096
+            assert r.loc[(arm, m), "better_than_controls"] == (ref.loc[(arm, m), "significant"]
+                                                                and ref.loc[(arm, m), "mean_diff"] > 0)
+    assert r.loc[("rocm-kl-b0.1", "gold"), "p_holm_vs_base"] < 0.05  # planted effect 0.2, run spread 0.01
     assert r.loc[("rocm-js-b1", "gold"), "p_holm_vs_base"] > 0.5  # planted null
     assert np.isnan(r.loc[("base", "gold"), "p_holm_vs_base"])
+    assert np.isnan(r.loc[("rlcm", "gold"), "p_holm_vs_base"])  # a control of the family: never compared
 
     md = _md_rows(tmp_path / "table1.md")
     assert md["Method"] == ["gold ↑", "proxy_pick ↑"]
     assert md["Base"] == ["0.500", "0.300"]  # one seed: no std
-    assert md["ROCM-KL (β=0.1)"] == ["**0.700 ± 0.014**†", "0.600 ± 0.014†"]  # best gold, big effects
-    assert md["ROCM (β=0)"] == ["0.300 ± 0.014", "**0.900 ± 0.014**†"]  # worse gold: no dagger
-    assert md["ROCM-JS (β=1)"][0] == "0.500 ± 0.014"  # null arm: no dagger
-    assert md["RLCM"] == ["0.480 ± 0.014", "0.500 ± 0.014†"]
+    assert md["ROCM-KL (β=0.1)"] == ["**0.700 ± 0.010**†", "0.600 ± 0.010†"]  # best gold, big effects
+    assert md["ROCM (β=0)"] == ["0.300 ± 0.010", "**0.900 ± 0.010**†"]  # worse gold: no dagger
+    assert md["ROCM-JS (β=1)"] == ["0.500 ± 0.010", "0.400 ± 0.010†"]  # null arm on gold: no dagger
+    assert md["RLCM"] == ["0.480 ± 0.010", "0.500 ± 0.010"]  # a control of the comparisons: never a dagger
     assert sum("**" in c for cells in md.values() for c in cells) == 2  # one bold per column
+    assert "all 24 comparisons" in (tmp_path / "table1.md").read_text()
 
     tex = (tmp_path / "table1.tex").read_text()
     assert tex.startswith(r"\begin{tabular}{lcc}") and r"\bottomrule" in tex
     assert tex.count(r"\midrule") == 3  # below the header, then base | ROCM | baselines
     kl = next(line for line in tex.splitlines() if line.startswith(r"ROCM-KL ($\beta$=0.1)"))
-    assert kl == r"ROCM-KL ($\beta$=0.1) & $\mathbf{0.700 \pm 0.014}^{\dagger}$ & $0.600 \pm 0.014^{\dagger}$ \\"
+    assert kl == r"ROCM-KL ($\beta$=0.1) & $\mathbf{0.700 \pm 0.010}^{\dagger}$ & $0.600 \pm 0.010^{\dagger}$ \\"
     assert r"gold $\uparrow$ & proxy\_pick $\uparrow$" in tex
     back = pd.read_csv(tmp_path / "table1.csv")
     assert list(back.columns) == list(long.columns) and len(back) == len(long)
 
 
-def test_table1_dagger_needs_every_control_and_all_betas(scores, tmp_path):
+def test_table1_with_two_training_seeds_has_no_daggers_against_a_single_base_run(scores, tmp_path):
+    # 2 seeds per trained arm: the spread of the runs has one degree of freedom, and the run-aware p (about 0.03 for
+    # an effect of 20 run standard errors) does not survive Holm over 24 comparisons; against rlcm (same seeds,
+    # paired) the seed offsets cancel and the effects are significant
+    long = tables.table1(scores, ["proxy_pick"], "gold", ["base", "rlcm"], tmp_path / "t", n_boot=N_BOOT)
+    assert not long["better_than_controls"].any()
+    r = long.set_index(["arm", "metric"])
+    assert r.loc[("rocm-kl-b0.1", "gold"), "p_holm_vs_base"] > 0.05
+    assert r.loc[("rocm-kl-b0.1", "gold"), "p_holm_vs_rlcm"] < 0.05
+
+
+def test_table1_dagger_needs_every_control_and_all_betas(scores3, tmp_path):
     long = tables.table1(
-        scores, ["gold", "proxy_pick"], "gold", ["base", "rlcm"], tmp_path / "t", rocm_betas="all", n_boot=N_BOOT
+        scores3, ["gold", "proxy_pick"], "gold", ["base", "rlcm"], tmp_path / "t", rocm_betas="all", n_boot=N_BOOT
     )
     assert list(dict.fromkeys(long["arm"])) == [
         "base",
@@ -173,20 +197,23 @@ def test_table1_dagger_needs_every_control_and_all_betas(scores, tmp_path):
     assert flag[("rocm-kl-b0.1", "gold")]  # 0.70 beats base 0.50 and rlcm 0.48
     assert flag[("rocm-kl-b0.1", "proxy_pick")]  # 0.60 > 0.30 and > 0.50
     assert not flag[("rocm-js-b1", "proxy_pick")]  # 0.40 beats base (0.30) but not rlcm (0.50)
+    assert not flag[("rocm-kl-b1", "gold")]  # 0.55 beats rlcm, but 0.05 over base is 8.7 run standard errors only
     assert not flag[("rlcm", "proxy_pick")] and not flag[("base", "gold")]  # controls never get a dagger
     md = _md_rows(tmp_path / "t.md")
-    assert md["ROCM-JS (β=1)"][1] == "0.400 ± 0.014"
+    assert md["ROCM-JS (β=1)"][1] == "0.400 ± 0.010"
 
 
-def test_table1_lower_is_better_flips_bold_and_direction(scores, tmp_path):
-    long = tables.table1(scores, [], "gold", ["base"], tmp_path / "t", lower_is_better=["gold"], n_boot=N_BOOT)
+def test_table1_lower_is_better_flips_bold_and_direction(scores3, tmp_path):
+    long = tables.table1(scores3, [], "gold", ["base"], tmp_path / "t", lower_is_better=["gold"], n_boot=N_BOOT)
     best = long.loc[long["best"], "arm"].tolist()
     # lower is better: choose_beta now picks kl 0.01 and js 0.1; the lowest shown gold is ROCM beta=0 (0.30)
     assert best == ["rocm-none-b0"]
     assert set(long["arm"]) == {"base", "rocm-none-b0", "rocm-kl-b0.01", "rocm-js-b0.1", "rlcm"}
     flag = long.set_index("arm")["better_than_controls"]
-    # every shown treatment scores lower than base (0.50) by a constant: better when lower is better
-    assert flag[["rocm-none-b0", "rocm-kl-b0.01", "rocm-js-b0.1", "rlcm"]].all() and not flag["base"]
+    # lower than base (0.50) by 0.2 and 0.1: better when lower is better; by 0.05 (kl 0.01): not significant with 3
+    # seeds; rlcm is a control of the comparisons
+    assert flag[["rocm-none-b0", "rocm-js-b0.1"]].all()
+    assert not flag[["base", "rocm-kl-b0.01", "rlcm"]].any()
     assert "gold ↓" in (tmp_path / "t.md").read_text()
 
 

@@ -19,7 +19,7 @@ from .. import runs
 from .arms import arm_table, choose_arms, regularised, sweep_arms
 from .render import DAGGER, MISSING, best_flags, cell_text, latex, markdown, md_escape, tex_escape, write_table
 from .scores import check_scores, name_list
-from .stats import compare_all, seed_summary
+from .stats import N_FLIPS, comparison_family, seed_summary
 
 _VS = ("mean_diff", "ci_low", "ci_high", "p_value", "p_holm")
 """The comparison statistics Table 1's CSV carries per control, as ``<name>_vs_<control>``."""
@@ -43,7 +43,9 @@ def table1(
     lower_is_better: Iterable[str] = (),
     alpha: float = 0.05,
     decimals: int = 3,
+    comparisons: pd.DataFrame | None = None,
     n_boot: int = 10_000,
+    n_flips: int = N_FLIPS,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
     """Table 1: methods (rows) x metrics (columns), cells ``mean ± std`` over training seeds.
@@ -53,9 +55,12 @@ def table1(
     arm. Control arms are always shown. Columns: ``quality_metric`` first if it is not among ``metrics``, then
     ``metrics`` in the given order; ``↑`` (``↓`` for ``lower_is_better``) marks the better direction.
 
-    Markers: bold = best in the column; dagger = significantly better than every control arm (Holm over, per
-    metric, all shown non-control arms x controls, ``p_holm < alpha``;
-    :func:`rocm_rlhf.analysis.stats.compare_all` with ``n_boot`` and ``rng_seed``).
+    Markers: bold = best in the column; dagger = better than every control arm: for each control, the comparison's
+    ``significant`` (Holm over the whole family) is true and its mean difference has the better sign. The
+    comparisons are ``comparisons`` (the table of results/stats/comparisons.csv) or, when None,
+    :func:`rocm_rlhf.analysis.stats.comparison_family` of ``scores`` with ``alpha``, ``n_boot``, ``n_flips`` and
+    ``rng_seed``: the same function, family and adjusted p-values as the stats stage's. A shown comparison missing
+    from them is an error; an arm that is a control of the comparisons (never compared) gets no dagger.
 
     Returns the CSV's table: one row per (arm, metric) in display order with columns arm, label, group, method,
     divergence, beta, metric, mean, std, n_seeds, n_images, best, better_than_controls, and per control ``c``:
@@ -74,13 +79,17 @@ def table1(
     check_scores(scores, mets)
     arms = _table1_arms(scores, quality_metric, controls, rocm_betas, lower)
     sub = _shown_scores(scores, arms, mets)
-    long = _table1_cells(sub, arms, mets, controls, lower, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed)
+    if comparisons is None:
+        comparisons = comparison_family(scores, alpha=alpha, n_boot=n_boot, n_flips=n_flips, rng_seed=rng_seed)
+    long = _table1_cells(sub, arms, mets, controls, lower, comparisons)
     _flag_best(long, "metric", mets, decimals, lambda m: m in lower)
     long = long[_TABLE1_FIRST + [c for c in long.columns if c not in _TABLE1_FIRST]]
     legend = (
         f"Mean ± std over training seeds (std omitted with one seed). Bold: best per column. {DAGGER}: better than "
-        f"every control ({', '.join(controls)}) in a paired Wilcoxon test per (prompt, sample seed), Holm-corrected "
-        f"per metric, p < {alpha:g}."
+        f"every control ({', '.join(controls)}) on per-prompt means (sample and training seeds averaged): "
+        f"sign-flip test over prompts and, where an arm has several training seeds, a t test counting their spread "
+        f"(the larger p), Holm-adjusted over all {len(comparisons)} comparisons (every arm x control x metric), "
+        f"p < {alpha:g}."
     )
     if rocm_betas == "best" and len(regularised(arms)):
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of these images (optimistic)."
@@ -113,13 +122,22 @@ def _shown_scores(scores, arms, mets) -> pd.DataFrame:
     return sub
 
 
-def _table1_cells(sub, arms, mets, controls, lower, **compare_kw) -> pd.DataFrame:
-    """One row per (arm, metric): the arm, its seed summary, and its comparison with each control."""
+def _table1_cells(sub, arms, mets, controls, lower, comparisons) -> pd.DataFrame:
+    """One row per (arm, metric): the arm, its seed summary, and its comparison with each control (read from
+    ``comparisons``, never recomputed)."""
     summ = seed_summary(sub).set_index(["arm", "metric"])
-    treatments = [a for a in arms.index if a not in controls]
+    # the family's own controls (e.g. a baseline when only the base model is a control here) are never compared
+    family_controls = set(comparisons["arm_b"]) - set(comparisons["arm_a"])
+    treatments = [a for a in arms.index if a not in controls and a not in family_controls]
     cmp = None
     if treatments:
-        cmp = compare_all(sub, treatments, controls, mets, **compare_kw).set_index(["arm_a", "arm_b", "metric"])
+        cmp = comparisons.set_index(["arm_a", "arm_b", "metric"])
+        missing = [(a, c, m) for a in treatments for c in controls for m in mets if (a, c, m) not in cmp.index]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} comparison(s) Table 1 shows are not in the comparisons, e.g. (arm, control, metric) "
+                f"{missing[:3]}; pass the comparisons of this score table (stats.comparison_family)"
+            )
     rows = []
     for arm, a in arms.iterrows():
         for m in mets:

@@ -32,21 +32,20 @@ def collect_scores(job) -> None:
 
 @stage(reads=REPORT)
 def stats(job) -> None:
-    """Paired comparisons of every ROCM arm against the base model and the baselines, and seed summaries."""
-    from ..analysis.arms import comparison_arms
+    """Every arm against the base model and the baselines (one Holm family), and seed summaries with CIs."""
     from ..analysis.scores import read_scores
-    from ..analysis.stats import compare_all, seed_summary
+    from ..analysis.stats import comparison_family, seed_summary
     from ..infra.utils import atomic_path
 
     scores = read_scores(job.input.scores)
-    treatments, controls = comparison_arms(scores)
-    comp = compare_all(scores, treatments, controls, n_boot=job.config["figures"]["n_boot"],
-                       rng_seed=job.config["seed"])
+    f = job.config["figures"]
+    kw = dict(n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])  # as Table 1's: same family
+    comp = comparison_family(scores, **kw)
     with atomic_path(job.output.comparisons) as tmp:
         comp.to_csv(tmp, index=False)
     with atomic_path(job.output.summary) as tmp:
-        seed_summary(scores).to_csv(tmp, index=False)
-    print(f"{len(comp)} comparisons, {int(comp['significant'].sum())} significant after Holm")
+        seed_summary(scores, n_boot=kw["n_boot"], rng_seed=kw["rng_seed"]).to_csv(tmp, index=False)
+    print(f"{len(comp)} comparisons, {int(comp['significant'].sum())} significant after Holm over all of them")
 
 
 @stage(reads=REPORT)
@@ -57,8 +56,9 @@ def table1(job) -> None:
     scores = read_scores(job.input.scores)
     _, quality = _figure_metrics(job.config)
     metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
+    f = job.config["figures"]  # the stats stage's settings: the same comparisons, family and daggers
     make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
-         n_boot=job.config["figures"]["n_boot"], rng_seed=job.config["seed"])
+         n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])
 
 
 @stage(reads=REPORT)
