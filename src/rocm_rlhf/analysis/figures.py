@@ -90,11 +90,27 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _plot_band(ax, x, mean, lo, hi, st: dict, label: str | None, n_marks: int = 8) -> None:
-    """The mean line (every len(x) // n_marks-th point marked) and a light band of its colour between lo and hi
-    (no band where they are NaN, e.g. with one seed)."""
-    every = max(1, len(x) // n_marks)
-    ax.plot(x, mean, label=label, markevery=every, **st)
+def _mark_indices(ax, x, n_marks: int, phase: float) -> list[int] | None:
+    """Indices of ``x`` to mark: all if there are at most ``n_marks`` points, else the points nearest to
+    ``n_marks`` positions evenly spaced over x as the axis shows it (log10 on a log axis), shifted by ``phase``
+    (0 to 1) of a spacing, so that the markers of several lines do not sit on top of each other."""
+    x = np.asarray(x, dtype=float)
+    if len(x) <= n_marks:
+        return None
+    t = np.log10(np.where(x > 0, x, np.nan)) if ax.get_xscale() == "log" else x
+    ok = np.flatnonzero(np.isfinite(t))
+    if len(ok) == 0:
+        return None
+    lo, hi = t[ok].min(), t[ok].max()
+    targets = lo + (hi - lo) * (np.arange(n_marks) + phase % 1.0) / n_marks
+    return sorted({int(ok[np.argmin(np.abs(t[ok] - v))]) for v in targets})
+
+
+def _plot_band(ax, x, mean, lo, hi, st: dict, label: str | None, n_marks: int = 8, phase: float = 0.0) -> None:
+    """The mean line (about ``n_marks`` points marked, evenly over the x axis as shown, see :func:`_mark_indices`;
+    set the axis scale first) and a light band of its colour between lo and hi (none where they are NaN, e.g.
+    with one seed)."""
+    ax.plot(x, mean, label=label, markevery=_mark_indices(ax, x, n_marks, phase), **st)
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
     if (np.isfinite(lo) & np.isfinite(hi)).any():
         ax.fill_between(x, lo, hi, color=st["color"], alpha=0.2, linewidth=0)
@@ -336,16 +352,17 @@ def fig_efficiency(
     with matplotlib.rc_context(STYLE):
         fig = _new_figure(width, height)
         axes = fig.subplots(1, 2, sharey=True, squeeze=False)[0]
-        for arm, row in info.iterrows():
+        for ax in axes:
+            ax.set_xscale("log")
+        for i, (arm, row) in enumerate(info.iterrows()):
             arm_logs = lg[lg["arm"] == arm]
             st = arm_style(row["method"], row["divergence"], row["beta"])
             label = runs.arm_label(row["method"], row["divergence"], row["beta"])
             for ax, xcol in zip(axes, ("device_hours", "reward_queries")):
                 grid, mean, lo, hi, n = _mean_band(_seed_curves(arm_logs, xcol, "reward_mean", smooth))
-                _plot_band(ax, grid, mean, lo, hi, st, label if ax is axes[0] else None)
+                _plot_band(ax, grid, mean, lo, hi, st, label if ax is axes[0] else None, n_marks=6,
+                           phase=i / len(info))
             n_seeds.append(n)
-        for ax in axes:
-            ax.set_xscale("log")
         axes[0].set_xlabel(xlabel)
         axes[1].set_xlabel("reward queries")
         smoothing = f"centred mean over {smooth} logged steps" if smooth > 1 else "unsmoothed"
@@ -402,7 +419,7 @@ def fig_training_curves(
             groups = [(float(b), g) for b, g in sd.groupby("beta", sort=True)]
             lines = [(0.0, zero, st_zero)] if len(zero) else []
             lines += [(b, g, st) for (b, g), st in zip(groups, beta_styles(d, len(groups)))]
-            for b, g, st in lines:
+            for k, (b, g, st) in enumerate(lines):
                 for r, ycol in enumerate(("reward_mean", "divergence_mean")):
                     if r == 1 and b == 0:
                         continue
@@ -410,7 +427,8 @@ def fig_training_curves(
                     if not any(np.isfinite(y).any() for _, y in curves):
                         raise ValueError(f"ROCM run(s) {sorted(g['run_id'].unique())} logged no finite {ycol}")
                     grid, mean, lo, hi, n = _mean_band(curves)
-                    _plot_band(axes[r, j], grid, mean, lo, hi, st, f"β={runs.fmt_beta(b)}" if r == 0 else None)
+                    _plot_band(axes[r, j], grid, mean, lo, hi, st, f"β={runs.fmt_beta(b)}" if r == 0 else None,
+                               n_marks=6, phase=k / len(lines))
                     n_seeds.append(n)
             axes[0, j].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, borderaxespad=0.2,
                               title=runs.DIVERGENCE_LABELS[d], handlelength=2.8, columnspacing=1.0)
