@@ -12,9 +12,12 @@ from rocm_rlhf.infra.hub import ModelNotAvailableError  # noqa: E402
 from rocm_rlhf.prompts import (  # noqa: E402
     DEFAULT_HELDOUT_PAIRS,
     SANDBOX_COLUMNS,
+    VAL_PREFIX,
     pickapic_prompts,
+    pickapic_val_prompts,
     read_prompts,
     sandbox_prompts,
+    sandbox_splits,
     write_prompts,
 )
 from rocm_rlhf.sandbox.captions import all_captions, parse_caption  # noqa: E402
@@ -77,6 +80,91 @@ def test_sandbox_custom_pairs_and_limits(world):
         sandbox_prompts(world, 10, 10, heldout_pairs=[("purple", "circle")])
     train, evl = sandbox_prompts(world, 10, 10, heldout_pairs=[])
     assert not evl["heldout"].any() and len(evl) == 10
+
+
+# ------------------------------------------------------------------------------------------- the validation split
+def test_sandbox_validation_split_is_disjoint_and_holds_out_pairs(world):
+    splits = sandbox_splits(world, n_train=240, n_eval=24, n_val=16, heldout_pairs=DEFAULT_HELDOUT_PAIRS, seed=0)
+    train, evl, val = splits["train"], splits["eval"], splits["val"]
+    assert list(val.columns) == list(SANDBOX_COLUMNS) and len(val) == 16 and set(val["split"]) == {"val"}
+    # no caption in two splits; ids distinct and prefixed, the caption's index after the prefix
+    for a, b in ((train, evl), (train, val), (evl, val)):
+        assert not set(a["prompt"]) & set(b["prompt"]) and not set(a["prompt_id"]) & set(b["prompt_id"])
+    assert val["prompt"].is_unique and val["prompt_id"].is_unique
+    assert val["prompt_id"].str.startswith(VAL_PREFIX + "sbx-").all()
+    assert not evl["prompt_id"].str.startswith(VAL_PREFIX).any() and not train["prompt_id"].str.startswith("val").any()
+    captions = all_captions()
+    assert all(captions[int(pid.removeprefix(VAL_PREFIX)[4:])].text == p for pid, p in zip(val.prompt_id, val.prompt))
+    # drawn as the eval prompts: half from the held-out pairs, both pairs present, never in train
+    held = set(DEFAULT_HELDOUT_PAIRS)
+    assert val["heldout"].sum() == 8 and evl["heldout"].sum() == 12
+    assert {(c, s) for c, s, h in zip(val["color"], val["shape"], val["heldout"]) if h} == held
+    assert all(((c, s) in held) == h for c, s, h in zip(val["color"], val["shape"], val["heldout"]))
+
+
+def test_the_validation_split_leaves_train_and_eval_unchanged_and_is_deterministic(world):
+    base = sandbox_prompts(world, 240, 24, seed=0)
+    for n_val in (1, 16, 100):
+        splits = sandbox_splits(world, 240, 24, n_val, seed=0)
+        pd.testing.assert_frame_equal(splits["train"], base[0])
+        pd.testing.assert_frame_equal(splits["eval"], base[1])
+        assert len(splits["val"]) == n_val
+    a, b = sandbox_splits(world, 50, 20, 10, seed=3), sandbox_splits(world, 50, 20, 10, seed=3)
+    pd.testing.assert_frame_equal(a["val"], b["val"])
+    assert set(sandbox_splits(world, 50, 20, 10, seed=4)["val"]["prompt"]) != set(a["val"]["prompt"])
+    # a larger validation split extends a smaller one's draw (the same generator, drawn last)
+    small, large = sandbox_splits(world, 240, 24, 8, seed=0)["val"], sandbox_splits(world, 240, 24, 16, seed=0)["val"]
+    assert set(small["prompt"]) <= set(large["prompt"])
+
+
+def test_the_validation_split_has_its_own_noise(world):
+    """The per-image noise is seeded by (prompt id, sample seed) alone (rocm_rlhf.evaluation.unit_seed): the val ids
+    differ from every eval id, so no validation image shares its noise with a test image."""
+    from rocm_rlhf.evaluation import eval_units, unit_seed
+
+    splits = sandbox_splits(world, 240, 24, 16, seed=0)
+    seeds = {name: {unit_seed(u.prompt_id, u.sample_seed) for u in eval_units(splits[name], 4).itertuples()}
+             for name in ("eval", "val")}
+    assert len(seeds["eval"]) == 24 * 4 and len(seeds["val"]) == 16 * 4 and not seeds["eval"] & seeds["val"]
+
+
+def test_sandbox_validation_split_limits(world):
+    pairs = [("red", "square")]
+    n_held = sum((c.color, c.shape) == ("red", "square") for c in all_captions())
+    n_in = len(all_captions()) - n_held
+    with pytest.raises(ValueError, match=f"{n_in} in-distribution captions.*n_val"):
+        sandbox_splits(world, n_train=n_in - 20, n_eval=20, n_val=22, heldout_pairs=pairs)
+    with pytest.raises(ValueError, match=f"{n_held} captions of the held-out pairs.*n_val"):
+        sandbox_splits(world, n_train=10, n_eval=n_held, n_val=n_held + 2, heldout_pairs=pairs)
+    with pytest.raises(ValueError, match="n_val must be a non-negative integer"):
+        sandbox_splits(world, 10, 10, -1)
+    val = sandbox_splits(world, 10, 10, 6, heldout_pairs=[])["val"]
+    assert not val["heldout"].any() and len(val) == 6
+
+
+# sha256 of results/prompts/{train,eval}.csv of config/config.yaml as written before the validation split existed
+# (the prepare_prompts stage of commit d773a15): adding the split must not change them
+DEFAULT_PROMPT_FILES = {"train": "26a1471311ff4a229ec36a5038c8a634c686a9f593aad5271be603addba3494d",
+                        "eval": "f327ff7a449a98064f51a45e0e64864389718e3eca9324de68bf041b8f6a00a2"}
+
+
+@pytest.mark.parametrize("n_val", [None, 1, 40])
+def test_prepare_prompts_writes_val_and_keeps_the_default_train_and_eval_files(tmp_path, n_val):
+    import hashlib
+
+    from conftest import REPO
+    from rocm_rlhf.infra.config import load_config
+    from rocm_rlhf.infra.jobs import make_job, run_stage
+    from rocm_rlhf.pipeline.prompts import prepare_prompts
+
+    cfg = load_config(REPO / "config/config.yaml", overrides={"prompts": {"n_val": n_val}} if n_val else None)
+    out = {name: str(tmp_path / f"{name}.csv") for name in ("train", "eval", "val")}
+    run_stage(make_job(output=out, config=cfg), prepare_prompts)
+    for name, digest in DEFAULT_PROMPT_FILES.items():
+        assert hashlib.sha256((tmp_path / f"{name}.csv").read_bytes()).hexdigest() == digest, name
+    val, evl = read_prompts(out["val"]), read_prompts(out["eval"])
+    assert len(val) == (n_val or cfg["prompts"]["n_val"]) == (n_val or 16)
+    assert set(val["split"]) == {"val"} and not set(val["prompt"]) & set(evl["prompt"])
 
 
 def test_write_read_round_trip(world, tmp_path):
@@ -197,6 +285,35 @@ def test_pickapic_local_dataset_folder_keeps_its_splits(tmp_path):
     assert not set(train["prompt"]) & set(evals["prompt"])
     with pytest.raises(ValueError, match="validation"):
         pickapic_prompts(folder, n=1, seed=0, split="validation", **kw)
+
+
+def test_pickapic_validation_prompts_are_drawn_apart_from_eval(tmp_path):
+    """From the eval split (disjoint from the eval draw, which stays as it was) or from a split of their own; never a
+    train or eval caption; their own ids, stream and split label."""
+    from rocm_rlhf.infra.tiny_hub import write_pickapic
+
+    folder = write_pickapic(tmp_path / "pickapic", splits={"train": 30, "validation_unique": 16, "test_unique": 16})
+    kw = dict(cache_dir=tmp_path / "cache")
+    train = pickapic_prompts(folder, n=10, seed=0, split="train", **kw)
+    evals = pickapic_prompts(folder, n=5, seed=0, split="test_unique", **kw)
+    taken = [*train["prompt"], *evals["prompt"]]
+    same = pickapic_val_prompts(folder, 8, 0, "test_unique", exclude=taken, **kw)  # from the eval split
+    own = pickapic_val_prompts(folder, 8, 0, "validation_unique", exclude=taken, **kw)  # a split of their own
+    for val in (same, own):
+        assert len(val) == 8 and set(val["split"]) == {"val"} and val["prompt"].is_unique
+        assert not set(val["prompt"]) & set(taken)
+        assert val["prompt_id"].str.startswith(VAL_PREFIX + "pap-").all()
+        assert not set(val["prompt_id"]) & set(evals["prompt_id"])
+    # the eval pool: ids are indices in the cleaned pool, exclusions included, so the two draws share no id
+    full = pickapic_prompts(folder, n=15, seed=0, split="test_unique", **kw)  # 16 rows, one one-word caption dropped
+    pool = dict(zip(full["prompt_id"], full["prompt"]))
+    assert all(pool[pid.removeprefix(VAL_PREFIX)] == p for pid, p in zip(same["prompt_id"], same["prompt"]))
+    pd.testing.assert_frame_equal(same, pickapic_val_prompts(folder, 8, 0, "test_unique", exclude=taken, **kw))
+    with pytest.raises(ValueError, match=r"10 of them not excluded .* fewer than n=11"):
+        pickapic_val_prompts(folder, 11, 0, "test_unique", exclude=taken, **kw)
+    # without exclusions the draw is the one pickapic_prompts always made
+    assert list(pickapic_prompts(folder, n=5, seed=0, split="test_unique", exclude=(), **kw)["prompt"]) == list(
+        evals["prompt"])
 
 
 def test_pickapic_local_file_errors(tmp_path):

@@ -1,10 +1,12 @@
-"""Prompt sets: the sandbox grammar's train / eval splits and Pick-a-Pic v1 captions, as CSV files a person can open.
+"""Prompt sets: the sandbox grammar's train / eval / val splits and Pick-a-Pic v1 captions, as CSV files to open.
 
 Prompt tables are DataFrames with ``prompt_id`` (stable), ``prompt`` and ``split``. Sandbox: the distinct captions of
 :mod:`rocm_rlhf.sandbox.captions`, ``prompt_id = "sbx-%04d"`` of the caption's index, held-out (colour, shape) pairs
 kept out of the train split. Pick-a-Pic: cleaned, deduplicated captions of a hub dataset, a local dataset folder or a
 .parquet / .csv file, ``prompt_id = "pap-%05d"`` of the index in the cleaned pool. API: :func:`sandbox_prompts`,
-:func:`pickapic_prompts`, :func:`clean_captions`, :func:`write_prompts`, :func:`read_prompts`.
+:func:`pickapic_prompts`, :func:`clean_captions`, :func:`write_prompts`, :func:`read_prompts`. Validation prompts
+(:func:`sandbox_splits`, :func:`pickapic_val_prompts`; beta is chosen on them, the eval prompts stay the untouched test
+set) are drawn as the eval prompts, share no caption with train or eval, and have ids prefixed :data:`VAL_PREFIX`.
 The split and cleaning rules: docs/method.md, section 'Conventions and run vocabulary' (Prompt sets).
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,12 @@ PICKAPIC_COLUMNS: tuple[str, ...] = ("prompt_id", "prompt", "split")
 PICKAPIC_DEFAULT = "yuvalkirstain/pickapic_v1"
 PICKAPIC_NO_IMAGES = "yuvalkirstain/pickapic_v1_no_images"
 CAPTION_COLUMN = "caption"
+VAL_PREFIX = "val-"
+"""Prefix of the validation prompts' ids ("val-sbx-0123", "val-pap-00042"): distinct from every eval id, so their
+per-image noise (rocm_rlhf.evaluation.unit_seed of prompt id and sample seed) differs too, and a score row tells its
+split by its prompt id."""
+VAL_STREAM = 1
+"""Pick-a-Pic: the validation draw uses ``numpy.random.default_rng([seed, VAL_STREAM])``, a stream of its own."""
 
 
 # ------------------------------------------------------------------------------------------------------- sandbox
@@ -49,19 +57,37 @@ def sandbox_prompts(
     seed: int = 0,
     eval_heldout_fraction: float = 0.5,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train and eval prompt tables from the sandbox grammar.
+    """``(train_df, eval_df)``: :func:`sandbox_splits` without a validation split (the same two tables as with one)."""
+    splits = sandbox_splits(world, n_train, n_eval, 0, heldout_pairs, seed, eval_heldout_fraction)
+    return splits["train"], splits["eval"]
+
+
+def sandbox_splits(
+    world,
+    n_train: int,
+    n_eval: int,
+    n_val: int,
+    heldout_pairs: Sequence[Sequence[str]] = DEFAULT_HELDOUT_PAIRS,
+    seed: int = 0,
+    eval_heldout_fraction: float = 0.5,
+) -> dict[str, pd.DataFrame]:
+    """Train, eval and validation prompt tables from the sandbox grammar: ``{"train": ..., "eval": ..., "val": ...}``.
 
     Args:
         world: the :class:`~rocm_rlhf.sandbox.render.World` (its grammar; kept for a uniform interface).
         n_train: train prompts, drawn uniformly without replacement from the captions of non-held-out pairs.
         n_eval: eval prompts: ``round(n_eval * eval_heldout_fraction)`` drawn from the held-out-pair captions and the
             rest from the in-distribution captions left after the train draw.
-        heldout_pairs: (colour, shape) pairs kept out of train entirely (may be empty; then eval is all
+        n_val: validation prompts, drawn as the eval prompts (``round(n_val * eval_heldout_fraction)`` from the
+            held-out pairs) from the captions the train and eval draws left. Drawn after them from the same
+            generator, so the train and eval tables are the same whatever ``n_val``.
+        heldout_pairs: (colour, shape) pairs kept out of train entirely (may be empty; then eval and val are all
             in-distribution).
         seed: seed of the draw (numpy ``default_rng``).
 
-    Returns ``(train_df, eval_df)`` with columns ``SANDBOX_COLUMNS``; ``size`` / ``position`` are "" when the caption
-    does not mention them. Rows are in the (random) order of the draw.
+    Tables have columns ``SANDBOX_COLUMNS``; ``size`` / ``position`` are "" when the caption does not mention them.
+    Train and eval ids are ``sbx-%04d`` of the caption's index, validation ids the same with :data:`VAL_PREFIX`
+    (``val-sbx-%04d``); no caption is in two splits. Rows are in the (random) order of the draw.
     """
     from rocm_rlhf.sandbox.captions import all_captions
     from rocm_rlhf.sandbox.render import COLOR_NAMES, SHAPES, World
@@ -77,7 +103,7 @@ def sandbox_prompts(
         pairs.add((pair[0], pair[1]))
     if len(pairs) == len(COLOR_NAMES) * len(SHAPES):
         raise ValueError("heldout_pairs holds out every (colour, shape) pair: nothing is left to train on")
-    for name, value in (("n_train", n_train), ("n_eval", n_eval)):
+    for name, value in (("n_train", n_train), ("n_eval", n_eval), ("n_val", n_val)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if not 0.0 <= eval_heldout_fraction <= 1.0:
@@ -88,32 +114,44 @@ def sandbox_prompts(
     indist_ids = [i for i, c in enumerate(captions) if (c.color, c.shape) not in pairs]
     n_eval_heldout = int(round(n_eval * eval_heldout_fraction)) if pairs else 0
     n_eval_indist = n_eval - n_eval_heldout
-    if n_train + n_eval_indist > len(indist_ids):
+    n_val_heldout = int(round(n_val * eval_heldout_fraction)) if pairs else 0
+    n_val_indist = n_val - n_val_heldout
+    if n_train + n_eval_indist + n_val_indist > len(indist_ids):
+        val_terms = (" + in-distribution val prompts", f" + {n_val_indist}", ", n_val") if n_val else ("", "", "")
         raise ValueError(
             f"the grammar has {len(indist_ids)} in-distribution captions (outside the held-out pairs "
-            f"{sorted(pairs)}), but n_train + in-distribution eval prompts = {n_train} + {n_eval_indist} = "
-            f"{n_train + n_eval_indist}; lower n_train or n_eval (or raise eval_heldout_fraction)"
+            f"{sorted(pairs)}), but n_train + in-distribution eval prompts{val_terms[0]} = {n_train} + "
+            f"{n_eval_indist}{val_terms[1]} = {n_train + n_eval_indist + n_val_indist}; lower n_train or "
+            f"n_eval{val_terms[2]} (or raise eval_heldout_fraction)"
         )
-    if n_eval_heldout > len(heldout_ids):
+    if n_eval_heldout + n_val_heldout > len(heldout_ids):
+        val_terms = (f" + round(n_val * eval_heldout_fraction) = {n_eval_heldout} + {n_val_heldout}", ", n_val") \
+            if n_val else (f" = {n_eval_heldout}", "")
         raise ValueError(
             f"the grammar has {len(heldout_ids)} captions of the held-out pairs {sorted(pairs)}, but "
-            f"round(n_eval * eval_heldout_fraction) = {n_eval_heldout}; lower n_eval or eval_heldout_fraction"
+            f"round(n_eval * eval_heldout_fraction){val_terms[0]}; lower n_eval{val_terms[1]} or "
+            "eval_heldout_fraction"
         )
 
     rng = np.random.default_rng(seed)
     indist = rng.permutation(np.asarray(indist_ids, dtype=np.int64))
     train_ids = indist[:n_train]
     eval_indist_ids = indist[n_train : n_train + n_eval_indist]
-    eval_heldout_ids = rng.permutation(np.asarray(heldout_ids, dtype=np.int64))[:n_eval_heldout]
+    heldout = rng.permutation(np.asarray(heldout_ids, dtype=np.int64))
+    eval_heldout_ids = heldout[:n_eval_heldout]
     eval_ids = rng.permutation(np.concatenate([eval_heldout_ids, eval_indist_ids]))
+    # the validation draw comes last: the draws above, and so train and eval, do not depend on n_val
+    val_indist_ids = indist[n_train + n_eval_indist : n_train + n_eval_indist + n_val_indist]
+    val_heldout_ids = heldout[n_eval_heldout : n_eval_heldout + n_val_heldout]
+    val_ids = rng.permutation(np.concatenate([val_heldout_ids, val_indist_ids]))
 
-    def table(ids: np.ndarray, split: str) -> pd.DataFrame:
+    def table(ids: np.ndarray, split: str, prefix: str = "") -> pd.DataFrame:
         rows = []
         for i in ids:
             c = captions[int(i)]
             rows.append(
                 {
-                    "prompt_id": f"sbx-{int(i):04d}",
+                    "prompt_id": f"{prefix}sbx-{int(i):04d}",
                     "prompt": c.text,
                     "split": split,
                     "shape": c.shape,
@@ -127,7 +165,8 @@ def sandbox_prompts(
         df = pd.DataFrame(rows, columns=list(SANDBOX_COLUMNS))
         return df.astype({"heldout": bool, "template_id": np.int64})
 
-    return table(train_ids, "train"), table(eval_ids, "eval")
+    return {"train": table(train_ids, "train"), "eval": table(eval_ids, "eval"),
+            "val": table(val_ids, "val", VAL_PREFIX)}
 
 
 # ----------------------------------------------------------------------------------------------------- Pick-a-Pic
@@ -228,20 +267,27 @@ def clean_captions(captions: Sequence, min_words: int = 3, max_chars: int = 300)
 def pickapic_prompts(
     source: str = PICKAPIC_DEFAULT,
     n: int = 4000,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     split: str = "train",
     min_words: int = 3,
     max_chars: int = 300,
     cache_dir: str | os.PathLike | None = None,
+    *,
+    exclude: Iterable[str] = (),
+    id_prefix: str = "",
 ) -> pd.DataFrame:
     """``n`` distinct Pick-a-Pic captions drawn with ``seed``: columns ``prompt_id``, ``prompt``, ``split``.
 
     ``source`` is a hub dataset id (paper: "yuvalkirstain/pickapic_v1"; "yuvalkirstain/pickapic_v1_no_images" holds the
     same captions without images), a local folder in a hub dataset's layout, or a local .parquet / .csv file with a
     "caption" column. ``split`` is the hub or folder split to read (and the label written in the ``split`` column).
-    ``cache_dir`` is passed to ``datasets.load_dataset``. Raises :class:`~rocm_rlhf.infra.hub.ModelNotAvailableError` when a
-    hub dataset is not available (e.g. offline and not cached), ``ValueError`` when fewer than ``n`` captions survive
-    the cleaning. Rows are in the (random) order of the draw.
+    ``cache_dir`` is passed to ``datasets.load_dataset``. ``exclude``: captions never drawn (compared after the
+    cleaning's whitespace normalisation, case-insensitively); ``id_prefix`` goes before every ``pap-%05d`` id (the
+    index in the cleaned pool, exclusions included). Without exclusions the draw is
+    ``default_rng(seed).choice(len(pool), n, replace=False)``. Raises
+    :class:`~rocm_rlhf.infra.hub.ModelNotAvailableError` when a hub dataset is not available (e.g. offline and not
+    cached), ``ValueError`` when fewer than ``n`` captions survive the cleaning and the exclusions. Rows are in the
+    (random) order of the draw.
     """
     if int(n) != n or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -249,20 +295,41 @@ def pickapic_prompts(
         raise ValueError(f"need min_words >= 0 and max_chars >= 1, got {min_words}, {max_chars}")
     raw = _load_captions(str(source), split, cache_dir)
     pool = clean_captions(raw, min_words=min_words, max_chars=max_chars)
-    if n > len(pool):
+    excluded = {" ".join(str(t).split()).casefold() for t in exclude}
+    candidates = np.asarray([i for i, text in enumerate(pool) if text.casefold() not in excluded], dtype=np.int64)
+    if n > len(candidates):
+        left = f", {len(candidates)} of them not excluded (of {len(excluded)} excluded captions)" if excluded else ""
         raise ValueError(
             f"{source} ({split}): only {len(pool)} captions remain after cleaning (of {len(raw)} rows; "
-            f"min_words={min_words}, max_chars={max_chars}, case-insensitive dedup), fewer than n={n}"
+            f"min_words={min_words}, max_chars={max_chars}, case-insensitive dedup){left}, fewer than n={n}"
         )
-    chosen = np.random.default_rng(seed).choice(len(pool), size=int(n), replace=False)
+    chosen = candidates[np.random.default_rng(seed).choice(len(candidates), size=int(n), replace=False)]
     return pd.DataFrame(
         {
-            "prompt_id": [f"pap-{int(i):05d}" for i in chosen],
+            "prompt_id": [f"{id_prefix}pap-{int(i):05d}" for i in chosen],
             "prompt": [pool[int(i)] for i in chosen],
             "split": [split] * int(n),
         },
         columns=list(PICKAPIC_COLUMNS),
     )
+
+
+def pickapic_val_prompts(
+    source: str,
+    n: int,
+    seed: int,
+    split: str,
+    exclude: Iterable[str],
+    min_words: int = 3,
+    max_chars: int = 300,
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """The validation prompts: ``n`` captions of ``split`` drawn as :func:`pickapic_prompts` draws the eval prompts,
+    but never one of ``exclude`` (the train and eval captions), from a stream of their own
+    (``default_rng([seed, VAL_STREAM])``), with ids prefixed :data:`VAL_PREFIX` and ``split`` "val"."""
+    val = pickapic_prompts(source, n, [int(seed), VAL_STREAM], split, min_words, max_chars, cache_dir,
+                           exclude=exclude, id_prefix=VAL_PREFIX)
+    return val.assign(split="val")
 
 
 # ------------------------------------------------------------------------------------------------------------ I/O

@@ -4,6 +4,7 @@ rule prepare_prompts:
     output:
         train="results/prompts/train.csv",
         eval="results/prompts/eval.csv",
+        val="results/prompts/val.csv",
     log:
         "logs/prepare_prompts.log",
     conda:

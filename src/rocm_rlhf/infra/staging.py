@@ -109,7 +109,7 @@ def stage(config: dict) -> dict:
         from datasets import load_dataset
 
         p = config["prompts"]["pickapic"]
-        for split in (p["split"], p["eval_split"]):
+        for split in dict.fromkeys((p["split"], p["eval_split"], p["val_split"] or p["eval_split"])):
             load_dataset(ds, split=split)
         out["datasets"].append(ds)
         print(f"staged dataset {ds}", flush=True)
