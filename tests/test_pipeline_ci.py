@@ -56,14 +56,30 @@ def test_runs_and_scores(ci_run):
     units = scores.groupby("run_id").apply(lambda d: frozenset(zip(d.prompt_id, d.sample_seed)), include_groups=False)
     assert units.nunique() == 1 and len(units.iloc[0]) == 8
     assert scores.loc[scores.metric != "diversity", "value"].notna().all()
+    # the validation scores: the same runs and metrics on 4 validation prompts x 2 sample seeds, other prompts
+    val = pd.read_csv(ci_run / "results/scores/val.csv")
+    assert set(val["run_id"]) == set(scores["run_id"]) and set(val["metric"]) == metrics
+    val_units = val.groupby("run_id").apply(lambda d: frozenset(zip(d.prompt_id, d.sample_seed)), include_groups=False)
+    assert val_units.nunique() == 1 and len(val_units.iloc[0]) == 8 and not val_units.iloc[0] & units.iloc[0]
+    assert val["prompt_id"].str.startswith("val-").all() and not set(val["prompt"]) & set(scores["prompt"])
+
+
+def test_validation_prompts_are_apart_from_train_and_eval(ci_run):
+    from rocm_rlhf.prompts import read_prompts
+
+    p = {name: read_prompts(ci_run / f"results/prompts/{name}.csv") for name in ("train", "eval", "val")}
+    assert len(p["val"]) == 4 and p["val"]["heldout"].sum() == 2  # drawn as eval: half from the held-out pairs
+    for a, b in (("train", "eval"), ("train", "val"), ("eval", "val")):
+        assert not set(p[a]["prompt"]) & set(p[b]["prompt"]) and not set(p[a]["prompt_id"]) & set(p[b]["prompt_id"])
 
 
 def test_samples_of_every_run_share_their_units(ci_run):
     """The base model and a trained run sample the same (prompt, sample seed) units in the same order (the noise per
     unit is fixed by rocm_rlhf.evaluation.unit_seed; see tests/test_evaluation.py)."""
-    a = np.load(ci_run / "results/samples/base/images.npz")
-    b = np.load(ci_run / "results/samples/rocm-kl-b0.1-s0/images.npz")
-    assert list(a["prompt_id"]) == list(b["prompt_id"]) and list(a["sample_seed"]) == list(b["sample_seed"])
+    for split in ("val", "test"):
+        a = np.load(ci_run / f"results/samples/{split}/base/images.npz")
+        b = np.load(ci_run / f"results/samples/{split}/rocm-kl-b0.1-s0/images.npz")
+        assert list(a["prompt_id"]) == list(b["prompt_id"]) and list(a["sample_seed"]) == list(b["sample_seed"])
 
 
 def test_tables_figures_and_report(ci_run):
@@ -72,6 +88,7 @@ def test_tables_figures_and_report(ci_run):
         assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
     t1 = pd.read_csv(figs / "table1.csv")
     assert {"base", "rocm-none-b0", "rocm-kl-b0.1", "rlcm", "ddpo", "d3po", "dpok"} <= set(t1["arm"])
+    assert "chosen per divergence on the mean gold of the validation prompts" in (figs / "table1.md").read_text()
     assert (figs / "table1.tex").read_text().count("\\toprule") == 1
     comp = pd.read_csv(ci_run / "results/stats/comparisons.csv")
     assert {"p_value", "p_holm", "ci_low", "ci_high"} <= set(comp.columns)
@@ -107,7 +124,7 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     operational = "device: cpu\ntrain: {threads: 2, checkpoint_every: 1, log_every: 2}\nevaluation: {batch_size: 7}\n"
     assert planned(operational) == {}
     lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
-    assert lr["train_rocm"] == 2 and lr["train_baseline"] == 4 and lr["sample_eval"] == 6
+    assert lr["train_rocm"] == 2 and lr["train_baseline"] == 4 and lr["sample_eval"] == 2 * 6  # val and test
     assert not any(rule.startswith(("sandbox_", "prepare_")) for rule in lr) and "sample_eval" in lr
     ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's run alone
     assert ddpo["train_baseline"] == 1 and "train_rocm" not in ddpo

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, smk
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -30,10 +30,12 @@ def test_dry_run_default_config(tmp_path):
                      "--configfile", str(REPO / "config/config.yaml"))
     n_rocm = 1 * (1 + 4 * 3)  # seeds x (beta = 0 + 4 divergences x 3 betas)
     n_runs = n_rocm + 4  # + the four baselines, one seed
+    n_splits = 2  # every run and the base model sampled and scored on the validation and the test prompts
     expected = {"prepare_prompts": 1, "sandbox_vae": 1, "sandbox_teacher": 1, "sandbox_lcm": 1, "sandbox_proxy": 2,
-                "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": 4, "sample_eval": n_runs + 1,
-                "evaluate": n_runs + 1, "collect_scores": 1, "stats": 1, "table1": 1, "table_divergence_beta": 1,
-                "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1, "fig_divergence_gallery": 1}
+                "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": 4, "sample_eval": n_splits * (n_runs + 1),
+                "evaluate": n_splits * (n_runs + 1), "collect_scores": n_splits, "stats": 1, "table1": 1,
+                "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1,
+                "fig_divergence_gallery": 1}
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
 
@@ -43,8 +45,46 @@ def test_dry_run_ci_config(tmp_path):
                      "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
     assert counts["train_rocm"] == 2  # beta = 0 and one KL point, one seed
     assert counts["train_baseline"] == 4  # each baseline once
-    assert counts["sample_eval"] == 7 and counts["evaluate"] == 7
-    assert counts["sandbox_proxy"] == 2
+    assert counts["sample_eval"] == 2 * 7 and counts["evaluate"] == 2 * 7  # 7 runs (base included) x (val, test)
+    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2
+
+
+def _planned_jobs(stdout: str) -> list[dict]:
+    """The jobs of a ``snakemake -n`` listing: rule, input and output paths, wildcards."""
+    jobs = []
+    for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)*)", stdout, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
+        jobs.append({"rule": m.group(1), "input": fields.get("input", "").split(", "),
+                     "output": fields.get("output", "").split(", "), "wildcards": fields.get("wildcards", "")})
+    return jobs
+
+
+def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_it(tmp_path):
+    """The val jobs exist for every run, on results/prompts/val.csv; the report rules that choose beta read the
+    validation scores, the others only the test scores (results/scores/all.csv)."""
+    jobs = _planned_jobs(smk(tmp_path, "-n", "--cores", "2").stdout)
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+    assert by_rule["prepare_prompts"][0]["output"] == [
+        "results/prompts/train.csv", "results/prompts/eval.csv", "results/prompts/val.csv"]
+    runs = {"base", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rlcm-s0", "ddpo-s0", "d3po-s0", "dpok-s0"}
+    for split, prompts in (("val", "results/prompts/val.csv"), ("test", "results/prompts/eval.csv")):
+        sampled = [j for j in by_rule["sample_eval"] if f"split={split}," in j["wildcards"]]
+        assert {j["output"][0] for j in sampled} == {f"results/samples/{split}/{r}/images.npz" for r in runs}
+        assert all(j["input"][0] == prompts for j in sampled)
+        scored = [j for j in by_rule["evaluate"] if f"split={split}," in j["wildcards"]]
+        assert {j["output"][0] for j in scored} == {f"results/scores/{split}/{r}.csv" for r in runs}
+    tables = {j["output"][0]: set(j["input"]) for j in by_rule["collect_scores"]}
+    assert tables == {"results/scores/all.csv": {f"results/scores/test/{r}.csv" for r in runs},
+                      "results/scores/val.csv": {f"results/scores/val/{r}.csv" for r in runs}}
+    for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that choose beta
+        assert "results/scores/val.csv" in by_rule[rule][0]["input"], rule
+    for rule in ("stats", "table_divergence_beta", "fig_beta_sweep"):  # they report on the test prompts only
+        assert by_rule[rule][0]["input"] == ["results/scores/all.csv"], rule
+    assert by_rule["table1"][0]["input"][0] == "results/scores/all.csv"
+    gallery = set(by_rule["fig_divergence_gallery"][0]["input"]) - {"results/scores/val.csv"}
+    assert gallery == {f"results/samples/test/{r}/images.npz" for r in runs}
 
 
 def test_lint_is_clean():

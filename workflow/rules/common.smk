@@ -30,6 +30,15 @@ SANDBOX = config["setting"] == "sandbox"
 SBX = "results/models/sandbox"
 TINY_HUB = "results/tiny_hub"  # tiny stand-ins of the hub models, built by the tiny_hub rule (paper-tiny.yaml)
 PROXIES = ["proxy_pick", "proxy_aesthetic"]
+SPLITS = ["val", "test"]
+"""The evaluation splits, sampled and scored alike: beta is chosen on val, the tables and figures report on test."""
+PROMPT_FILES = {
+    "train": "results/prompts/train.csv",
+    "val": "results/prompts/val.csv",
+    "test": "results/prompts/eval.csv",
+}
+SCORE_TABLES = {"test": "results/scores/all.csv", "val": "results/scores/val.csv"}
+"""Each split's score table of all runs, written by collect_scores; all.csv keeps its name and holds the test scores."""
 FIGURES = [
     "fig_beta_sweep",
     "fig_efficiency",
@@ -96,7 +105,7 @@ def tiny_hub_input():
 
 
 def sample_eval_inputs(wildcards):
-    inputs = {"prompts": "results/prompts/eval.csv", "tiny_hub": tiny_hub_input()}
+    inputs = {"prompts": PROMPT_FILES[wildcards.split], "tiny_hub": tiny_hub_input()}
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
     if wildcards.run != "base":
@@ -104,11 +113,19 @@ def sample_eval_inputs(wildcards):
     return inputs
 
 
+def split_scores(wildcards):
+    """The per-run score files of the split whose table collect_scores writes: all.csv the test split, val.csv val."""
+    table = f"results/scores/{wildcards.table}.csv"
+    split = next(s for s, path in SCORE_TABLES.items() if path == table)
+    return expand("results/scores/{split}/{run}.csv", split=split, run=eval_runs())
+
+
 def all_targets():
-    targets = ["results/prompts/train.csv", "results/prompts/eval.csv"]
+    targets = list(PROMPT_FILES.values())
     if SANDBOX:
         targets.append(f"{SBX}/quality.json")
-    targets += expand("results/scores/{run}.csv", run=eval_runs())
+    targets += expand("results/scores/{split}/{run}.csv", split=SPLITS, run=eval_runs())
+    targets += list(SCORE_TABLES.values())
     targets += ["results/stats/comparisons.csv", "results/stats/seed_summary.csv"]
     targets += [f"paper_figures/{t}.md" for t in ("table1", "table_divergence_beta")]
     targets += [f"paper_figures/{f}.png" for f in FIGURES]

@@ -1,21 +1,26 @@
-# Paired samples on the held-out prompts for every run and the base model, then per-image scores.
+# Paired samples on the held-out prompts for every run and the base model, then per-image scores; once per split:
+# val (beta is chosen on it) and test (the tables and figures report on it), common.smk's SPLITS.
 
 
 rule sample_eval:
     input:
         unpack(sample_eval_inputs),
     output:
-        images="results/samples/{run}/images.npz",
+        images="results/samples/{split}/{run}/images.npz",
         grid=report(
-            "results/samples/{run}/grid.png",
+            "results/samples/{split}/{run}/grid.png",
             caption="../report/samples.rst",
             category="Samples",
-            labels={"run": "{run}"},
+            subcategory="{split}",
+            labels={"split": "{split}", "run": "{run}"},
         ),
     log:
-        "logs/sample_eval/{run}.log",
+        "logs/sample_eval/{split}/{run}.log",
     benchmark:
-        "results/benchmarks/sample_eval/{run}.tsv"
+        "results/benchmarks/sample_eval/{split}/{run}.tsv"
+    wildcard_constraints:
+        split="|".join(SPLITS),
+        run=runs.RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"
     resources:
@@ -29,17 +34,20 @@ rule sample_eval:
 
 rule evaluate:
     input:
-        images="results/samples/{run}/images.npz",
+        images="results/samples/{split}/{run}/images.npz",
         rewards=[
             reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)
         ],
         tiny_hub=tiny_hub_input(),
     output:
-        "results/scores/{run}.csv",
+        "results/scores/{split}/{run}.csv",
     log:
-        "logs/evaluate/{run}.log",
+        "logs/evaluate/{split}/{run}.log",
     benchmark:
-        "results/benchmarks/evaluate/{run}.tsv"
+        "results/benchmarks/evaluate/{split}/{run}.tsv"
+    wildcard_constraints:
+        split="|".join(SPLITS),
+        run=runs.RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"
     resources:

@@ -1,13 +1,17 @@
-# Statistics, the paper's tables and figures: one target rule each, all collected by rule all.
+# Statistics, the paper's tables and figures, one target rule each, all collected by rule all. They report on the test
+# prompts (results/scores/all.csv); where beta per divergence is chosen, it is chosen on the validation prompts
+# (results/scores/val.csv).
 
 
 rule collect_scores:
     input:
-        scores=expand("results/scores/{run}.csv", run=eval_runs()),
+        scores=split_scores,
     output:
-        "results/scores/all.csv",
+        "results/scores/{table}.csv",  # all.csv: the test scores of every run; val.csv: the validation scores
     log:
-        "logs/collect_scores.log",
+        "logs/collect_scores/{table}.log",
+    wildcard_constraints:
+        table="all|val",
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -16,7 +20,7 @@ rule collect_scores:
 
 rule stats:
     input:
-        scores="results/scores/all.csv",
+        scores=SCORE_TABLES["test"],
     output:
         comparisons="results/stats/comparisons.csv",
         summary="results/stats/seed_summary.csv",
@@ -32,7 +36,8 @@ rule stats:
 
 rule table1:
     input:
-        scores="results/scores/all.csv",
+        scores=SCORE_TABLES["test"],
+        val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
     output:
         md=report(
             "paper_figures/table1.md",
@@ -53,7 +58,7 @@ rule table1:
 
 rule table_divergence_beta:
     input:
-        scores="results/scores/all.csv",
+        scores=SCORE_TABLES["test"],
     output:
         md=report(
             "paper_figures/table_divergence_beta.md",
@@ -74,7 +79,7 @@ rule table_divergence_beta:
 
 rule fig_beta_sweep:
     input:
-        scores="results/scores/all.csv",
+        scores=SCORE_TABLES["test"],
     output:
         pdf="paper_figures/fig_beta_sweep.pdf",
         png=report(
@@ -94,7 +99,7 @@ rule fig_beta_sweep:
 
 rule fig_efficiency:
     input:
-        scores="results/scores/all.csv",
+        val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
         logs=expand("results/runs/{run}/log.csv", run=all_runs()),
     output:
         pdf="paper_figures/fig_efficiency.pdf",
@@ -135,8 +140,8 @@ rule fig_training_curves:
 
 rule fig_divergence_gallery:
     input:
-        scores="results/scores/all.csv",
-        samples=expand("results/samples/{run}/images.npz", run=eval_runs()),
+        val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
+        samples=expand("results/samples/test/{run}/images.npz", run=eval_runs()),
     output:
         pdf="paper_figures/fig_divergence_gallery.pdf",
         png=report(
