@@ -1,4 +1,6 @@
-"""Stages of workflow/rules/evaluate.smk: paired samples of a run on the evaluation prompts, and their scores."""
+"""Stages of workflow/rules/evaluate.smk: paired samples of a run on the prompts of one split (val: beta is chosen on
+them; test: results/prompts/eval.csv, reported on), and their scores. The split is the rule's wildcard and path only:
+the stages read the prompt file and images they are given."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ def sample_reads(wildcards) -> tuple[str, ...]:
 
 @stage(reads=sample_reads)
 def sample_eval(job) -> None:
-    """Images of one run (or the base model) on the eval prompts, with paired noise per (prompt, sample seed)."""
+    """Images of one run (or the base model) on one split's prompts, with paired noise per (prompt, sample seed):
+    results/samples/<split>/<run>/."""
     preflight(job.config, generators=["lcm", "diffusion"], metrics=[], reward=False)
     with gpu_slot(job.config):
         _sample_eval(job)
@@ -54,7 +57,8 @@ def _sample_eval(job) -> None:
 
 @stage(reads=("setting", "device", "evaluation.metrics", "evaluation.batch_size", "rewards", *SANDBOX_JUDGE_KEYS))
 def evaluate(job) -> None:
-    """Every configured metric on every image of one run: results/scores/<run>.csv (long format)."""
+    """Every configured metric on every image of one run and split: results/scores/<split>/<run>.csv (long format,
+    the score table's columns)."""
     preflight(job.config, generators=[], reward=False)
     with gpu_slot(job.config):
         _evaluate(job)
