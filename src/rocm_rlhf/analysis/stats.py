@@ -6,8 +6,7 @@ API: :func:`seed_summary`; :func:`prompt_means`, :func:`prompt_differences` (sam
 :func:`compare_all` (Holm over the whole family) and :func:`comparison_family` (the one family behind
 results/stats/comparisons.csv and Table 1's daggers); :func:`cohen_dz`, :func:`holm`. Significance: Holm over the
 family of p = the sign-flip p, or the larger of it and the run-aware p when an arm has >= 2 training seeds. Input:
-a score table (:mod:`.scores`). Why: docs/method.md, section 'Statistics: the prompt as the unit, the training run
-counted'."""
+a score table (:mod:`.scores`). Why: docs/method.md, section 'Statistics'."""
 
 from __future__ import annotations
 
