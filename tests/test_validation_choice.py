@@ -101,3 +101,17 @@ def test_the_figures_take_the_betas_chosen_on_validation(tables, config, tmp_pat
                                "rocm-none-b0": "results/samples/test/rocm-none-b0-s0/images.npz",
                                "rocm-kl-b1": "results/samples/test/rocm-kl-b1-s0/images.npz",
                                "rocm-js-b10": "results/samples/test/rocm-js-b10-s0/images.npz"}
+
+
+def test_table1_without_regularised_arms(tmp_path, config):
+    """Only beta = 0 and the controls (no divergence run): nothing to choose, Table 1 shows what there is."""
+    paths = {}
+    for name, split in (("scores", "test"), ("val_scores", "val")):
+        table = score_table(split, TEST_BEST)
+        table = table[~table["arm"].str.startswith(("rocm-kl", "rocm-js"))]
+        paths[name] = str(tmp_path / f"{name}.csv")
+        table.to_csv(paths[name], index=False)
+    out = {k: str(tmp_path / f"table1.{k}") for k in ("md", "tex", "csv")}
+    run_stage(make_job(input=paths, output=out, config=config), report.table1)
+    assert set(pd.read_csv(out["csv"])["arm"]) == {"base", "rocm-none-b0", "rlcm"}
+    assert "chosen" not in open(out["md"], encoding="utf-8").read()

@@ -23,11 +23,13 @@ def _figure_metrics(config: dict) -> tuple[str, str]:
 
 def _validation_arms(job, quality: str) -> dict[str, str]:
     """Per divergence, the ROCM arm of the beta with the best ``quality`` on the validation prompts
-    (``job.input.val_scores``, results/scores/val.csv; :func:`rocm_rlhf.analysis.arms.choose_arms`)."""
-    from ..analysis.arms import choose_arms
+    (``job.input.val_scores``, results/scores/val.csv; :func:`rocm_rlhf.analysis.arms.choose_arms`); {} when no
+    regularised ROCM arm was run (Table 1 then shows what there is, as it did before the split)."""
+    from ..analysis.arms import choose_arms, regularised
     from ..analysis.scores import read_scores
 
-    return choose_arms(read_scores(job.input.val_scores), quality)
+    val = read_scores(job.input.val_scores)
+    return choose_arms(val, quality) if len(regularised(val)) else {}
 
 
 def _validation_betas(job, quality: str) -> dict[str, float]:
@@ -106,10 +108,11 @@ def table1(job) -> None:
     f = job.config["figures"]  # the stats stage's settings: the same comparisons, family and daggers
     kw = dict(n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])
     # the rows: the test scores of the arms chosen on validation; the daggers: the family of every test arm
-    shown = _at_chosen_betas(scores, _validation_arms(job, quality))
-    make(shown, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
-         rocm_betas="all", comparisons=comparison_family(scores, **kw), **kw)
-    _note_choice(job.output.md, quality)
+    chosen = _validation_arms(job, quality)
+    make(_at_chosen_betas(scores, chosen), metrics, quality, runs.control_arms(scores["arm"]),
+         Path(job.output.md).with_suffix(""), rocm_betas="all", comparisons=comparison_family(scores, **kw), **kw)
+    if chosen:
+        _note_choice(job.output.md, quality)
 
 
 @stage(reads=REPORT)
