@@ -10,7 +10,7 @@ order are described in docs/method.md, section 'Evaluation, statistics, tables a
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,8 @@ def table1(
     out_stem: str | os.PathLike,
     *,
     rocm_betas: str = "best",
+    chosen_arms: Mapping[str, str] | None = None,
+    chosen_on: str = "",
     lower_is_better: Iterable[str] = (),
     alpha: float = 0.05,
     decimals: int = 3,
@@ -52,7 +54,8 @@ def table1(
 
     Rows: base, ROCM at beta = 0, regularised ROCM, baselines. ``rocm_betas="best"`` shows each divergence at the
     beta of :func:`rocm_rlhf.analysis.arms.choose_arms` on ``quality_metric`` (optimistic), ``"all"`` every ROCM
-    arm. Control arms are always shown. Columns: ``quality_metric`` first if it is not among ``metrics``, then
+    arm. ``chosen_arms`` (``{divergence: arm}``, chosen elsewhere, e.g. on validation prompts described by
+    ``chosen_on``) shows those arms instead and says so in the legend. Control arms are always shown. Columns: ``quality_metric`` first if it is not among ``metrics``, then
     ``metrics`` in the given order; ``↑`` (``↓`` for ``lower_is_better``) marks the better direction.
 
     Markers: bold = best in the column; dagger = better than every control arm: for each control, the comparison's
@@ -77,7 +80,7 @@ def table1(
         raise ValueError(f"rocm_betas must be 'best' or 'all', got {rocm_betas!r}")
     lower = set(name_list(lower_is_better))
     check_scores(scores, mets)
-    arms = _table1_arms(scores, quality_metric, controls, rocm_betas, lower)
+    arms = _table1_arms(scores, quality_metric, controls, rocm_betas, lower, chosen_arms)
     sub = _shown_scores(scores, arms, mets)
     if comparisons is None:
         comparisons = comparison_family(scores, alpha=alpha, n_boot=n_boot, n_flips=n_flips, rng_seed=rng_seed)
@@ -91,23 +94,30 @@ def table1(
         f"(the larger p), Holm-adjusted over all {len(comparisons)} comparisons (every arm x control x metric), "
         f"p < {alpha:g}."
     )
-    if rocm_betas == "best" and len(regularised(arms)):
+    if chosen_arms:
+        legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of {chosen_on}."
+    elif rocm_betas == "best" and len(regularised(arms)):
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of these images (optimistic)."
     md, tex = _table1_text(long, arms, mets, lower, decimals)
     write_table(out_stem, long, md + "\n" + legend + "\n", tex)
     return long
 
 
-def _table1_arms(scores, quality_metric, controls, rocm_betas, lower) -> pd.DataFrame:
+def _table1_arms(scores, quality_metric, controls, rocm_betas, lower, chosen=None) -> pd.DataFrame:
     """The arm table's rows Table 1 shows: every arm, or only each divergence's chosen beta (and the controls)."""
     arms = arm_table(scores)
     absent = [c for c in controls if c not in arms.index]
     if absent:
         raise ValueError(f"control arm(s) {absent} are not in the score table (arms: {list(arms.index)})")
     reg = regularised(arms)
-    if rocm_betas == "all" or len(reg) == 0:
+    if chosen:
+        missing = sorted(set(chosen.values()) - set(arms.index))
+        if missing:
+            raise ValueError(f"the chosen arm(s) {missing} have no scores in this table")
+    elif rocm_betas == "all" or len(reg) == 0:
         return arms
-    chosen = choose_arms(scores, quality_metric, lower_is_better=quality_metric in lower)
+    else:
+        chosen = choose_arms(scores, quality_metric, lower_is_better=quality_metric in lower)
     shown = set(arms.index.difference(reg.index)) | set(chosen.values()) | set(controls)
     return arms[arms.index.isin(shown)]
 

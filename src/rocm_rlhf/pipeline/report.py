@@ -40,31 +40,6 @@ def _validation_betas(job, quality: str) -> dict[str, float]:
     return choose_beta(read_scores(job.input.val_scores), quality)
 
 
-def _at_chosen_betas(scores, chosen: dict[str, str]):
-    """The test scores without the regularised ROCM arms that were not chosen: beta = 0, the chosen arms, the
-    controls. A chosen arm missing from the test scores is an error."""
-    from ..analysis.arms import regularised
-
-    missing = sorted(set(chosen.values()) - set(scores["arm"]))
-    if missing:
-        raise ValueError(f"the arm(s) {missing} chosen on the validation prompts have no test scores")
-    unchosen = set(regularised(scores)["arm"]) - set(chosen.values())
-    return scores[~scores["arm"].isin(unchosen)]
-
-
-def _note_choice(md_path, quality: str) -> None:
-    """Say in Table 1's legend (its last line) where beta was chosen. Stop-gap until analysis.tables.table1 takes
-    the chosen arms itself: it is given only the chosen arms with rocm_betas="all", whose legend says nothing."""
-    from ..infra.utils import atomic_path
-
-    path = Path(md_path)
-    note = (f" ROCM beta chosen per divergence on the mean {quality} of the validation prompts "
-            "(results/scores/val.csv), which share no prompt with these.")
-    text = path.read_text(encoding="utf-8").rstrip("\n") + note + "\n"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-
 @stage(reads=())
 def collect_scores(job) -> None:
     from ..analysis.scores import read_scores
@@ -108,11 +83,10 @@ def table1(job) -> None:
     f = job.config["figures"]  # the stats stage's settings: the same comparisons, family and daggers
     kw = dict(n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])
     # the rows: the test scores of the arms chosen on validation; the daggers: the family of every test arm
-    chosen = _validation_arms(job, quality)
-    make(_at_chosen_betas(scores, chosen), metrics, quality, runs.control_arms(scores["arm"]),
-         Path(job.output.md).with_suffix(""), rocm_betas="all", comparisons=comparison_family(scores, **kw), **kw)
-    if chosen:
-        _note_choice(job.output.md, quality)
+    make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
+         rocm_betas="all", chosen_arms=_validation_arms(job, quality),
+         chosen_on="the validation prompts (results/scores/val.csv), which share no prompt with these",
+         comparisons=comparison_family(scores, **kw), **kw)
 
 
 @stage(reads=REPORT)
