@@ -128,4 +128,4 @@ def test_the_stand_ins_have_the_hub_layouts(tiny_run):
         assert pq.read_schema(data / f"{split}-00000-of-00001.parquet").names == list(PICKAPIC_COLUMNS)
     train = pd.read_csv(tiny_run / "results/prompts/train.csv")
     evals = pd.read_csv(tiny_run / "results/prompts/eval.csv")
-    assert not set(train["prompt"]) & set(evals["prompt"])  # the eval captions come from validation_unique
+    assert not set(train["prompt"]) & set(evals["prompt"])  # the eval captions come from test_unique

@@ -1,6 +1,6 @@
 """The per-image score table: its columns, its one validator and its reader.
 
-One row per (run, image, metric), written by the evaluation stage as ``results/scores/<run>.csv`` and concatenated
+One row per (run, image, metric), written by the evaluation stage as ``results/scores/<split>/<run>.csv`` and concatenated
 into ``results/scores/all.csv``. API: :data:`SCORE_COLUMNS` (the written layout), :data:`KEY_COLUMNS` (what the
 statistics need), :data:`ARM_ATTRIBUTES`, :data:`UNIT` (the pairing unit), :func:`check_scores`,
 :func:`read_scores` and :func:`name_list`. The column meanings are in docs/method.md,
