@@ -38,6 +38,7 @@ localrules:
     fig_efficiency,
     fig_training_curves,
     fig_divergence_gallery,
+    publish_results,
 
 
 rule all:

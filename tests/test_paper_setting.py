@@ -30,6 +30,7 @@ def test_dry_run_counts_jobs_without_network(tmp_path):
     for rule in ("stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency",
                  "fig_training_curves", "fig_divergence_gallery"):
         assert counts[rule] == 1, rule
+    assert counts["publish_results"] == 4  # the two score tables and the two statistics tables (no sandbox)
 
 
 def test_two_gpus_per_run_request_two_gpus_per_rocm_job(tmp_path):

@@ -90,6 +90,11 @@ def test_tables_figures_and_report(ci_run):
     assert {"base", "rocm-none-b0", "rocm-kl-b0.1", "rlcm", "ddpo", "d3po", "dpok"} <= set(t1["arm"])
     assert "chosen per divergence on the mean gold of the validation prompts" in (figs / "table1.md").read_text()
     assert (figs / "table1.tex").read_text().count("\\toprule") == 1
+    published = {"scores_test.csv": "results/scores/all.csv", "scores_val.csv": "results/scores/val.csv",
+                 "comparisons.csv": "results/stats/comparisons.csv", "seed_summary.csv": "results/stats/seed_summary.csv",
+                 "sandbox_quality.json": "results/models/sandbox/quality.json"}
+    for name, source in published.items():  # the small result files committed next to the figures
+        assert (figs / "data" / name).read_bytes() == (ci_run / source).read_bytes(), name
     comp = pd.read_csv(ci_run / "results/stats/comparisons.csv")
     assert {"p_value", "p_holm", "ci_low", "ci_high"} <= set(comp.columns)
     smk(ci_run, "--report", str(ci_run / "report.html"))

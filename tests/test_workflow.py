@@ -35,7 +35,7 @@ def test_dry_run_default_config(tmp_path):
                 "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": 4, "sample_eval": n_splits * (n_runs + 1),
                 "evaluate": n_splits * (n_runs + 1), "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1,
-                "fig_divergence_gallery": 1}
+                "fig_divergence_gallery": 1, "publish_results": 5}  # 2 score tables, 2 statistics, quality.json
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
 
@@ -46,7 +46,7 @@ def test_dry_run_ci_config(tmp_path):
     assert counts["train_rocm"] == 2  # beta = 0 and one KL point, one seed
     assert counts["train_baseline"] == 4  # each baseline once
     assert counts["sample_eval"] == 2 * 7 and counts["evaluate"] == 2 * 7  # 7 runs (base included) x (val, test)
-    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2
+    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 5
 
 
 def _planned_jobs(stdout: str) -> list[dict]:

@@ -1,4 +1,5 @@
 # Helpers of the workflow: config validation, grid expansion, run ids, input functions. They live here only.
+import re
 import sys
 from pathlib import Path
 
@@ -129,7 +130,22 @@ def all_targets():
     targets += ["results/stats/comparisons.csv", "results/stats/seed_summary.csv"]
     targets += [f"paper_figures/{t}.md" for t in ("table1", "table_divergence_beta")]
     targets += [f"paper_figures/{f}.png" for f in FIGURES]
+    targets += [f"paper_figures/data/{name}" for name in published()]
     return targets
+
+
+def published():
+    """The small result files committed next to the figures, so that a reader can check every number:
+    paper_figures/data/<name> <- the pipeline's file."""
+    files = {
+        "scores_test.csv": SCORE_TABLES["test"],
+        "scores_val.csv": SCORE_TABLES["val"],
+        "comparisons.csv": "results/stats/comparisons.csv",
+        "seed_summary.csv": "results/stats/seed_summary.csv",
+    }
+    if SANDBOX:
+        files["sandbox_quality.json"] = f"{SBX}/quality.json"
+    return files
 
 
 def reward_input(name):

@@ -157,3 +157,18 @@ rule fig_divergence_gallery:
         config_digest=stage_digest(pipeline.report.fig_divergence_gallery),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_divergence_gallery.py"
+
+
+rule publish_results:
+    input:
+        lambda wildcards: published()[wildcards.name],
+    output:
+        "paper_figures/data/{name}",
+    log:
+        "logs/publish_results/{name}.log",
+    wildcard_constraints:
+        name="|".join(re.escape(n) for n in published()),
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/publish_results.py"

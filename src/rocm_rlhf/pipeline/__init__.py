@@ -17,6 +17,7 @@ STAGES = {
         evaluate.sample_eval, evaluate.evaluate,
         report.collect_scores, report.stats, report.table1, report.table_divergence_beta, report.fig_beta_sweep,
         report.fig_efficiency, report.fig_training_curves, report.fig_divergence_gallery,
+        report.publish_results,
         stage.stage_models,
         tiny_hub.tiny_hub,
     )

@@ -144,3 +144,16 @@ def fig_divergence_gallery(job) -> None:
     images, prompts = load_gallery_images({arm: samples[run_id] for arm, run_id in rows.items()},
                                           job.config["figures"]["gallery_prompts"])
     make(images, prompts, Path(job.output.pdf).with_suffix(""))
+
+
+@stage(reads=())
+def publish_results(job) -> None:
+    """Copy one small result file (a score table, the statistics, the sandbox's quality report) next to the figures,
+    paper_figures/data/, where it is committed so that a reader can check every number."""
+    import shutil
+
+    from ..infra.utils import atomic_path
+
+    with atomic_path(job.output[0]) as tmp:
+        shutil.copyfile(job.input[0], tmp)
+    print(f"published {job.input[0]} as {job.output[0]}")
