@@ -24,7 +24,7 @@ def test_dry_run_counts_jobs_without_network(tmp_path):
     assert counts["train_rocm"] == n_rocm == 39
     n_base = len(cfg["baselines"]["methods"]) * len(cfg["baselines"]["seeds"])
     assert counts.get("train_baseline", 0) in (0, n_base)
-    n_eval = 2 * (n_rocm + counts.get("train_baseline", 0) + 1)  # every run and the base model on val and test
+    n_eval = n_rocm + counts.get("train_baseline", 0) + 1  # every run and the base model (val and test in one job)
     assert counts["sample_eval"] == n_eval and counts["evaluate"] == n_eval and counts["collect_scores"] == 2
     assert not any(rule.startswith("sandbox_") for rule in counts)
     for rule in ("stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency",

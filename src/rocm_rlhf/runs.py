@@ -24,6 +24,9 @@ DIVERGENCE_LABELS = {UNREGULARISED: "none", "kl": "KL", "js": "JS", "hellinger":
 BASE = "base"
 """The run id, arm and method of the untrained LCM."""
 
+SPLITS = ("val", "test")
+"""The evaluation splits, sampled and scored alike: beta is chosen on val, the tables and figures report on test."""
+
 
 @dataclass(frozen=True)
 class Method:

@@ -31,8 +31,7 @@ SANDBOX = config["setting"] == "sandbox"
 SBX = "results/models/sandbox"
 TINY_HUB = "results/tiny_hub"  # tiny stand-ins of the hub models, built by the tiny_hub rule (paper-tiny.yaml)
 PROXIES = ["proxy_pick", "proxy_aesthetic"]
-SPLITS = ["val", "test"]
-"""The evaluation splits, sampled and scored alike: beta is chosen on val, the tables and figures report on test."""
+SPLITS = list(runs.SPLITS)
 PROMPT_FILES = {
     "train": "results/prompts/train.csv",
     "val": "results/prompts/val.csv",
@@ -106,7 +105,8 @@ def tiny_hub_input():
 
 
 def sample_eval_inputs(wildcards):
-    inputs = {"prompts": PROMPT_FILES[wildcards.split], "tiny_hub": tiny_hub_input()}
+    inputs = {f"prompts_{s}": PROMPT_FILES[s] for s in SPLITS}
+    inputs["tiny_hub"] = tiny_hub_input()
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
     if wildcards.run != "base":

@@ -1,25 +1,31 @@
-# Paired samples on the held-out prompts for every run and the base model, then per-image scores; once per split:
-# val (beta is chosen on it) and test (the tables and figures report on it), common.smk's SPLITS.
+# Paired samples on the held-out prompts for every run and the base model, then per-image scores, of every split in
+# one job each (the model or the scorers load once): val (beta is chosen on it) and test (the tables and figures
+# report on it), rocm_rlhf.runs.SPLITS.
 
 
 rule sample_eval:
     input:
         unpack(sample_eval_inputs),
     output:
-        images="results/samples/{split}/{run}/images.npz",
-        grid=report(
-            "results/samples/{split}/{run}/grid.png",
-            caption="../report/samples.rst",
-            category="Samples",
-            subcategory="{split}",
-            labels={"split": "{split}", "run": "{run}"},
-        ),
+        **{
+            f"images_{split}": f"results/samples/{split}/{{run}}/images.npz"
+            for split in SPLITS
+        },
+        **{
+            f"grid_{split}": report(
+                f"results/samples/{split}/{{run}}/grid.png",
+                caption="../report/samples.rst",
+                category="Samples",
+                subcategory=split,
+                labels={"split": split, "run": "{run}"},
+            )
+            for split in SPLITS
+        },
     log:
-        "logs/sample_eval/{split}/{run}.log",
+        "logs/sample_eval/{run}.log",
     benchmark:
-        "results/benchmarks/sample_eval/{split}/{run}.tsv"
+        "results/benchmarks/sample_eval/{run}.tsv"
     wildcard_constraints:
-        split="|".join(SPLITS),
         run=runs.RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"
@@ -34,19 +40,21 @@ rule sample_eval:
 
 rule evaluate:
     input:
-        images="results/samples/{split}/{run}/images.npz",
+        **{
+            f"images_{split}": f"results/samples/{split}/{{run}}/images.npz"
+            for split in SPLITS
+        },
         rewards=[
             reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)
         ],
         tiny_hub=tiny_hub_input(),
     output:
-        "results/scores/{split}/{run}.csv",
+        **{f"scores_{split}": f"results/scores/{split}/{{run}}.csv" for split in SPLITS},
     log:
-        "logs/evaluate/{split}/{run}.log",
+        "logs/evaluate/{run}.log",
     benchmark:
-        "results/benchmarks/evaluate/{split}/{run}.tsv"
+        "results/benchmarks/evaluate/{run}.tsv"
     wildcard_constraints:
-        split="|".join(SPLITS),
         run=runs.RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"

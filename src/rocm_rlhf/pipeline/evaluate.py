@@ -1,6 +1,6 @@
-"""Stages of workflow/rules/evaluate.smk: paired samples of a run on the prompts of one split (val: beta is chosen on
-them; test: results/prompts/eval.csv, reported on), and their scores. The split is the rule's wildcard and path only:
-the stages read the prompt file and images they are given."""
+"""Stages of workflow/rules/evaluate.smk: paired samples of a run on the prompts of each split (val: beta is chosen on
+them; test: results/prompts/eval.csv, reported on), and their scores. One job does every split of a run, loading its
+model or its scorers once (``prompts_<split>``, ``images_<split>`` ... name a split's files)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def sample_reads(wildcards) -> tuple[str, ...]:
 
 @stage(reads=sample_reads)
 def sample_eval(job) -> None:
-    """Images of one run (or the base model) on one split's prompts, with paired noise per (prompt, sample seed):
+    """Images of one run (or the base model) on each split's prompts, with paired noise per (prompt, sample seed):
     results/samples/<split>/<run>/."""
     preflight(job.config, generators=["lcm", "diffusion"], metrics=[], reward=False)
     with gpu_slot(job.config):
@@ -42,22 +42,25 @@ def _sample_eval(job) -> None:
     pipe = load_pipeline(run.generator, job.params.model_id, dtype=dtype, device=device)
     if path(job.input, "adapter"):
         pipe.load_lora_weights(path(job.input, "adapter"))  # the standard diffusers call a user makes
-    units = eval_units(read_prompts(job.input.prompts), cfg["evaluation"]["images_per_prompt"])
-    if diffusion:  # the method's own DDIM sampler, as in its training
-        d = diffusion_sampling(cfg, run.method)
-        images = generate_diffusion_units(pipe, units, num_steps=d["sample_steps"], guidance_scale=d["guidance_scale"],
-                                          eta=d["eta"], batch_size=cfg["evaluation"]["batch_size"])
-    else:
-        images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
-                                    guidance_scale=cfg["model"]["guidance_scale"],
-                                    batch_size=cfg["evaluation"]["batch_size"])
-    save_samples(images.float().cpu(), units, job.output.images, job.output.grid)
-    print(f"generated {len(units)} images on {device}")
+    for split in runs.SPLITS:
+        units = eval_units(read_prompts(getattr(job.input, f"prompts_{split}")), cfg["evaluation"]["images_per_prompt"])
+        if diffusion:  # the method's own DDIM sampler, as in its training
+            d = diffusion_sampling(cfg, run.method)
+            images = generate_diffusion_units(pipe, units, num_steps=d["sample_steps"],
+                                              guidance_scale=d["guidance_scale"], eta=d["eta"],
+                                              batch_size=cfg["evaluation"]["batch_size"])
+        else:
+            images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
+                                        guidance_scale=cfg["model"]["guidance_scale"],
+                                        batch_size=cfg["evaluation"]["batch_size"])
+        save_samples(images.float().cpu(), units, getattr(job.output, f"images_{split}"),
+                     getattr(job.output, f"grid_{split}"))
+        print(f"generated {len(units)} {split} images on {device}")
 
 
 @stage(reads=("setting", "device", "evaluation.metrics", "evaluation.batch_size", "rewards", *SANDBOX_JUDGE_KEYS))
 def evaluate(job) -> None:
-    """Every configured metric on every image of one run and split: results/scores/<split>/<run>.csv (long format,
+    """Every configured metric on every image of one run, per split: results/scores/<split>/<run>.csv (long format,
     the score table's columns)."""
     preflight(job.config, generators=[], reward=False)
     with gpu_slot(job.config):
@@ -73,11 +76,13 @@ def _evaluate(job) -> None:
     cfg = job.config
     device = pick_device(cfg["device"])
     rewards_dir = parent_dir(job.input, "rewards")
-    images, units = load_samples(job.input.images)
     scorers = {m: load_scorer(m, **reward_kwargs(cfg, m, rewards_dir)).to(device)
                for m in cfg["evaluation"]["metrics"]}
-    scores = score_images(images, units, scorers, batch_size=cfg["evaluation"]["batch_size"], device=device)
-    scores = scores.assign(run_id=job.wildcards.run, **runs.parse_run(job.wildcards.run).identity())[SCORE_COLUMNS]
-    with atomic_path(job.output[0]) as tmp:
-        scores.to_csv(tmp, index=False)
-    print(scores.groupby("metric")["value"].mean().to_string())
+    identity = runs.parse_run(job.wildcards.run).identity()
+    for split in runs.SPLITS:
+        images, units = load_samples(getattr(job.input, f"images_{split}"))
+        scores = score_images(images, units, scorers, batch_size=cfg["evaluation"]["batch_size"], device=device)
+        scores = scores.assign(run_id=job.wildcards.run, **identity)[SCORE_COLUMNS]
+        with atomic_path(getattr(job.output, f"scores_{split}")) as tmp:
+            scores.to_csv(tmp, index=False)
+        print(f"{split}:\n" + scores.groupby("metric")["value"].mean().to_string())
