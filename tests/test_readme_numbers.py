@@ -1,0 +1,48 @@
+"""Every number the README quotes about the sandbox results comes from the committed result files: the tables it
+shows are the committed tables, verbatim, and each decimal number of the section's text equals a number of those
+files at the precision quoted."""
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIGS = REPO / "paper_figures"
+NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.])")
+
+
+def _results_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Results on the sandbox")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _committed_numbers() -> list[float]:
+    files = [*FIGS.glob("*.md"), *FIGS.glob("*.csv"), *(FIGS / "data").glob("*")]
+    return [float(x) for f in files for x in NUMBER.findall(f.read_text(encoding="utf-8"))]
+
+
+def _blocks(section: str) -> dict[str, str]:
+    """The committed tables the README shows: <!-- paper_figures/<name>.md --> ... <!-- end --> blocks."""
+    return dict(re.findall(r"<!-- (paper_figures/[\w.]+\.md) -->\n(.*?)<!-- end -->", section, re.S))
+
+
+def test_the_readme_shows_the_committed_tables_verbatim():
+    blocks = _blocks(_results_section())
+    assert {"paper_figures/table1.md", "paper_figures/table_divergence_beta.md"} <= set(blocks)
+    for path, shown in blocks.items():
+        assert shown.strip() == (REPO / path).read_text(encoding="utf-8").strip(), f"README's copy of {path} is stale"
+
+
+def test_every_number_quoted_in_the_text_is_in_the_committed_results():
+    section = _results_section()
+    for block in _blocks(section).values():
+        section = section.replace(block, "")
+    committed = _committed_numbers()
+    quoted = NUMBER.findall(section)
+    assert len(quoted) >= 10  # the section does quote results
+    missing = []
+    for q in quoted:
+        places = len(q.split(".")[1])
+        if not any(abs(round(c, places) - float(q)) < 0.5 * 10 ** -places for c in committed):
+            missing.append(q)
+    assert not missing, f"README quotes numbers that no committed result file holds: {missing}"
