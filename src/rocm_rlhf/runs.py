@@ -131,10 +131,10 @@ def rocm_run(divergence: str, beta, seed: int) -> Run:
     if divergence != UNREGULARISED and divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; known: {', '.join(DIVERGENCES)}")
     text = fmt_beta(beta)
-    if float(text) == 0 or divergence == UNREGULARISED:
-        if float(text) != 0:
-            raise ValueError(f"ROCM without a divergence ('{UNREGULARISED}') has beta 0, got {beta!r}")
+    if float(text) == 0:
         return Run("rocm", UNREGULARISED, "0", int(seed))
+    if divergence == UNREGULARISED:
+        raise ValueError(f"ROCM without a divergence ('{UNREGULARISED}') has beta 0, got {beta!r}")
     return Run("rocm", divergence, text, int(seed))
 
 

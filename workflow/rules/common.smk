@@ -47,15 +47,6 @@ FIGURES = [
 ]
 
 
-def rocm_runs():
-    return runs.rocm_runs(config)
-
-
-def lcm_model():
-    """The LCM pipeline: the sandbox's own, or the configured hub id / folder."""
-    return config["model"]["lcm"] or f"{SBX}/lcm"
-
-
 def generator(run):
     """Which generator a run trains or samples: 'lcm' or 'diffusion' (rocm_rlhf.runs.METHODS)."""
     return runs.parse_run(run).generator
@@ -78,10 +69,6 @@ def model_id_param(wildcards, input):
 def sandbox_input(name):
     """A sandbox model folder a rule needs (nothing in the hub setting, where models come from the hub cache)."""
     return f"{SBX}/{name}" if SANDBOX else []
-
-
-def baseline_runs():
-    return runs.baseline_runs(config)
 
 
 def all_runs():

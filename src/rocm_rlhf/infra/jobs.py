@@ -119,42 +119,6 @@ def make_job(input=None, output=None, params=None, wildcards=None, config=None, 
 
 
 @contextlib.contextmanager
-def cli_args(job: Any, stage: str, threads: int | None = None):
-    """The arguments of ``rocm-rlhf stage <stage> ...`` that rebuild ``job`` in another process (its resolved config
-    in a temporary file, removed when the block ends; no log: the caller forwards the output to its own)."""
-    import json
-    import tempfile
-
-    def pairs(named) -> list[str]:
-        out = []
-        for key in named.keys():
-            value = getattr(named, key)
-            if isinstance(value, (list, tuple)):
-                if len(value) > 1:
-                    raise ValueError(f"'{key}' has {len(value)} values; the stage command line takes one per key")
-                if not value:
-                    continue
-                value = value[0]
-            out.append(f"{key}={value}")
-        return out
-
-    fd, path = tempfile.mkstemp(prefix="rocm_rlhf_config.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(job.config, fh)
-        threads = threads if threads is not None else int(getattr(job, "threads", 1) or 1)
-        args = ["stage", stage, "--config", path, "--threads", str(max(1, threads))]
-        for opt, flag in (("input", "--input"), ("output", "--output"), ("wildcards", "--wildcard"),
-                          ("params", "--param")):
-            items = pairs(getattr(job, opt))
-            if items:
-                args += [flag, *items]
-        yield args
-    finally:
-        os.unlink(path)
-
-
-@contextlib.contextmanager
 def log_to(path: str | os.PathLike | None):
     """Send stdout, stderr and the logging module to ``path`` (appending), if given."""
     if not path:

@@ -49,13 +49,6 @@ def world(config):
     return World(image_size=sb["image_size"], jitter=sb["jitter"])
 
 
-def reward_kwargs(config: dict, name: str, sandbox_rewards_dir: str | None = None) -> dict:
-    """A scorer's keyword arguments (rocm_rlhf.rewards.scorer_kwargs: ``rewards.<name>`` plus what the scorer's
-    class reads, e.g. the sandbox proxies' folder under ``sandbox_rewards_dir``)."""
-    from ..rewards import scorer_kwargs
-
-    return scorer_kwargs(name, config, sandbox_rewards_dir)
-
-
 SANDBOX_JUDGE_KEYS = ("sandbox.image_size", "sandbox.jitter", "sandbox.judge_tau")
-"""The config keys the sandbox's gold judge reads (through :func:`reward_kwargs`)."""
+"""The config keys the sandbox's gold judge reads (its ``config_kwargs``, through rocm_rlhf.rewards.scorer_kwargs):
+named here because the rules hash the stages' keys without importing torch."""

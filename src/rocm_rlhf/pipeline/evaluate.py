@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import runs
 from ..infra.jobs import stage
-from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, path, preflight, reward_kwargs
+from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, path, preflight
 
 
 def sample_reads(wildcards) -> tuple[str, ...]:
@@ -71,12 +71,12 @@ def _evaluate(job) -> None:
     from ..analysis.scores import SCORE_COLUMNS
     from ..evaluation import load_samples, score_images
     from ..infra.utils import atomic_path, pick_device
-    from ..rewards import load_scorer
+    from ..rewards import load_scorer, scorer_kwargs
 
     cfg = job.config
     device = pick_device(cfg["device"])
     rewards_dir = parent_dir(job.input, "rewards")
-    scorers = {m: load_scorer(m, **reward_kwargs(cfg, m, rewards_dir)).to(device)
+    scorers = {m: load_scorer(m, **scorer_kwargs(m, cfg, rewards_dir)).to(device)
                for m in cfg["evaluation"]["metrics"]}
     identity = runs.parse_run(job.wildcards.run).identity()
     for split in runs.SPLITS:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import runs
 from ..infra.jobs import stage
-from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, preflight, reward_kwargs
+from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, preflight
 
 READS = ("setting", "device", "model", "rewards", "train", "rocm.reduction", "rocm.final_step", *SANDBOX_JUDGE_KEYS)
 """The config keys of every training run; a baseline also reads its own block and the baselines' shared keys."""
@@ -24,6 +24,7 @@ def train_reads(wildcards) -> tuple[str, ...]:
 @stage(reads=train_reads)
 def train(job) -> None:
     from ..prompts import read_prompts
+    from ..rewards import scorer_kwargs
     from ..training import distributed
     from ..training.run import train_run
 
@@ -33,7 +34,7 @@ def train(job) -> None:
     method_kwargs = {"divergence": run.divergence, "beta": run.beta_value} if run.method == "rocm" else {}
     arguments = dict(config=cfg, method=run.method, run_id=run.id, seed=run.seed,
                      run_dir=str(Path(job.output.run_json).parent), model_id=job.params.model_id, reward_name=name,
-                     reward_kwargs=reward_kwargs(cfg, name, parent_dir(job.input, "reward")),
+                     reward_kwargs=scorer_kwargs(name, cfg, parent_dir(job.input, "reward")),
                      prompts=read_prompts(job.input.prompts)["prompt"].tolist(), **method_kwargs)
     n = distributed.processes_for(cfg, run.method)
     with gpu_slot(cfg, count=n):
