@@ -43,12 +43,19 @@ VAL_BEST = {"kl": "rocm-kl-b1", "js": "rocm-js-b10"}
 TEST_BEST = {"kl": "rocm-kl-b10", "js": "rocm-js-b1"}  # the opposite choice: choosing on test would show these
 
 
+def with_comparisons(paths: dict, config: dict, tmp_path) -> dict:
+    """``paths`` plus the comparisons the stats stage writes from its test scores (Table 1's daggers)."""
+    out = {"comparisons": str(tmp_path / "comparisons.csv"), "summary": str(tmp_path / "seed_summary.csv")}
+    run_stage(make_job(input={"scores": paths["scores"]}, output=out, config=config), report.stats)
+    return {**paths, "comparisons": out["comparisons"]}
+
+
 @pytest.fixture
-def tables(tmp_path):
+def tables(tmp_path, config):
     paths = {"scores": tmp_path / "all.csv", "val_scores": tmp_path / "val.csv"}
     score_table("test", TEST_BEST).to_csv(paths["scores"], index=False)
     score_table("val", VAL_BEST).to_csv(paths["val_scores"], index=False)
-    return {k: str(v) for k, v in paths.items()}
+    return with_comparisons({k: str(v) for k, v in paths.items()}, config, tmp_path)
 
 
 @pytest.fixture
@@ -112,6 +119,6 @@ def test_table1_without_regularised_arms(tmp_path, config):
         paths[name] = str(tmp_path / f"{name}.csv")
         table.to_csv(paths[name], index=False)
     out = {k: str(tmp_path / f"table1.{k}") for k in ("md", "tex", "csv")}
-    run_stage(make_job(input=paths, output=out, config=config), report.table1)
+    run_stage(make_job(input=with_comparisons(paths, config, tmp_path), output=out, config=config), report.table1)
     assert set(pd.read_csv(out["csv"])["arm"]) == {"base", "rocm-none-b0", "rlcm"}
     assert "chosen" not in open(out["md"], encoding="utf-8").read()

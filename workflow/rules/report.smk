@@ -38,6 +38,7 @@ rule table1:
     input:
         scores=SCORE_TABLES["test"],
         val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
+        comparisons="results/stats/comparisons.csv",  # the daggers: the stats stage's one family
     output:
         md=report(
             "paper_figures/table1.md",

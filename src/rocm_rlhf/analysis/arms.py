@@ -175,7 +175,7 @@ def label_of(arm: str) -> str:
 def gallery_runs(chosen_betas: Mapping[str, float], seed: int, *, unregularised: bool) -> dict[str, str]:
     """The gallery's rows, ``{arm: run id}``: the base model, ROCM at beta = 0 (if it was run), then each divergence
     at its chosen beta (e.g. :func:`choose_beta`'s), the ROCM runs of training seed ``seed``."""
-    rows = {runs.BASE: runs.Run(runs.BASE).id}
+    rows = {runs.BASE: runs.BASE}
     chosen = [runs.rocm_run(runs.UNREGULARISED, 0, seed)] if unregularised else []
     chosen += [runs.rocm_run(div, beta, seed) for div, beta in chosen_betas.items()]
     rows.update((run.arm, run.id) for run in chosen)

@@ -60,7 +60,7 @@ def stats(job) -> None:
 
     scores = read_scores(job.input.scores)
     f = job.config["figures"]
-    kw = dict(n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])  # as Table 1's: same family
+    kw = dict(n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])
     comp = comparison_family(scores, **kw)
     with atomic_path(job.output.comparisons) as tmp:
         comp.to_csv(tmp, index=False)
@@ -72,21 +72,20 @@ def stats(job) -> None:
 @stage(reads=REPORT)
 def table1(job) -> None:
     """Table 1 on the test prompts (results/scores/all.csv), each divergence at the beta chosen on the validation
-    prompts (results/scores/val.csv)."""
+    prompts (results/scores/val.csv); its daggers from the stats stage's comparisons (results/stats/comparisons.csv),
+    the one family of every test arm."""
+    import pandas as pd
+
     from ..analysis.scores import read_scores
-    from ..analysis.stats import comparison_family
     from ..analysis.tables import table1 as make
 
     scores = read_scores(job.input.scores)
     _, quality = _figure_metrics(job.config)
     metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
-    f = job.config["figures"]  # the stats stage's settings: the same comparisons, family and daggers
-    kw = dict(n_boot=f["n_boot"], n_flips=f["n_flips"], rng_seed=job.config["seed"])
-    # the rows: the test scores of the arms chosen on validation; the daggers: the family of every test arm
     make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
          rocm_betas="all", chosen_arms=_validation_arms(job, quality),
          chosen_on="the validation prompts (results/scores/val.csv), which share no prompt with these",
-         comparisons=comparison_family(scores, **kw), **kw)
+         comparisons=pd.read_csv(job.input.comparisons))
 
 
 @stage(reads=REPORT)
