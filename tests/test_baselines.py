@@ -569,3 +569,21 @@ def _fresh_value_state(models, cfg):
     m = make_method("dpok", cfg, batch_size=4)
     m.setup(ctx)
     return m.value.state_dict()
+
+
+def test_rocms_logging_keys_reach_every_baseline_at_non_default_values():
+    """rocm.reduction, rocm.final_step and baselines.log_divergence set how each baseline logs its drift; at the
+    defaults they equal the dataclass defaults, so only non-default values can show that they arrive."""
+    from rocm_rlhf.training.run import make_method
+
+    cfg = validate_config({"rocm": {"reduction": "sum", "final_step": False},
+                           "baselines": {"log_divergence": False}})
+    for name in ("rlcm", "ddpo", "d3po", "dpok"):
+        m = make_method(name, cfg)
+        assert m.log_divergence is False and m.divergence_reduction == "sum", name
+    assert make_method("rlcm", cfg).final_step is False
+
+
+def test_latent_shape_of_a_non_square_unet():
+    unet = type("U", (), {"config": type("C", (), {"sample_size": (6, 8), "in_channels": 4})()})()
+    assert latent_shape(type("P", (), {"unet": unet})()) == (4, 6, 8)

@@ -31,7 +31,7 @@ def test_unit_noise_is_independent_of_batch_and_order():
     assert not torch.equal(lat[0], lat[1]) and unit_seed("p1", 0) != unit_seed("p1", 1) != unit_seed("p2", 0)
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 5), (4, 8, 8)])
+@pytest.mark.parametrize("shape", [(3, 5, 5), (4, 8, 8), (4, 6, 8)])  # non-square latents too
 def test_seeded_noise_keeps_the_numbers_of_both_samplers(shape):
     """The per-unit noise is the one the LCM (initial_noise) and DDIM (generate_diffusion_units) evaluation drew
     before they shared seeded_noise: the former formulas, written out here."""
@@ -54,7 +54,7 @@ def test_seeded_noise_keeps_the_numbers_of_both_samplers(shape):
             noi.append(torch.randn((1, t, *shape), generator=g))
         return torch.cat(lat), torch.cat(noi)
 
-    pipe = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=shape[0], sample_size=shape[1])))
+    pipe = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=shape[0], sample_size=shape[1:])))
     for k in (1, 2, 4):
         lat, noi = seeded_noise(seeds, shape, k, "lcm")
         ref_lat, ref_noi = old_lcm(k)

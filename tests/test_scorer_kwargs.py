@@ -3,6 +3,7 @@ hub scorers their block rewards.<name>, the sandbox's proxies their folder, its 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,21 @@ def test_what_each_kind_of_scorer_reads():
     out = scorer_kwargs("pickscore", config)
     out["dtype"] = "float16"  # a fresh dict: the config is left alone
     assert config["rewards"]["pickscore"] == {"dtype": "bfloat16"}
+
+
+def test_the_stages_hash_exactly_the_sandbox_keys_the_gold_judge_reads():
+    """pipeline.common.SANDBOX_JUDGE_KEYS (hashed into the train and evaluate rules' rerun digests) names the sandbox
+    keys whose change changes the gold judge's arguments, and no other sandbox key does."""
+    from rocm_rlhf.infra.config import validate_config
+    from rocm_rlhf.pipeline.common import SANDBOX_JUDGE_KEYS
+    from rocm_rlhf.rewards import scorer_kwargs
+
+    base = validate_config({})
+    changed = {"image_size": 64, "jitter": 3, "judge_tau": 0.5, "quality_prompts": 7}
+    reads = set()
+    for key, value in changed.items():
+        other = copy.deepcopy(base)  # set directly: the schema allows one image size only
+        other["sandbox"][key] = value
+        if scorer_kwargs("gold", other) != scorer_kwargs("gold", base):
+            reads.add(f"sandbox.{key}")
+    assert reads == set(SANDBOX_JUDGE_KEYS)

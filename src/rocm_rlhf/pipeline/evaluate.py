@@ -33,7 +33,8 @@ def _sample_eval(job) -> None:
     from ..infra.utils import pick_device
     from ..models import load_pipeline
     from ..prompts import read_prompts
-    from ..training.run import DTYPES, diffusion_sampling
+    from ..models import DTYPES
+    from ..training.ddim_policy import diffusion_sampling
 
     cfg, run = job.config, runs.parse_run(job.wildcards.run)
     device = pick_device(cfg["device"])
