@@ -20,8 +20,8 @@ from torch import Tensor
 from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import gaussian_log_prob
 from ..samplers.diffusion import ddim_log_prob
-from .ddim_policy import DiffusionRollout, diffusion_rollout, diffusion_sampling, kl_per_step
-from .ppo import (GradientAccumulator, baseline_fields, check_positive, log_prob_scale, minibatches, stats_out,
+from .ddim_policy import DiffusionRollout, diffusion_rollout, kl_per_step
+from .ppo import (BaselineFromConfig, GradientAccumulator, check_positive, log_prob_scale, minibatches, stats_out,
                   train_step_slots)
 
 
@@ -50,7 +50,7 @@ class PairRollout:
 
 
 @dataclass
-class D3PO:
+class D3PO(BaselineFromConfig):
     """D3PO with a reward model as the judge; defaults from yk7333/d3po config/base.py."""
 
     prompts_per_step: int = 20  # pairs per step (2 reward queries each): D3PO sample.batch_size 10 x 2 batches
@@ -65,15 +65,6 @@ class D3PO:
     log_prob_reduction: str = "mean"  # D3PO's ddim_step_with_logprob averages over dimensions
     log_divergence: bool = True  # log the KL to the pretrained model (free: the reference pass is needed anyway)
     divergence_reduction: str = "mean"
-
-    config_name = "d3po"  # its block under baselines: (not a field)
-
-    @classmethod
-    def from_config(cls, config: dict, **overrides) -> "D3PO":
-        """D3PO from ``baselines.d3po`` (:func:`~rocm_rlhf.training.ppo.baseline_fields`) with its DDIM sampler
-        (:func:`~rocm_rlhf.training.ddim_policy.diffusion_sampling`); ``overrides`` replace fields."""
-        return cls(**{**baseline_fields(config, cls.config_name), **diffusion_sampling(config, cls.config_name),
-                      **overrides})
 
     def __post_init__(self):
         from .batching import check_batch

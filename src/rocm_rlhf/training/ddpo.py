@@ -16,15 +16,13 @@ from torch import Tensor
 
 from ..models import ddim_scheduler_for
 from ..samplers.diffusion import ddim_log_prob
-from .ddim_policy import DiffusionRollout, diffusion_sampling, kl_per_step, step_rollout
-from .ppo import PPOMethod, PerPromptStatTracker, baseline_fields, check_positive, stats_out
+from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout
+from .ppo import PPOMethod, PerPromptStatTracker, check_positive, stats_out
 
 
 @dataclass
 class DDPO(PPOMethod):
     """DDPO-clip; defaults from kvablack/ddpo-pytorch config/dgx.py (the paper's runs)."""
-
-    config_name = "ddpo"  # its block under baselines: (not a field)
 
     batch_size: int = 256  # images (= reward queries) per step: one DDPO epoch (dgx: 8 GPUs x 8 x 4 batches)
     sample_steps: int = 50  # DDPO sample.num_steps (dgx)
@@ -41,13 +39,6 @@ class DDPO(PPOMethod):
     log_divergence: bool = True  # log the KL to the pretrained model of each sampled batch (costs T UNet calls)
     divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
     tracker: PerPromptStatTracker = field(init=False, repr=False)
-
-    @classmethod
-    def from_config(cls, config: dict, **overrides) -> "DDPO":
-        """DDPO from ``baselines.ddpo`` (:func:`~rocm_rlhf.training.ppo.baseline_fields`) with its DDIM sampler
-        (:func:`~rocm_rlhf.training.ddim_policy.diffusion_sampling`); ``overrides`` replace fields."""
-        return cls(**{**baseline_fields(config, cls.config_name), **diffusion_sampling(config, cls.config_name),
-                      **overrides})
 
     def __post_init__(self):
         check_positive("ddpo sample_steps", self.sample_steps)

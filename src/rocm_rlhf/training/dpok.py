@@ -22,8 +22,8 @@ from ..divergences import gaussian_divergence
 from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import encode_prompts, gaussian_log_prob
 from ..samplers.diffusion import ddim_step_mean_std, guided_model_output
-from .ddim_policy import DiffusionRollout, diffusion_sampling, kl_per_step, step_rollout
-from .ppo import GradientAccumulator, baseline_fields, check_positive, log_prob_scale, stats_out
+from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout
+from .ppo import BaselineFromConfig, GradientAccumulator, check_positive, log_prob_scale, stats_out
 
 
 class ConditionalLinear(nn.Module):
@@ -76,7 +76,7 @@ BUFFER_KEYS = ("state", "next_state", "step", "reward", "text", "log_prob", "ref
 
 
 @dataclass
-class DPOK:
+class DPOK(BaselineFromConfig):
     """DPOK; defaults from google-research dpok (README multi-prompt command over train_online_pg.py defaults)."""
 
     batch_size: int = 6  # prompts (one image, one reward query each) per step: --g_batch_size, --num_samples 1
@@ -98,15 +98,6 @@ class DPOK:
     log_prob_reduction: str = "mean"  # DPOK's step_forward_logprob averages over dimensions
     log_divergence: bool = True
     divergence_reduction: str = "mean"
-
-    config_name = "dpok"  # its block under baselines: (not a field)
-
-    @classmethod
-    def from_config(cls, config: dict, **overrides) -> "DPOK":
-        """DPOK from ``baselines.dpok`` (:func:`~rocm_rlhf.training.ppo.baseline_fields`) with its DDIM sampler
-        (:func:`~rocm_rlhf.training.ddim_policy.diffusion_sampling`); ``overrides`` replace fields."""
-        return cls(**{**baseline_fields(config, cls.config_name), **diffusion_sampling(config, cls.config_name),
-                      **overrides})
 
     def __post_init__(self):
         check_positive("baselines.dpok.batch_size", self.batch_size)

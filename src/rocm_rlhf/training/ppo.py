@@ -47,6 +47,35 @@ def baseline_fields(config: dict, name: str) -> dict:
     return fields
 
 
+class BaselineFromConfig:
+    """A baseline built from its config block: ``config_name`` is the method's name in rocm_rlhf.runs.METHODS (set
+    from the catalogue entry that names the class), and :meth:`from_config` reads :func:`baseline_fields`, plus the
+    method's DDIM sampler (:func:`~rocm_rlhf.training.ddim_policy.diffusion_sampling`) for a diffusion method."""
+
+    config_name: str
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        from .. import runs
+
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        name = next((m.name for m in runs.METHODS.values() if m.class_path == path), None)
+        if name is not None:  # subclasses of a catalogued class (tests) keep its name
+            cls.config_name = name
+
+    @classmethod
+    def from_config(cls, config: dict, **overrides):
+        """The method from ``baselines.<config_name>``; ``overrides`` replace fields."""
+        from .. import runs
+
+        fields = baseline_fields(config, cls.config_name)
+        if runs.generator(cls.config_name) == "diffusion":
+            from .ddim_policy import diffusion_sampling
+
+            fields.update(diffusion_sampling(config, cls.config_name))
+        return cls(**{**fields, **overrides})
+
+
 def check_positive(name: str, value, integer: bool = True) -> None:
     ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else isinstance(value, (int, float))
     if not ok or not value > 0:
@@ -224,18 +253,16 @@ def ppo_train(ctx, step: int, *, log_prob_fn, old_log_probs: Tensor, advantages:
     return {k: v / n_updates for k, v in totals.items()}
 
 
-class PPOMethod:
+class PPOMethod(BaselineFromConfig):
     """What DDPO-clip and RLCM share, as a mixin of their dataclasses: the PPO settings' checks, the per-prompt
     tracker as checkpointed state, and one training step (rollout, advantages, :func:`ppo_train`).
 
     The dataclass provides the fields ``batch_size``, ``num_inner_epochs``, ``num_minibatches``, ``clip_range``,
     ``adv_clip_max``, ``stat_buffer_size``, ``stat_min_count``, ``log_prob_reduction`` and ``tracker``, the class
-    attribute ``config_name`` (its block under ``baselines:``), and the methods ``rollout(ctx, step)`` (a rollout with
+    attribute ``config_name`` (its block under ``baselines:``, from :class:`BaselineFromConfig`), and the methods ``rollout(ctx, step)`` (a rollout with
     ``prompts``, ``rewards`` [B] and summed ``log_probs`` [B, S]) and ``step_log_prob(ctx, roll, idx, n) -> [b]``
     (step n's summed log-prob of samples ``idx``, with gradients).
     """
-
-    config_name: str
 
     def check_ppo_settings(self) -> None:
         """Validate the shared PPO fields and create the tracker (call from ``__post_init__``): before any work, a

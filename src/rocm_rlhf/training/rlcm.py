@@ -19,7 +19,7 @@ from torch import Tensor
 from ..models import latent_shape
 from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
-from .ppo import PPOMethod, PerPromptStatTracker, baseline_fields, stats_out
+from .ppo import PPOMethod, PerPromptStatTracker, stats_out
 
 
 def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
@@ -44,8 +44,6 @@ class LCMRollout:
 class RLCM(PPOMethod):
     """PPO on the LCM policy; defaults are RLCM's aesthetic-task values (Owen-Oertell/rlcm conf/task/aesthetic.yaml)."""
 
-    config_name = "rlcm"  # its block under baselines: (not a field)
-
     batch_size: int = 8  # images (= reward queries) per step: RLCM sample_batch_size_per_gpu x num_sample_iters
     num_inner_epochs: int = 1  # RLCM num_inner_epochs
     num_minibatches: int = 1  # updates per pass: sample batch 8 / (train batch 2 x accumulation 4)
@@ -63,9 +61,7 @@ class RLCM(PPOMethod):
     def from_config(cls, config: dict, **overrides) -> "RLCM":
         """RLCM from ``baselines.rlcm`` (:func:`~rocm_rlhf.training.ppo.baseline_fields`), logging its KL with ROCM's
         ``rocm.final_step``; ``overrides`` replace fields."""
-        fields = baseline_fields(config, cls.config_name)
-        fields["final_step"] = config["rocm"]["final_step"]  # the logged KL as ROCM logs it
-        return cls(**{**fields, **overrides})
+        return super().from_config(config, **{"final_step": config["rocm"]["final_step"], **overrides})
 
     def __post_init__(self):
         self.check_ppo_settings()
