@@ -177,10 +177,15 @@ def parse_arm(arm: str) -> Run:
                          f"name ({', '.join(BASELINES)})") from None
 
 
+def is_unregularised(divergence: str, beta) -> bool:
+    """Whether a ROCM arm's (divergence, beta) is ROCM at beta = 0 (divergence 'none' or beta 0)."""
+    return divergence == UNREGULARISED or float(beta) == 0
+
+
 def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan) -> str:
     """A row label: 'Base', 'RLCM', 'ROCM (β=0)', 'ROCM-KL (β=10)'."""
     if method_name == "rocm":
-        if divergence == UNREGULARISED or float(beta) == 0:
+        if is_unregularised(divergence, beta):
             return "ROCM (β=0)"
         return f"ROCM-{DIVERGENCE_LABELS[divergence]} (β={fmt_beta(beta)})"
     return METHOD_LABELS.get(method_name, str(method_name))

@@ -29,7 +29,7 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
         {
             "m": meta["method"].map({m: i for i, m in enumerate(runs.ARM_METHODS)}),
             "d": [
-                0 if (m == "rocm" and (b == 0 or d == runs.UNREGULARISED)) else DIVERGENCE_VALUES.index(d)
+                0 if (m == "rocm" and runs.is_unregularised(d, b)) else DIVERGENCE_VALUES.index(d)
                 for m, d, b in zip(meta["method"], meta["divergence"], meta["beta"])
             ],
             "b": meta["beta"].astype(float).fillna(-1.0),
@@ -142,8 +142,8 @@ def choose_arms(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: b
 
     The mean is :func:`rocm_rlhf.analysis.stats.seed_summary`'s. Only regularised ROCM arms (beta > 0) are
     candidates; ties go to the smaller beta. Returns ``{divergence: arm}`` in the order of
-    :data:`rocm_rlhf.runs.DIVERGENCES`. Selected on the images then reported: optimistic (docs/method.md,
-    section 'Evaluation, statistics, tables and figures').
+    :data:`rocm_rlhf.runs.DIVERGENCES`. The report stages call it on the validation scores; called on the scores
+    that are then reported it is optimistic (docs/method.md, section 'Evaluation, statistics, tables and figures').
     """
     chosen = _chosen(scores, quality_metric, lower_is_better)
     return dict(zip(chosen["divergence"], chosen.index))

@@ -64,7 +64,7 @@ beta = 0's solid line and open diamond, which shares those panels)."""
 def style_key(method: str, divergence: str = runs.UNREGULARISED, beta: float = math.nan) -> str:
     """The key of :data:`ARM_STYLES`: 'base', 'rocm-none' (ROCM at beta = 0), 'rocm-<divergence>', a baseline's name."""
     if method == "rocm":
-        if divergence == runs.UNREGULARISED or float(beta) == 0:
+        if runs.is_unregularised(divergence, beta):
             return ZERO_KEY
         return f"rocm-{divergence}"
     if method == runs.BASE or method in runs.BASELINES:
