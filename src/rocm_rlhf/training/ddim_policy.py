@@ -4,8 +4,9 @@ DDPO, D3PO and DPOK sample their rollouts here and share what they record: :clas
 timesteps, summed log-probs, transition means and stds, rewards, and optionally the pretrained model's transition
 means and noise predictions at the same states). API: :func:`step_rollout` (one training step's rollout from its
 generator), :func:`diffusion_rollout` (from given noise), :func:`reference_transitions` (the pretrained model, adapter
-disabled), :func:`kl_per_step` (the logged KL per step) and :func:`diffusion_sampling` (a baseline's sampler settings
-from the config, for its training and its evaluation samples alike).
+disabled), :func:`kl_per_step` (the logged KL per step), :func:`stored_transition` (the inputs that recompute stored
+steps, one step or per-sample steps) and :func:`diffusion_sampling` (a baseline's sampler settings from the config,
+for its training and its evaluation samples alike).
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ def reference_transitions(ctx, scheduler, roll: DiffusionRollout, *, guidance_sc
             means.append(ddim_step_mean_std(scheduler, out, t, roll.latents[:, n], eta)[0])
             outputs.append(out)
     return torch.stack(means, 1), torch.stack(outputs, 1)
+
+
+def stored_transition(roll: DiffusionRollout, rows: Tensor, steps: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_t, x_next, t)`` of the stored steps ``steps`` of trajectories ``rows`` [m]: states [m, C, H, W] and the
+    timestep, 0-d for one int step (all rows at it) or [m] for per-sample steps [m] (one UNet call for several steps:
+    :func:`~rocm_rlhf.samplers.diffusion.ddim_log_prob` takes per-sample timesteps)."""
+    rows = rows.to(roll.latents.device)
+    if not isinstance(steps, Tensor):
+        n = int(steps)
+        return roll.latents[rows, n], roll.latents[rows, n + 1], roll.timesteps[n]
+    if steps.shape != rows.shape:
+        raise ValueError(f"need one step per row, got steps of shape {tuple(steps.shape)} for {len(rows)} rows")
+    steps = steps.to(roll.latents.device)
+    return roll.latents[rows, steps], roll.latents[rows, steps + 1], roll.timesteps[steps.to(roll.timesteps.device)]
 
 
 def kl_per_step(means: Tensor, ref_means: Tensor, stds: Tensor, reduction: str) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..models import ddim_scheduler_for
 from ..samplers.diffusion import ddim_log_prob
-from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout
+from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout, stored_transition
 from .ppo import PPOMethod, PerPromptStatTracker, check_positive, stats_out
 
 
@@ -38,6 +38,7 @@ class DDPO(PPOMethod):
     log_prob_reduction: str = "mean"  # DDPO's ddim_step_with_logprob averages over dimensions
     log_divergence: bool = True  # log the KL to the pretrained model of each sampled batch (costs T UNet calls)
     divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
+    log_prob_batch: int | None = 1  # latents per recomputing UNet call, whole steps (ppo.log_prob_chunks); 1: one step
     tracker: PerPromptStatTracker = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -59,13 +60,14 @@ class DDPO(PPOMethod):
         return step_rollout(ctx, step, self.scheduler, batch_size=self.batch_size, num_steps=self.sample_steps,
                                guidance_scale=self.guidance_scale, eta=self.eta, reference=self.log_divergence)
 
-    def step_log_prob(self, ctx, roll: DiffusionRollout, idx: Tensor, n: int) -> Tensor:
-        """[b]: the current policy's summed log-prob of the stored step n of samples ``idx`` (with grad)."""
-        idx = idx.to(roll.latents.device)
+    def step_log_prob(self, ctx, roll: DiffusionRollout, idx: Tensor, steps: Tensor | int) -> Tensor:
+        """[b]: the current policy's summed log-probs of the stored steps ``steps`` ([b] per sample, or one int) of
+        samples ``idx`` (with grad), in one UNet call."""
+        x_t, x_next, t = stored_transition(roll, idx, steps)
         with ctx.autocast():
-            return ddim_log_prob(ctx.pipe.unet, self.scheduler, roll.prompt_embeds[idx], roll.negative_embeds,
-                                 roll.latents[idx, n], roll.latents[idx, n + 1], roll.timesteps[n],
-                                 guidance_scale=self.guidance_scale, eta=self.eta)
+            return ddim_log_prob(ctx.pipe.unet, self.scheduler, roll.prompt_embeds[idx.to(x_t.device)],
+                                 roll.negative_embeds, x_t, x_next, t, guidance_scale=self.guidance_scale,
+                                 eta=self.eta)
 
     def train_step(self, ctx, step: int) -> dict:
         roll, st = self.ppo_step(ctx, step, timestep_fraction=self.timestep_fraction)

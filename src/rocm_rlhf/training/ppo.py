@@ -3,8 +3,9 @@
 API: :func:`baseline_fields` (a baseline's dataclass fields from ``baselines.<name>``), :func:`log_prob_scale` (the
 factor ``s`` ratios are formed from: ``1/(C*H*W)`` for ``"mean"``, as the reference code, or 1 for ``"sum"``),
 :class:`PerPromptStatTracker` (DDPO's per-prompt advantages), :func:`ppo_clip_loss`, :class:`GradientAccumulator`
-(the memory of one UNet call whatever the number of sampler steps), :func:`minibatches`, :func:`train_step_slots`,
-:func:`ppo_train` and :class:`PPOMethod` (what RLCM and DDPO share), :func:`stats_out` (the logged scalars).
+(the memory of one UNet call whatever the number of sampler steps), :func:`log_prob_chunks` (which stored steps share
+one UNet call: ``log_prob_batch``), :func:`minibatches`, :func:`train_step_slots`, :func:`ppo_train` and
+:class:`PPOMethod` (what RLCM and DDPO share), :func:`stats_out` (the logged scalars).
 The conventions and their reasons: docs/method.md, section 'The baselines'.
 """
 
@@ -170,6 +171,30 @@ class GradientAccumulator:
         return lin - lin.detach() + self.value
 
 
+def check_log_prob_batch(name: str, value) -> None:
+    """``baselines.<name>.log_prob_batch`` is None or a positive integer (:func:`log_prob_chunks`)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"baselines.{name}.log_prob_batch must be a positive integer (the most latents per UNet call "
+                         f"when recomputing stored steps; 1: one step per call) or null (all the steps of an update "
+                         f"in one call), got {value!r}")
+
+
+def log_prob_chunks(num_units: int, unit_size: int, log_prob_batch: int | None) -> list[range]:
+    """The units (sampler steps of a minibatch, or DPOK minibatches) of one optimizer update, ``range(num_units)``,
+    split into consecutive chunks whose log-probs are recomputed in one UNet call and backpropagated at once.
+
+    ``log_prob_batch`` is the most latents per call (before classifier-free guidance doubles the UNet's batch), in
+    whole units of ``unit_size`` latents: ``log_prob_batch // unit_size`` units per chunk, at least one, so any value
+    up to ``unit_size`` (e.g. 1) gives one unit per call; None: all the units in one call.
+    """
+    if log_prob_batch is None:
+        per = max(1, num_units)
+    else:
+        check_log_prob_batch("<method>", log_prob_batch)
+        per = max(1, log_prob_batch // unit_size)
+    return [range(s, min(s + per, num_units)) for s in range(0, num_units, per)]
+
+
 def by_step(fn: Callable[[Tensor, int], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
     """Turn ``fn(idx, n) -> [b]`` (one sampler step for all samples) into ``f(idx, steps) -> [b]`` with per-sample
     steps, calling ``fn`` once per distinct step (so UNet calls get a scalar timestep)."""
@@ -209,32 +234,46 @@ def train_step_slots(batch: int, num_steps: int, timestep_fraction: float, gener
 
 def ppo_accumulate(acc: GradientAccumulator, log_prob_fn: Callable[[Tensor, Tensor], Tensor], idx: Tensor,
                    slots: Tensor, old_log_probs: Tensor, advantages: Tensor, scale: float, clip_range: float,
-                   adv_clip_max: float) -> dict:
+                   adv_clip_max: float, log_prob_batch: int | None = 1) -> dict:
     """Accumulate into ``acc`` the gradient of the PPO loss of one minibatch, averaged over its trained steps.
 
-    ``log_prob_fn(idx [b], steps [b]) -> [b]`` recomputes the summed log-probs with gradients; ``slots`` [b, k] are
-    the step indices per sample; ``old_log_probs`` [B, S] (summed) and ``advantages`` [B] are the whole batch's.
+    ``log_prob_fn(idx [m], steps [m]) -> [m]`` recomputes the summed log-probs with gradients, with per-sample steps;
+    ``slots`` [b, k] are the step indices per sample; ``old_log_probs`` [B, S] (summed) and ``advantages`` [B] are the
+    whole batch's. The k steps are recomputed in chunks of whole steps (:func:`log_prob_chunks`: at most
+    ``log_prob_batch`` samples per call, at least one step; None: all k steps in one call), each chunk called once on
+    its steps' samples concatenated step after step and backpropagated at once; the loss is step j's PPO loss
+    (:func:`ppo_clip_loss`) divided by k, summed over j, whatever the chunks.
     """
-    k = slots.shape[1]
+    b, k = slots.shape
     stats: dict[str, float] = {}
-    for j in range(k):
-        steps = slots[:, j]
-        lp = log_prob_fn(idx, steps) * scale
-        old = old_log_probs[idx.to(old_log_probs.device), steps.to(old_log_probs.device)].to(lp.device) * scale
-        loss, st = ppo_clip_loss(lp, old, advantages[idx.to(advantages.device)].to(lp.device), clip_range,
-                                 adv_clip_max)
-        acc.backward(loss / k)
-        for key, v in st.items():
-            stats[key] = stats.get(key, 0.0) + v / k
+    for chunk in log_prob_chunks(k, b, log_prob_batch):
+        steps = slots[:, chunk.start:chunk.stop]  # [b, c]
+        lp = log_prob_fn(idx.repeat(len(chunk)), steps.T.reshape(-1)).view(len(chunk), b) * scale
+        loss = 0.0
+        for i, j in enumerate(chunk):
+            loss_j, st = _ppo_step_loss(lp[i], slots[:, j], idx, old_log_probs, advantages, scale, clip_range,
+                                        adv_clip_max)
+            loss = loss + loss_j / k
+            for key, v in st.items():
+                stats[key] = stats.get(key, 0.0) + v / k
+        acc.backward(loss)
     return stats
+
+
+def _ppo_step_loss(lp: Tensor, steps: Tensor, idx: Tensor, old_log_probs: Tensor, advantages: Tensor, scale: float,
+                   clip_range: float, adv_clip_max: float) -> tuple[Tensor, dict]:
+    """:func:`ppo_clip_loss` of one trained step: the scaled log-probs ``lp`` [b] of samples ``idx`` at ``steps``."""
+    old = old_log_probs[idx.to(old_log_probs.device), steps.to(old_log_probs.device)].to(lp.device) * scale
+    return ppo_clip_loss(lp, old, advantages[idx.to(advantages.device)].to(lp.device), clip_range, adv_clip_max)
 
 
 def ppo_train(ctx, step: int, *, log_prob_fn, old_log_probs: Tensor, advantages: Tensor, scale: float,
               num_inner_epochs: int, num_minibatches: int, clip_range: float, adv_clip_max: float,
-              timestep_fraction: float = 1.0) -> dict:
+              timestep_fraction: float = 1.0, log_prob_batch: int | None = 1) -> dict:
     """The PPO updates of one training step: ``num_inner_epochs`` passes over the sampled batch, each shuffled
-    (generator stream 1 + epoch) and split into ``num_minibatches`` minibatches, one ``ctx.update`` per minibatch.
-    Returns the mean loss and PPO statistics over the updates."""
+    (generator stream 1 + epoch) and split into ``num_minibatches`` minibatches, one ``ctx.update`` per minibatch
+    (its log-probs recomputed ``log_prob_batch`` samples per call: :func:`ppo_accumulate`). Returns the mean loss and
+    PPO statistics over the updates."""
     batch, num_steps = old_log_probs.shape
     totals: dict[str, float] = {}
     n_updates = 0
@@ -244,7 +283,7 @@ def ppo_train(ctx, step: int, *, log_prob_fn, old_log_probs: Tensor, advantages:
             slots = train_step_slots(len(idx), num_steps, timestep_fraction, g)
             acc = GradientAccumulator(ctx.params)
             st = ppo_accumulate(acc, log_prob_fn, idx, slots, old_log_probs, advantages, scale, clip_range,
-                                adv_clip_max)
+                                adv_clip_max, log_prob_batch=log_prob_batch)
             ctx.update(acc.surrogate())
             st = {"loss": acc.value, "ratio": st["ratio"], "clipfrac": st["clipfrac"], "approx_kl": st["approx_kl"]}
             for key, v in st.items():
@@ -258,10 +297,11 @@ class PPOMethod(BaselineFromConfig):
     tracker as checkpointed state, and one training step (rollout, advantages, :func:`ppo_train`).
 
     The dataclass provides the fields ``batch_size``, ``num_inner_epochs``, ``num_minibatches``, ``clip_range``,
-    ``adv_clip_max``, ``stat_buffer_size``, ``stat_min_count``, ``log_prob_reduction`` and ``tracker``, the class
-    attribute ``config_name`` (its block under ``baselines:``, from :class:`BaselineFromConfig`), and the methods ``rollout(ctx, step)`` (a rollout with
-    ``prompts``, ``rewards`` [B] and summed ``log_probs`` [B, S]) and ``step_log_prob(ctx, roll, idx, n) -> [b]``
-    (step n's summed log-prob of samples ``idx``, with gradients).
+    ``adv_clip_max``, ``stat_buffer_size``, ``stat_min_count``, ``log_prob_reduction``, ``log_prob_batch`` and
+    ``tracker``, the class attribute ``config_name`` (its block under ``baselines:``, from :class:`BaselineFromConfig`),
+    and the methods ``rollout(ctx, step)`` (a rollout with ``prompts``, ``rewards`` [B] and summed ``log_probs``
+    [B, S]) and ``step_log_prob(ctx, roll, idx, steps) -> [b]`` (the summed log-probs of samples ``idx`` at their
+    steps ``steps`` [b], or all at one int step, with gradients).
     """
 
     def check_ppo_settings(self) -> None:
@@ -277,6 +317,7 @@ class PPOMethod(BaselineFromConfig):
         check_positive(f"baselines.{name}.clip_range", self.clip_range, integer=False)
         check_positive(f"baselines.{name}.adv_clip_max", self.adv_clip_max, integer=False)
         check_batch(name, {"batch_size": self.batch_size, "num_minibatches": self.num_minibatches})
+        check_log_prob_batch(name, self.log_prob_batch)
         log_prob_scale((1,), self.log_prob_reduction)
         self.tracker = PerPromptStatTracker(self.stat_buffer_size, self.stat_min_count)
 
@@ -292,15 +333,16 @@ class PPOMethod(BaselineFromConfig):
     def ppo_step(self, ctx, step: int, timestep_fraction: float = 1.0):
         """One training step: ``roll = self.rollout(ctx, step)``, per-prompt advantages of its rewards, and the PPO
         updates of :func:`ppo_train` on log-probs scaled by :func:`log_prob_scale` of the pipeline's latent shape
-        (:func:`latent_shape`, the shape the rollouts draw). Returns ``(roll, stats)``."""
+        (:func:`latent_shape`, the shape the rollouts draw), ``log_prob_batch`` samples per recomputing call. Returns
+        ``(roll, stats)``."""
         roll = self.rollout(ctx, step)
         adv = self.tracker.update(roll.prompts, roll.rewards)
         scale = log_prob_scale(latent_shape(ctx.pipe), self.log_prob_reduction)
-        st = ppo_train(ctx, step, log_prob_fn=by_step(lambda idx, n: self.step_log_prob(ctx, roll, idx, n)),
+        st = ppo_train(ctx, step, log_prob_fn=lambda idx, steps: self.step_log_prob(ctx, roll, idx, steps),
                        old_log_probs=roll.log_probs, advantages=adv, scale=scale,
                        num_inner_epochs=self.num_inner_epochs, num_minibatches=self.num_minibatches,
                        clip_range=self.clip_range, adv_clip_max=self.adv_clip_max,
-                       timestep_fraction=timestep_fraction)
+                       timestep_fraction=timestep_fraction, log_prob_batch=self.log_prob_batch)
         return roll, st
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..models import latent_shape
 from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
-from .ppo import PPOMethod, PerPromptStatTracker, stats_out
+from .ppo import PPOMethod, PerPromptStatTracker, by_step, stats_out
 
 
 def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
@@ -55,6 +55,7 @@ class RLCM(PPOMethod):
     log_divergence: bool = True  # log the KL to the base model (adapter disabled) of each sampled batch
     divergence_reduction: str = "mean"  # its reduction over latent dimensions (as ROCM's rocm.reduction)
     final_step: bool = True  # include the last evaluation in the logged KL (as ROCM's rocm.final_step)
+    log_prob_batch: int | None = 1  # latents per backward, whole steps (ppo.log_prob_chunks); UNet calls: one per step
     tracker: PerPromptStatTracker = field(init=False, repr=False)
 
     @classmethod
@@ -98,10 +99,15 @@ class RLCM(PPOMethod):
                           states=torch.stack(traj.states[:k1], 1), next_states=torch.stack(traj.next_states, 1),
                           log_probs=log_probs, rewards=rewards, divergence=div)
 
-    def step_log_prob(self, ctx, roll: LCMRollout, idx: Tensor, n: int) -> Tensor:
-        """[b]: the current policy's summed log-prob of the stored transition n of samples ``idx`` (with grad), from
-        the sampler's own :func:`~rocm_rlhf.samplers.consistency.consistency_transition` (so at the sampling weights
-        it reproduces the sampled log-prob bit for bit)."""
+    def step_log_prob(self, ctx, roll: LCMRollout, idx: Tensor, steps: Tensor | int) -> Tensor:
+        """[b]: the current policy's summed log-probs of the stored transitions ``steps`` ([b] per sample, or one int)
+        of samples ``idx`` (with grad), from the sampler's own
+        :func:`~rocm_rlhf.samplers.consistency.consistency_transition` (so at the sampling weights it reproduces the
+        sampled log-prob bit for bit). That function takes one timestep per call, so per-sample steps are grouped by
+        step (:func:`~rocm_rlhf.training.ppo.by_step`): one UNet call per distinct step."""
+        if isinstance(steps, Tensor):
+            return by_step(lambda i, n: self.step_log_prob(ctx, roll, i, n))(idx, steps)
+        n = int(steps)
         idx = idx.to(roll.states.device)
         with ctx.autocast():
             _, mean, std, _ = consistency_transition(ctx.pipe.unet, ctx.pipe.scheduler, roll.prompt_embeds[idx],
