@@ -20,9 +20,9 @@ from torch import Tensor
 from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import gaussian_log_prob
 from ..samplers.diffusion import ddim_log_prob
-from .ddim_policy import DiffusionRollout, diffusion_rollout, kl_per_step
-from .ppo import (BaselineFromConfig, GradientAccumulator, check_positive, log_prob_scale, minibatches, stats_out,
-                  train_step_slots)
+from .ddim_policy import DiffusionRollout, diffusion_rollout, kl_per_step, stored_transition
+from .ppo import (BaselineFromConfig, GradientAccumulator, check_log_prob_batch, check_positive, log_prob_chunks,
+                  log_prob_scale, minibatches, stats_out, train_step_slots)
 
 
 def d3po_logit(log_ratio_a: Tensor, log_ratio_b: Tensor, pref_a: Tensor, beta: float, eps: float) -> Tensor:
@@ -65,6 +65,7 @@ class D3PO(BaselineFromConfig):
     log_prob_reduction: str = "mean"  # D3PO's ddim_step_with_logprob averages over dimensions
     log_divergence: bool = True  # log the KL to the pretrained model (free: the reference pass is needed anyway)
     divergence_reduction: str = "mean"
+    log_prob_batch: int | None = 1  # latents (2 per pair) per recomputing UNet call, whole steps; 1: one step
 
     def __post_init__(self):
         from .batching import check_batch
@@ -82,6 +83,7 @@ class D3PO(BaselineFromConfig):
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"d3po timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
         check_batch("d3po", {"prompts_per_step": self.prompts_per_step, "num_minibatches": self.num_minibatches})
+        check_log_prob_batch("d3po", self.log_prob_batch)
         log_prob_scale((1,), self.log_prob_reduction)
         self.scheduler = None
 
@@ -111,19 +113,37 @@ class D3PO(BaselineFromConfig):
                                                 roll.stds[n]) for n in range(self.sample_steps)], 1)
         return PairRollout(roll=roll, ref_log_probs=ref_lp, pref=preference(roll.rewards[:p], roll.rewards[p:]))
 
-    def log_ratios(self, ctx, pr: PairRollout, idx: Tensor, n: int) -> tuple[Tensor, Tensor]:
-        """Scaled ``log pi_theta - log pi_ref`` of step n for the pairs ``idx``: (a's [b], b's [b]), with grad."""
+    def log_ratios(self, ctx, pr: PairRollout, idx: Tensor, steps: Tensor | int) -> tuple[Tensor, Tensor]:
+        """Scaled ``log pi_theta - log pi_ref`` of the stored steps ``steps`` ([b] per pair, or one int) of the pairs
+        ``idx`` [b]: (a's [b], b's [b]), with grad, in one UNet call on the 2b trajectories."""
         roll = pr.roll
         p = pr.pref.shape[0]
         idx = idx.to(roll.latents.device)
         rows = torch.cat([idx, idx + p])
+        steps = torch.cat([steps, steps]) if isinstance(steps, Tensor) else int(steps)
+        x_t, x_next, t = stored_transition(roll, rows, steps)
         with ctx.autocast():
-            lp = ddim_log_prob(ctx.pipe.unet, self.scheduler, roll.prompt_embeds[rows], roll.negative_embeds,
-                               roll.latents[rows, n], roll.latents[rows, n + 1], roll.timesteps[n],
-                               guidance_scale=self.guidance_scale, eta=self.eta)
+            lp = ddim_log_prob(ctx.pipe.unet, self.scheduler, roll.prompt_embeds[rows], roll.negative_embeds, x_t,
+                               x_next, t, guidance_scale=self.guidance_scale, eta=self.eta)
         scale = log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
-        lr = (lp - pr.ref_log_probs[rows, n].to(lp.dtype)) * scale
+        ref_steps = steps.to(pr.ref_log_probs.device) if isinstance(steps, Tensor) else steps
+        lr = (lp - pr.ref_log_probs[rows.to(pr.ref_log_probs.device), ref_steps].to(lp.device, lp.dtype)) * scale
         return lr[: len(idx)], lr[len(idx):]
+
+    def accumulate(self, ctx, acc: GradientAccumulator, pr: PairRollout, idx: Tensor, slots: Tensor) -> None:
+        """Accumulate into ``acc`` the gradient of one update's loss: the mean of the D3PO loss over the pairs ``idx``
+        [b] and their k trained steps ``slots`` [b, k], the steps recomputed ``log_prob_batch`` latents per call
+        (:func:`~rocm_rlhf.training.ppo.log_prob_chunks`, 2b latents a step), each call's pairs concatenated step after
+        step and backpropagated at once."""
+        b, k = slots.shape
+        for chunk in log_prob_chunks(k, 2 * b, self.log_prob_batch):
+            c = len(chunk)
+            lr_a, lr_b = self.log_ratios(ctx, pr, idx.repeat(c), slots[:, chunk.start:chunk.stop].T.reshape(-1))
+            pref = pr.pref[idx.to(pr.pref.device)].to(lr_a.device)
+            lr_a, lr_b = lr_a.view(c, b), lr_b.view(c, b)
+            # the mean over the minibatch's pairs and its k trained steps
+            loss = sum(d3po_loss(lr_a[i], lr_b[i], pref, self.beta, self.eps) for i in range(c)) / k
+            acc.backward(loss)
 
     def train_step(self, ctx, step: int) -> dict:
         pr = self.rollout(ctx, step)
@@ -134,14 +154,7 @@ class D3PO(BaselineFromConfig):
             for idx in minibatches(p, self.updates_per_pass(), g):
                 slots = train_step_slots(len(idx), steps, self.timestep_fraction, g)
                 acc = GradientAccumulator(ctx.params)
-                for j in range(slots.shape[1]):
-                    for n in torch.unique(slots[:, j]).tolist():
-                        sub = idx[slots[:, j] == n]
-                        lr_a, lr_b = self.log_ratios(ctx, pr, sub, int(n))
-                        pref = pr.pref[sub.to(pr.pref.device)].to(lr_a.device)
-                        # the mean over the minibatch's pairs and its k trained steps
-                        acc.backward(d3po_loss(lr_a, lr_b, pref, self.beta, self.eps) * len(sub)
-                                     / (len(idx) * slots.shape[1]))
+                self.accumulate(ctx, acc, pr, idx, slots)
                 ctx.update(acc.surrogate())
                 losses.append(acc.value)
         roll = pr.roll
