@@ -23,7 +23,8 @@ from ..models import ddim_scheduler_for, latent_shape
 from ..samplers.common import encode_prompts, gaussian_log_prob
 from ..samplers.diffusion import ddim_step_mean_std, guided_model_output
 from .ddim_policy import DiffusionRollout, kl_per_step, step_rollout
-from .ppo import BaselineFromConfig, GradientAccumulator, check_positive, log_prob_scale, stats_out
+from .ppo import (BaselineFromConfig, GradientAccumulator, check_log_prob_batch, check_positive, log_prob_chunks,
+                  log_prob_scale, stats_out)
 
 
 class ConditionalLinear(nn.Module):
@@ -98,6 +99,7 @@ class DPOK(BaselineFromConfig):
     log_prob_reduction: str = "mean"  # DPOK's step_forward_logprob averages over dimensions
     log_divergence: bool = True
     divergence_reduction: str = "mean"
+    log_prob_batch: int | None = 1  # transitions per recomputing UNet call, whole minibatches; 1: one minibatch
 
     def __post_init__(self):
         check_positive("baselines.dpok.batch_size", self.batch_size)
@@ -112,6 +114,7 @@ class DPOK(BaselineFromConfig):
             raise ValueError(f"dpok kl_weight must be >= 0, got {self.kl_weight}")
         if not 0 < self.eta <= 1:
             raise ValueError(f"dpok eta must lie in (0, 1] (eta = 0 is deterministic: no policy), got {self.eta}")
+        check_log_prob_batch("dpok", self.log_prob_batch)
         log_prob_scale((1,), self.log_prob_reduction)
         self.scheduler = None
         self.value: ValueNetwork | None = None
@@ -212,30 +215,56 @@ class DPOK(BaselineFromConfig):
         self.value_opt.step()
         return total
 
+    def policy_minibatches(self, ctx, g: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+        """The ``grad_accumulation`` minibatches of one policy update, drawn in turn from ``g`` (each
+        ``min(policy_batch_size, buffer)`` buffer transitions), with their advantages (reward minus value, no
+        gradient): ``(indices, advantages)``."""
+        buf = self.buffer
+        n = buf["reward"].shape[0]
+        idxs, advs = [], []
+        for _ in range(self.grad_accumulation):
+            idx = torch.randperm(n, generator=g)[: min(self.policy_batch_size, n)]
+            with torch.no_grad():
+                advs.append(buf["reward"][idx].to(ctx.device) - self.value(
+                    buf["state"][idx].to(ctx.device), buf["text"][idx].to(ctx.device),
+                    buf["step"][idx].to(ctx.device)))
+            idxs.append(idx)
+        return idxs, advs
+
+    def policy_accumulate(self, ctx, acc: GradientAccumulator, idxs: list[Tensor], advs: list[Tensor],
+                          scale: float) -> tuple[list[float], list[float]]:
+        """Accumulate into ``acc`` the gradient of one policy update, the mean over its minibatches ``idxs`` of
+        ``mean(-reward_weight * A * clip(ratio) + kl_weight * REG)``, the minibatches recomputed ``log_prob_batch``
+        transitions per UNet call (:func:`~rocm_rlhf.training.ppo.log_prob_chunks`: whole minibatches, concatenated,
+        each call backpropagated at once). Returns the per-minibatch means of the regulariser and of the ratio."""
+        buf = self.buffer
+        size = len(idxs[0])
+        kls, ratios = [], []
+        for chunk in log_prob_chunks(len(idxs), size, self.log_prob_batch):
+            idx = torch.cat([idxs[i] for i in chunk])
+            adv = torch.cat([advs[i] for i in chunk])
+            lp, reg = self.transition_stats(ctx, idx)
+            ratio = torch.exp((lp - buf["log_prob"][idx].to(lp.device, lp.dtype)) * scale)
+            clipped = ratio.clamp(1.0 - self.ratio_clip, 1.0 + self.ratio_clip)
+            term = (-self.reward_weight * adv.to(lp.dtype) * clipped + self.kl_weight * reg).view(len(chunk), size)
+            acc.backward(term.mean(1).sum() / self.grad_accumulation)
+            kls.extend(reg.detach().view(len(chunk), size).mean(1).tolist())
+            ratios.extend(ratio.detach().view(len(chunk), size).mean(1).tolist())
+        return kls, ratios
+
     def train_step(self, ctx, step: int) -> dict:
         roll = self.rollout(ctx, step)
         self.add_to_buffer(ctx, roll)
         value_loss = self.value_step(ctx, step)
-        buf = self.buffer
-        n = buf["reward"].shape[0]
         scale = log_prob_scale(roll.latents.shape[2:], self.log_prob_reduction)
         g = ctx.generator(step, 3)
         losses, kls, ratios = [], [], []
         for _ in range(self.policy_updates):
             acc = GradientAccumulator(ctx.params)
-            for _ in range(self.grad_accumulation):
-                idx = torch.randperm(n, generator=g)[: min(self.policy_batch_size, n)]
-                with torch.no_grad():
-                    adv = buf["reward"][idx].to(ctx.device) - self.value(
-                        buf["state"][idx].to(ctx.device), buf["text"][idx].to(ctx.device),
-                        buf["step"][idx].to(ctx.device))
-                lp, reg = self.transition_stats(ctx, idx)
-                ratio = torch.exp((lp - buf["log_prob"][idx].to(lp.device, lp.dtype)) * scale)
-                clipped = ratio.clamp(1.0 - self.ratio_clip, 1.0 + self.ratio_clip)
-                loss = (-self.reward_weight * adv.to(lp.dtype) * clipped + self.kl_weight * reg).mean()
-                acc.backward(loss / self.grad_accumulation)
-                kls.append(reg.mean().item())
-                ratios.append(ratio.mean().item())
+            idxs, advs = self.policy_minibatches(ctx, g)
+            kl, ratio = self.policy_accumulate(ctx, acc, idxs, advs, scale)
+            kls.extend(kl)
+            ratios.extend(ratio)
             ctx.update(acc.surrogate())
             losses.append(acc.value)
         div = None
