@@ -31,6 +31,7 @@ localrules:
     tiny_hub,
     prepare_prompts,
     collect_scores,
+    choose_beta,
     stats,
     table1,
     table_divergence_beta,
@@ -45,3 +46,4 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        confirm_targets,

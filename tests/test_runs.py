@@ -10,7 +10,7 @@ from rocm_rlhf import runs
 from rocm_rlhf.infra.config import load_schema, validate_config
 
 
-@pytest.mark.parametrize("run_id", ["base", "rocm-none-b0-s0", "rocm-kl-b10-s3", "rocm-fisher-b0.03-s1",
+@pytest.mark.parametrize("run_id", ["base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b10-s3", "rocm-fisher-b0.03-s1",
                                     "rocm-js-b1e-05-s0", "rlcm-s0", "dpok-s12"])
 def test_run_ids_round_trip(run_id):
     run = runs.parse_run(run_id)
@@ -19,7 +19,7 @@ def test_run_ids_round_trip(run_id):
 
 
 @pytest.mark.parametrize("bad", ["rocm-kl-b10.0-s0", "rocm-kl-b0-s0", "rocm-none-b1-s0", "rocm-tv-b1-s0", "ppo-s0",
-                                 "rlcm", "rocm-kl-b10", "Base"])
+                                 "rlcm", "rocm-kl-b10", "Base", "base-ddim-s0", "base-s0"])
 def test_non_run_ids_are_refused_with_the_accepted_forms(bad):
     with pytest.raises(ValueError, match="run id"):
         runs.parse_run(bad)
@@ -36,6 +36,49 @@ def test_beta_has_one_text_form_from_config_to_arm():
     run = runs.parse_run("rocm-kl-b1e-05-s1")
     assert run.arm == "rocm-kl-b1e-05" and run.beta == "1e-05" and run.beta_value == 1e-5
     assert runs.arm_label("rocm", "kl", run.beta_value) == "ROCM-KL (β=1e-05)"
+
+
+def test_the_confirmatory_stage_adds_seeds_to_the_arms_table1_shows_and_only_those():
+    config = {"rocm": {"seeds": [0], "unregularised": True, "divergences": ["kl", "js"],
+                       "betas": {"kl": [1.0, 10.0], "js": [1.0]}},
+              "baselines": {"methods": ["rlcm", "ddpo"], "seeds": [0]}, "confirm": {"seeds": [1, 2]}}
+    # known before any result: the sweep at seed 0, beta = 0 and the baselines at every seed
+    assert runs.rocm_runs(config) == ["rocm-none-b0-s0", "rocm-kl-b1-s0", "rocm-kl-b10-s0", "rocm-js-b1-s0",
+                                      "rocm-none-b0-s1", "rocm-none-b0-s2"]
+    assert runs.sweep_runs(config) == ["rocm-kl-b1-s0", "rocm-kl-b10-s0", "rocm-js-b1-s0"]
+    assert runs.baseline_runs(config) == ["rlcm-s0", "rlcm-s1", "rlcm-s2", "ddpo-s0", "ddpo-s1", "ddpo-s2"]
+    # known once beta is chosen: the chosen betas at the confirmatory seeds, nothing else of the sweep
+    chosen = {"kl": "10", "js": "1"}
+    assert runs.confirm_runs(config, chosen) == ["rocm-kl-b10-s1", "rocm-kl-b10-s2", "rocm-js-b1-s1", "rocm-js-b1-s2"]
+    evaluated = runs.eval_runs(config, chosen)
+    assert evaluated[:2] == ["base", "base-ddim"]  # a diffusion baseline is configured: its untrained start too
+    assert "rocm-kl-b1-s1" not in evaluated and len(evaluated) == len(set(evaluated)) == 2 + 6 + 4 + 6
+    # seeds already in a grid are not trained twice; no confirm block = one seed, as before
+    config["confirm"]["seeds"] = [0, 1]
+    assert runs.confirm_runs(config, chosen) == ["rocm-kl-b10-s1", "rocm-js-b1-s1"]
+    assert runs.baseline_runs(config) == ["rlcm-s0", "rlcm-s1", "ddpo-s0", "ddpo-s1"]
+    del config["confirm"]
+    assert runs.confirm_runs(config, chosen) == [] and runs.rocm_runs(config)[-1] == "rocm-js-b1-s0"
+    config["baselines"]["methods"] = ["rlcm"]
+    assert runs.untrained_runs(config) == ["base"]  # no diffusion baseline: no base diffusion arm
+
+
+def test_read_chosen_gives_canonical_betas_and_names_a_wrong_file(tmp_path):
+    good = tmp_path / "chosen.csv"
+    good.write_text("divergence,beta,arm,metric,mean\nkl,10.0,rocm-kl-b10,gold,0.2\nfisher,0.30,rocm-fisher-b0.3,gold,0.1\n")
+    assert runs.read_chosen(good) == {"kl": "10", "fisher": "0.3"}
+    bad = tmp_path / "scores.csv"
+    bad.write_text("arm,metric,value\nbase,gold,0.1\n")
+    with pytest.raises(ValueError, match="choose_beta"):
+        runs.read_chosen(bad)
+
+
+def test_the_base_diffusion_arm_is_untrained_and_samples_with_ddpos_sampler():
+    run = runs.parse_run("base-ddim")
+    assert run.generator == "diffusion" and run.arm == "base-ddim" and run.id == "base-ddim"
+    assert runs.arm_label("base-ddim") == "Base diffusion (DDIM)"
+    assert runs.DIFFUSION_SAMPLER_OF in runs.BASELINES and runs.generator(runs.DIFFUSION_SAMPLER_OF) == "diffusion"
+    assert runs.parse_arm("base-ddim") == run and "base-ddim" not in runs.control_arms(["base", "base-ddim", "ddpo"])
 
 
 def test_identity_is_the_score_tables_arm_attributes():

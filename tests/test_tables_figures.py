@@ -4,6 +4,7 @@ values."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,19 @@ def test_choose_beta_picks_the_planted_best(scores):
     assert list(arms.choose_beta(scores, "gold")) == ["kl", "js"]  # DIVERGENCES order
 
 
+def test_chosen_table_is_the_choice_the_stages_share(scores3, tmp_path):
+    """results/stats/chosen.csv: per divergence the arm choose_arms picks, read back by runs.read_chosen, which the
+    workflow uses to plan the confirmatory runs and the report stages to show the chosen rows."""
+    table = arms.chosen_table(scores3, "gold")
+    assert list(table.columns[:3]) == list(rocm_runs.CHOSEN_COLUMNS)
+    assert dict(zip(table["divergence"], table["arm"])) == arms.choose_arms(scores3, "gold")
+    assert table.set_index("divergence").loc["kl", "candidates"] == "0.01 0.1 1"
+    assert (table["n_seeds"] == 3).all() and (table["metric"] == "gold").all()
+    table.to_csv(tmp_path / "chosen.csv", index=False)
+    back = rocm_runs.read_chosen(tmp_path / "chosen.csv")
+    assert {d: rocm_runs.rocm_run(d, b, 0).arm for d, b in back.items()} == arms.choose_arms(scores3, "gold")
+
+
 def test_choose_beta_errors(scores):
     with pytest.raises(ValueError, match="imagereward"):
         arms.choose_beta(scores, "imagereward")
@@ -148,21 +162,36 @@ def test_table1_cells_bold_and_daggers(scores3, tmp_path):
     assert np.isnan(r.loc[("base", "gold"), "p_holm_vs_base"])
     assert np.isnan(r.loc[("rlcm", "gold"), "p_holm_vs_base"])  # a control of the family: never compared
 
+    # cells: mean [95% CI] of the hierarchical bootstrap (seeds, then prompts), the stats stage's seed_summary
+    summ = stats.seed_summary(scores, n_boot=N_BOOT).set_index(["arm", "metric"])
+    for arm in order:
+        for m in ("gold", "proxy_pick"):
+            assert r.loc[(arm, m), "ci_low"] == summ.loc[(arm, m), "ci_low"]
+            assert r.loc[(arm, m), "ci_low"] < r.loc[(arm, m), "mean"] < r.loc[(arm, m), "ci_high"]
+
+    def cell(arm, m):
+        s = summ.loc[(arm, m)]
+        return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
     md = _md_rows(tmp_path / "table1.md")
     assert md["Method"] == ["gold ↑", "proxy_pick ↑"]
-    assert md["Base"] == ["0.500", "0.300"]  # one seed: no std
-    assert md["ROCM-KL (β=0.1)"] == ["**0.700 ± 0.010**†", "0.600 ± 0.010†"]  # best gold, big effects
-    assert md["ROCM (β=0)"] == ["0.300 ± 0.010", "**0.900 ± 0.010**†"]  # worse gold: no dagger
-    assert md["ROCM-JS (β=1)"] == ["0.500 ± 0.010", "0.400 ± 0.010†"]  # null arm on gold: no dagger
-    assert md["RLCM"] == ["0.480 ± 0.010", "0.500 ± 0.010"]  # a control of the comparisons: never a dagger
+    assert md["Base"] == [cell("base", "gold"), cell("base", "proxy_pick")]
+    kl = "rocm-kl-b0.1"
+    assert md["ROCM-KL (β=0.1)"] == [f"**{cell(kl, 'gold')}**†", f"{cell(kl, 'proxy_pick')}†"]  # best gold, big effects
+    zero = "rocm-none-b0"
+    assert md["ROCM (β=0)"] == [cell(zero, "gold"), f"**{cell(zero, 'proxy_pick')}**†"]  # worse gold: no dagger
+    assert md["ROCM-JS (β=1)"] == [cell("rocm-js-b1", "gold"), f"{cell('rocm-js-b1', 'proxy_pick')}†"]  # null gold
+    assert md["RLCM"] == [cell("rlcm", "gold"), cell("rlcm", "proxy_pick")]  # a control: never a dagger
     assert sum("**" in c for cells in md.values() for c in cells) == 2  # one bold per column
     assert "all 24 comparisons" in (tmp_path / "table1.md").read_text()
+    assert "95% CI: hierarchical bootstrap over training seeds, then prompts" in (tmp_path / "table1.md").read_text()
 
     tex = (tmp_path / "table1.tex").read_text()
     assert tex.startswith(r"\begin{tabular}{lcc}") and r"\bottomrule" in tex
     assert tex.count(r"\midrule") == 3  # below the header, then base | ROCM | baselines
-    kl = next(line for line in tex.splitlines() if line.startswith(r"ROCM-KL ($\beta$=0.1)"))
-    assert kl == r"ROCM-KL ($\beta$=0.1) & $\mathbf{0.700 \pm 0.010}^{\dagger}$ & $0.600 \pm 0.010^{\dagger}$ \\"
+    line = next(line for line in tex.splitlines() if line.startswith(r"ROCM-KL ($\beta$=0.1)"))
+    assert line == (rf"ROCM-KL ($\beta$=0.1) & $\mathbf{{{cell(kl, 'gold')}}}^{{\dagger}}$ & "
+                    rf"${cell(kl, 'proxy_pick')}^{{\dagger}}$ \\")
     assert r"gold $\uparrow$ & proxy\_pick $\uparrow$" in tex
     back = pd.read_csv(tmp_path / "table1.csv")
     assert list(back.columns) == list(long.columns) and len(back) == len(long)
@@ -200,7 +229,7 @@ def test_table1_dagger_needs_every_control_and_all_betas(scores3, tmp_path):
     assert not flag[("rocm-kl-b1", "gold")]  # 0.55 beats rlcm, but 0.05 over base is 8.7 run standard errors only
     assert not flag[("rlcm", "proxy_pick")] and not flag[("base", "gold")]  # controls never get a dagger
     md = _md_rows(tmp_path / "t.md")
-    assert md["ROCM-JS (β=1)"][1] == "0.400 ± 0.010"
+    assert re.fullmatch(r"0\.400 \[0\.3\d\d, 0\.4\d\d\]", md["ROCM-JS (β=1)"][1])  # mean [95% CI], no dagger
 
 
 def test_table1_lower_is_better_flips_bold_and_direction(scores3, tmp_path):

@@ -26,16 +26,19 @@ def dry_run(*args: str, cwd=REPO) -> dict[str, int]:
 
 
 def test_dry_run_default_config(tmp_path):
+    """The jobs known before any result; the chosen betas' confirmatory runs are planned after choose_beta."""
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"))
-    n_rocm = 1 * (1 + 4 * 3)  # seeds x (beta = 0 + 4 divergences x 3 betas)
-    n_runs = n_rocm + 4  # + the four baselines, one seed
+    n_sweep = 1 + 4 * 3  # seed 0: beta = 0 + 4 divergences x 3 betas
+    n_rocm = n_sweep + 2  # + beta = 0 at the confirmatory seeds 1 and 2
+    n_baselines = 4 * 3  # four baselines x seeds 0, 1, 2
+    n_runs = n_rocm + n_baselines + 2  # + the base LCM and the base diffusion model
     n_splits = 2  # the validation and the test prompts: one collect_scores each; one job samples (scores) both
     expected = {"prepare_prompts": 1, "sandbox_vae": 1, "sandbox_teacher": 1, "sandbox_lcm": 1, "sandbox_proxy": 2,
-                "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": 4, "sample_eval": n_runs + 1,
-                "evaluate": n_runs + 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
+                "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": n_baselines, "sample_eval": n_runs,
+                "evaluate": n_runs, "choose_beta": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1,
-                "fig_divergence_gallery": 1, "publish_results": 5}  # 2 score tables, 2 statistics, quality.json
+                "fig_divergence_gallery": 1, "publish_results": 6}  # 2 score tables, 2 statistics, chosen, quality
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
 
@@ -43,16 +46,16 @@ def test_dry_run_default_config(tmp_path):
 def test_dry_run_ci_config(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
-    assert counts["train_rocm"] == 2  # beta = 0 and one KL point, one seed
-    assert counts["train_baseline"] == 4  # each baseline once
-    assert counts["sample_eval"] == 7 and counts["evaluate"] == 7  # 7 runs (base included), val and test in each
-    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 5
+    assert counts["train_rocm"] == 3  # beta = 0 at seeds 0 and 1, and one KL point at seed 0 (seed 1 once chosen)
+    assert counts["train_baseline"] == 8  # each baseline at seeds 0 and 1
+    assert counts["sample_eval"] == 13 and counts["evaluate"] == 13  # 11 trained runs and 2 untrained ones
+    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 6
 
 
 def _planned_jobs(stdout: str) -> list[dict]:
     """The jobs of a ``snakemake -n`` listing: rule, input and output paths, wildcards."""
     jobs = []
-    for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)*)", stdout, re.M):
+    for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n)*)", stdout, re.M):
         fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
         jobs.append({"rule": m.group(1), "input": fields.get("input", "").split(", "),
                      "output": fields.get("output", "").split(", "), "wildcards": fields.get("wildcards", "")})
@@ -60,15 +63,17 @@ def _planned_jobs(stdout: str) -> list[dict]:
 
 
 def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_it(tmp_path):
-    """The val jobs exist for every run, on results/prompts/val.csv; the report rules that choose beta read the
-    validation scores, the others only the test scores (results/scores/all.csv)."""
+    """The val jobs exist for every run, on results/prompts/val.csv; beta is chosen once (checkpoint choose_beta) on
+    the sweep's validation scores, and the report rules that show the choice read it; the others read only the test
+    scores (results/scores/all.csv). The runs that depend on the choice are not planned before it exists."""
     jobs = _planned_jobs(smk(tmp_path, "-n", "--cores", "2").stdout)
     by_rule = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
     assert by_rule["prepare_prompts"][0]["output"] == [
         "results/prompts/train.csv", "results/prompts/eval.csv", "results/prompts/val.csv"]
-    runs = {"base", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rlcm-s0", "ddpo-s0", "d3po-s0", "dpok-s0"}
+    runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1"}
+    runs |= {f"{m}-s{s}" for m in ("rlcm", "ddpo", "d3po", "dpok") for s in (0, 1)}
     assert len(by_rule["sample_eval"]) == len(by_rule["evaluate"]) == len(runs)  # one job per run does both splits
     for split, prompts in (("val", "results/prompts/val.csv"), ("test", "results/prompts/eval.csv")):
         sampled = {o for j in by_rule["sample_eval"] for o in j["output"] if o.endswith(".npz") and f"/{split}/" in o}
@@ -76,16 +81,15 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
         assert all(prompts in j["input"] for j in by_rule["sample_eval"])
         scored = {o for j in by_rule["evaluate"] for o in j["output"] if f"/{split}/" in o}
         assert scored == {f"results/scores/{split}/{r}.csv" for r in runs}
-    tables = {j["output"][0]: set(j["input"]) for j in by_rule["collect_scores"]}
-    assert tables == {"results/scores/all.csv": {f"results/scores/test/{r}.csv" for r in runs},
-                      "results/scores/val.csv": {f"results/scores/val/{r}.csv" for r in runs}}
-    for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that choose beta
-        assert "results/scores/val.csv" in by_rule[rule][0]["input"], rule
+    assert by_rule["choose_beta"][0]["input"] == ["results/scores/val/rocm-kl-b0.1-s0.csv"]  # the sweep, seed 0
+    assert by_rule["choose_beta"][0]["output"] == ["results/stats/chosen.csv"]
+    for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that show the chosen beta
+        assert "results/stats/chosen.csv" in by_rule[rule][0]["input"], rule
+        assert "results/scores/val.csv" not in by_rule[rule][0]["input"], rule
     for rule in ("stats", "table_divergence_beta", "fig_beta_sweep"):  # they report on the test prompts only
         assert by_rule[rule][0]["input"] == ["results/scores/all.csv"], rule
     assert by_rule["table1"][0]["input"][0] == "results/scores/all.csv"
-    gallery = set(by_rule["fig_divergence_gallery"][0]["input"]) - {"results/scores/val.csv"}
-    assert gallery == {f"results/samples/test/{r}/images.npz" for r in runs}
+    assert all(job["input"] == ["<TBD>"] for job in by_rule["collect_scores"])  # every run, after the choice
 
 
 def test_lint_is_clean():

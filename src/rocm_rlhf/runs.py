@@ -8,6 +8,7 @@ config to the run id, the score table's arm and the labels. Torch-free and Snake
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ DIVERGENCE_LABELS = {UNREGULARISED: "none", "kl": "KL", "js": "JS", "hellinger":
 
 BASE = "base"
 """The run id, arm and method of the untrained LCM."""
+
+BASE_DIFFUSION = "base-ddim"
+"""The run id, arm and method of the untrained diffusion model (the teacher in the sandbox) through the diffusion
+baselines' DDIM sampler: where DDPO, D3PO and DPOK start, so that their gains are read against it."""
+
+UNTRAINED = (BASE, BASE_DIFFUSION)
+"""The arms without training (one run each, no training seed)."""
+
+DIFFUSION_SAMPLER_OF = "ddpo"
+"""The baseline whose DDIM sampler settings (``baselines.ddpo.sample_steps`` and ``guidance_scale``) sample the
+base diffusion arm."""
 
 SPLITS = ("val", "test")
 """The evaluation splits, sampled and scored alike: beta is chosen on val, the tables and figures report on test."""
@@ -57,9 +69,9 @@ METHODS = {
 """The training methods, ROCM first, then the baselines in the paper's order."""
 
 BASELINES = tuple(m for m in METHODS if m != "rocm")
-ARM_METHODS = (BASE, *METHODS)
+ARM_METHODS = (BASE, BASE_DIFFUSION, *METHODS)
 """Every method an arm of the score table can have, in the row order of the tables."""
-METHOD_LABELS = {BASE: "Base", **{m.name: m.label for m in METHODS.values()}}
+METHOD_LABELS = {BASE: "Base", BASE_DIFFUSION: "Base diffusion (DDIM)", **{m.name: m.label for m in METHODS.values()}}
 
 
 def method(name: str) -> Method:
@@ -70,8 +82,10 @@ def method(name: str) -> Method:
 
 
 def generator(method_name: str) -> str:
-    """'lcm' or 'diffusion': which model a method (or the base arm, the LCM) trains and samples."""
-    return "lcm" if method_name == BASE else method(method_name).generator
+    """'lcm' or 'diffusion': which model a method (or an untrained arm) trains and samples."""
+    if method_name in UNTRAINED:
+        return "lcm" if method_name == BASE else "diffusion"
+    return method(method_name).generator
 
 
 def fmt_beta(beta) -> str:
@@ -85,7 +99,7 @@ def fmt_beta(beta) -> str:
 _NUMBER = r"[0-9][0-9.e+-]*"
 ROCM_RUN_PATTERN = rf"rocm-({UNREGULARISED}|{'|'.join(DIVERGENCES)})-b{_NUMBER}-s\d+"
 BASELINE_RUN_PATTERN = rf"({'|'.join(BASELINES)})-s\d+"
-RUN_PATTERN = rf"{BASE}|{ROCM_RUN_PATTERN}|{BASELINE_RUN_PATTERN}"
+RUN_PATTERN = rf"{BASE}|{BASE_DIFFUSION}|{ROCM_RUN_PATTERN}|{BASELINE_RUN_PATTERN}"
 """Regular expressions of run ids (the training rules' wildcard constraints use the first two)."""
 
 
@@ -100,8 +114,8 @@ class Run:
 
     @property
     def id(self) -> str:
-        if self.method == BASE:
-            return BASE
+        if self.method in UNTRAINED:
+            return self.method
         return f"{self.arm}-s{self.seed}"
 
     @property
@@ -147,11 +161,11 @@ def baseline_run(method_name: str, seed: int) -> Run:
 def parse_run(run_id: str) -> Run:
     """A run id -> :class:`Run`; anything that is not a run id raises ValueError naming the accepted forms."""
     if not re.fullmatch(RUN_PATTERN, run_id):
-        raise ValueError(f"{run_id!r} is not a run id: expected '{BASE}', 'rocm-<divergence>-b<beta>-s<seed>' "
+        raise ValueError(f"{run_id!r} is not a run id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>-s<seed>' "
                          f"(divergence one of {UNREGULARISED}, {', '.join(DIVERGENCES)}) or '<method>-s<seed>' "
                          f"(method one of {', '.join(BASELINES)})")
-    if run_id == BASE:
-        return Run(BASE)
+    if run_id in UNTRAINED:
+        return Run(run_id)
     rocm = re.fullmatch(rf"rocm-(?P<div>\w+)-b(?P<beta>{_NUMBER})-s(?P<seed>\d+)", run_id)
     if rocm:
         try:
@@ -168,12 +182,12 @@ def parse_run(run_id: str) -> Run:
 
 def parse_arm(arm: str) -> Run:
     """An arm id (a run id without its seed: 'base', 'rocm-kl-b10', 'rlcm') -> :class:`Run` with seed 0."""
-    if arm == BASE:
-        return Run(BASE)
+    if arm in UNTRAINED:
+        return Run(arm)
     try:
         return parse_run(f"{arm}-s0")
     except ValueError:
-        raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', 'rocm-<divergence>-b<beta>' or a baseline's "
+        raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>' or a baseline's "
                          f"name ({', '.join(BASELINES)})") from None
 
 
@@ -198,8 +212,17 @@ def beta_grid(config: dict) -> dict[str, list[str]]:
     return {div: [fmt_beta(b) for b in r["betas"][div]] for div in r["divergences"]}
 
 
+def confirm_seeds(config: dict, seeds) -> list[int]:
+    """The training seeds of a Table 1 arm: ``seeds`` (a grid's own), then the confirmatory stage's extra
+    ``confirm.seeds`` not among them."""
+    own = [int(s) for s in seeds]
+    return own + [int(s) for s in config.get("confirm", {}).get("seeds", []) if int(s) not in own]
+
+
 def rocm_runs(config: dict) -> list[str]:
-    """Run ids of the ROCM grid: per seed, beta = 0 (if rocm.unregularised), then divergence x beta."""
+    """Run ids of the ROCM grid known before any result: per seed of ``rocm.seeds``, beta = 0 (if
+    rocm.unregularised), then divergence x beta (the sweep); then beta = 0 at the confirmatory seeds. The chosen
+    betas' confirmatory runs depend on the validation scores: :func:`confirm_runs`."""
     r = config["rocm"]
     runs = []
     for seed in r["seeds"]:
@@ -207,22 +230,58 @@ def rocm_runs(config: dict) -> list[str]:
             runs.append(rocm_run(UNREGULARISED, 0, seed).id)
         for div, betas in beta_grid(config).items():
             runs += [rocm_run(div, beta, seed).id for beta in betas]
+    if r["unregularised"]:
+        runs += [rocm_run(UNREGULARISED, 0, s).id for s in confirm_seeds(config, r["seeds"])[len(r["seeds"]):]]
     return runs
 
 
+def sweep_runs(config: dict) -> list[str]:
+    """The regularised ROCM runs of the sweep (divergence x beta x rocm.seeds): what beta is chosen from."""
+    return [run for run in rocm_runs(config) if parse_run(run).divergence != UNREGULARISED]
+
+
+def confirm_runs(config: dict, chosen_betas) -> list[str]:
+    """The confirmatory runs of each divergence's chosen beta (``{divergence: beta}``, chosen on the validation
+    prompts): one per ``confirm.seeds`` seed not already in the sweep's ``rocm.seeds``."""
+    seeds = confirm_seeds(config, config["rocm"]["seeds"])[len(config["rocm"]["seeds"]):]
+    return [rocm_run(div, beta, s).id for div, beta in chosen_betas.items() for s in seeds]
+
+
 def baseline_runs(config: dict) -> list[str]:
+    """Every baseline at ``baselines.seeds`` and the confirmatory ``confirm.seeds``."""
     b = config["baselines"]
-    return [baseline_run(m, seed).id for m in b["methods"] for seed in b["seeds"]]
+    return [baseline_run(m, seed).id for m in b["methods"] for seed in confirm_seeds(config, b["seeds"])]
 
 
-def trained_runs(config: dict) -> list[str]:
-    """Every training run of the config."""
-    return rocm_runs(config) + baseline_runs(config)
+def trained_runs(config: dict, chosen_betas=None) -> list[str]:
+    """Every training run of the config; with ``chosen_betas`` also the chosen betas' confirmatory runs."""
+    return rocm_runs(config) + confirm_runs(config, chosen_betas or {}) + baseline_runs(config)
 
 
-def eval_runs(config: dict) -> list[str]:
-    """Every run that is sampled and scored: the base model and every trained run."""
-    return [BASE, *trained_runs(config)]
+def untrained_runs(config: dict) -> list[str]:
+    """The base LCM, and the base diffusion model when a diffusion baseline is configured."""
+    diffusion = any(generator(m) == "diffusion" for m in config["baselines"]["methods"])
+    return [BASE, BASE_DIFFUSION] if diffusion else [BASE]
+
+
+def eval_runs(config: dict, chosen_betas=None) -> list[str]:
+    """Every run that is sampled and scored: the untrained arms and every trained run."""
+    return [*untrained_runs(config), *trained_runs(config, chosen_betas)]
+
+
+CHOSEN_COLUMNS = ("divergence", "beta", "arm")
+"""The leading columns of the chosen-beta file (results/stats/chosen.csv), one row per divergence."""
+
+
+def read_chosen(path) -> dict[str, str]:
+    """``{divergence: beta text}`` of a chosen-beta file (:data:`CHOSEN_COLUMNS`, written by the choose_beta stage),
+    in its row order; an error naming the file if a column is missing or a beta is not a number >= 0."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not set(CHOSEN_COLUMNS) <= set(rows[0]):
+        raise ValueError(f"{path} is not a chosen-beta file: it needs the columns {', '.join(CHOSEN_COLUMNS)}; "
+                         "delete it and rerun the choose_beta rule")
+    return {row["divergence"]: fmt_beta(row["beta"]) for row in rows}
 
 
 def control_arms(arms) -> list[str]:

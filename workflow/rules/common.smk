@@ -71,14 +71,43 @@ def sandbox_input(name):
     return f"{SBX}/{name}" if SANDBOX else []
 
 
+CHOSEN = "results/stats/chosen.csv"
+"""Beta per divergence, chosen on the validation prompts of the sweep (checkpoint choose_beta)."""
+
+
+def confirms_chosen_betas():
+    """Whether the confirmatory stage trains more seeds of the chosen betas (confirm.seeds beyond rocm.seeds)."""
+    return bool(
+        runs.confirm_runs(config, {d: 1 for d in config["rocm"]["divergences"]})
+    )
+
+
+def chosen_betas():
+    """{divergence: beta} of the choose_beta checkpoint when the confirmatory stage needs it (the jobs after it are
+    planned once it has run), else {}. Call only from input functions."""
+    if not confirms_chosen_betas():
+        return {}
+    return runs.read_chosen(checkpoints.choose_beta.get().output[0])
+
+
 def all_runs():
-    """Every trained run of the config."""
-    return runs.trained_runs(config)
+    """Every trained run of the config, the chosen betas' confirmatory runs included (input functions only)."""
+    return runs.trained_runs(config, chosen_betas())
 
 
 def eval_runs():
-    """Every run that is sampled and scored: the base model and all trained runs."""
-    return runs.eval_runs(config)
+    """Every run that is sampled and scored: the untrained arms and all trained runs (input functions only)."""
+    return runs.eval_runs(config, chosen_betas())
+
+
+def run_files(pattern):
+    """An input function: ``pattern`` ('...{run}...') for every run that is sampled and scored."""
+    return lambda wildcards: expand(pattern, run=eval_runs())
+
+
+def log_files(wildcards):
+    """An input function: the training log of every trained run."""
+    return expand("results/runs/{run}/log.csv", run=all_runs())
 
 
 def tiny_hub_input():
@@ -96,7 +125,7 @@ def sample_eval_inputs(wildcards):
     inputs["tiny_hub"] = tiny_hub_input()
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
-    if wildcards.run != "base":
+    if wildcards.run not in runs.UNTRAINED:
         inputs["adapter"] = f"results/runs/{wildcards.run}/adapter"
     return inputs
 
@@ -109,16 +138,32 @@ def split_scores(wildcards):
 
 
 def all_targets():
+    """Rule all's inputs known before any result (:func:`confirm_targets` adds the chosen betas' runs)."""
     targets = list(PROMPT_FILES.values())
     if SANDBOX:
         targets.append(f"{SBX}/quality.json")
-    targets += expand("results/scores/{split}/{run}.csv", split=SPLITS, run=eval_runs())
+    targets += expand(
+        "results/scores/{split}/{run}.csv", split=SPLITS, run=runs.eval_runs(config)
+    )
     targets += list(SCORE_TABLES.values())
-    targets += ["results/stats/comparisons.csv", "results/stats/seed_summary.csv"]
+    targets += [
+        CHOSEN,
+        "results/stats/comparisons.csv",
+        "results/stats/seed_summary.csv",
+    ]
     targets += [f"paper_figures/{t}.md" for t in ("table1", "table_divergence_beta")]
     targets += [f"paper_figures/{f}.png" for f in FIGURES]
     targets += [f"paper_figures/data/{name}" for name in published()]
     return targets
+
+
+def confirm_targets(wildcards):
+    """Rule all's inputs known once choose_beta has run: the scores of the chosen betas' confirmatory runs."""
+    return expand(
+        "results/scores/{split}/{run}.csv",
+        split=SPLITS,
+        run=runs.confirm_runs(config, chosen_betas()),
+    )
 
 
 def published():
@@ -129,6 +174,7 @@ def published():
         "scores_val.csv": SCORE_TABLES["val"],
         "comparisons.csv": "results/stats/comparisons.csv",
         "seed_summary.csv": "results/stats/seed_summary.csv",
+        "chosen.csv": CHOSEN,
     }
     if SANDBOX:
         files["sandbox_quality.json"] = f"{SBX}/quality.json"

@@ -1,6 +1,6 @@
 # Statistics, the paper's tables and figures, one target rule each, all collected by rule all. They report on the test
-# prompts (results/scores/all.csv); where beta per divergence is chosen, it is chosen on the validation prompts
-# (results/scores/val.csv).
+# prompts (results/scores/all.csv). Beta per divergence is chosen once, on the validation prompts of the sweep's runs
+# (checkpoint choose_beta: results/stats/chosen.csv); the confirmatory stage trains more seeds of the chosen betas.
 
 
 rule collect_scores:
@@ -16,6 +16,21 @@ rule collect_scores:
         "../../envs/analysis.yaml"
     script:
         "../scripts/collect_scores.py"
+
+
+checkpoint choose_beta:
+    input:
+        scores=expand("results/scores/val/{run}.csv", run=runs.sweep_runs(config)),
+    output:
+        CHOSEN,  # the confirmatory runs of the chosen betas are planned once it exists
+    log:
+        "logs/choose_beta.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.choose_beta),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/choose_beta.py"
 
 
 rule stats:
@@ -37,7 +52,7 @@ rule stats:
 rule table1:
     input:
         scores=SCORE_TABLES["test"],
-        val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
+        chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
         comparisons="results/stats/comparisons.csv",  # the daggers: the stats stage's one family
     output:
         md=report(
@@ -100,8 +115,8 @@ rule fig_beta_sweep:
 
 rule fig_efficiency:
     input:
-        val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
-        logs=expand("results/runs/{run}/log.csv", run=all_runs()),
+        chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
+        logs=log_files,
     output:
         pdf="paper_figures/fig_efficiency.pdf",
         png=report(
@@ -121,7 +136,7 @@ rule fig_efficiency:
 
 rule fig_training_curves:
     input:
-        logs=expand("results/runs/{run}/log.csv", run=all_runs()),
+        logs=log_files,
     output:
         pdf="paper_figures/fig_training_curves.pdf",
         png=report(
@@ -141,8 +156,8 @@ rule fig_training_curves:
 
 rule fig_divergence_gallery:
     input:
-        val_scores=SCORE_TABLES["val"],  # beta per divergence is chosen on the validation prompts
-        samples=expand("results/samples/test/{run}/images.npz", run=eval_runs()),
+        chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
+        samples=run_files("results/samples/test/{run}/images.npz"),
     output:
         pdf="paper_figures/fig_divergence_gallery.pdf",
         png=report(

@@ -3,7 +3,7 @@
 An arm is a run id without its training seed (:mod:`rocm_rlhf.runs`, whose names, labels and beta text are used
 here). API: :func:`arm_table` and :func:`arm_order` (rows in the paper's order), :func:`regularised` and
 :func:`unregularised` (ROCM arms or log rows with beta > 0 or beta = 0), :func:`sweep_arms`, :func:`choose_arms` and
-:func:`choose_beta` (the best beta per divergence), :func:`comparison_arms` (treatments and controls),
+:func:`choose_beta` (the best beta per divergence) and :func:`chosen_table` (that choice as the file the stages share), :func:`comparison_arms` (treatments and controls),
 :func:`label_of` (an arm id's label) and :func:`gallery_runs` (the gallery's rows).
 """
 
@@ -41,7 +41,9 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def _group(method: str) -> str:
-    return method if method in (runs.BASE, "rocm") else "baseline"
+    if method in runs.UNTRAINED:
+        return "base"
+    return "rocm" if method == "rocm" else "baseline"
 
 
 def arm_table(scores: pd.DataFrame) -> pd.DataFrame:
@@ -153,6 +155,26 @@ def choose_beta(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: b
     """Per divergence, the beta of :func:`choose_arms`' arm: ``{divergence: beta}``."""
     chosen = _chosen(scores, quality_metric, lower_is_better)
     return {div: float(beta) for div, beta in zip(chosen["divergence"], chosen["beta"])}
+
+
+def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> pd.DataFrame:
+    """The choice of beta as a table (results/stats/chosen.csv): per divergence the chosen arm of
+    :func:`choose_arms`, columns :data:`rocm_rlhf.runs.CHOSEN_COLUMNS` then metric, mean (over training seeds, of
+    the per-run means), n_seeds and candidates (the betas it was chosen from)."""
+    chosen = _chosen(scores, quality_metric, lower_is_better)
+    sub = scores[scores["metric"] == quality_metric]
+    summ = seed_summary(sub[sub["arm"].isin(chosen.index)]).set_index("arm")
+    reg = regularised(arm_table(scores))
+    return pd.DataFrame({
+        "divergence": chosen["divergence"].to_numpy(),
+        "beta": [runs.fmt_beta(b) for b in chosen["beta"]],
+        "arm": chosen.index.to_numpy(),
+        "metric": quality_metric,
+        "mean": summ.loc[chosen.index, "mean"].to_numpy(dtype=float),
+        "n_seeds": summ.loc[chosen.index, "n_seeds"].to_numpy(),
+        "candidates": [" ".join(runs.fmt_beta(b) for b in sorted(reg.loc[reg["divergence"] == d, "beta"]))
+                       for d in chosen["divergence"]],
+    })
 
 
 def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -57,21 +57,27 @@ def cell_text(
     bold: bool = False,
     mark: bool = False,
     style: str = "md",
+    ci: tuple[float, float] | None = None,
 ) -> str:
-    """One table cell: ``mean ± std`` (std omitted with one seed or NaN std), bold and dagger as asked.
+    """One table cell: ``mean ± std`` (std omitted with one seed or NaN std), or with ``ci`` ``mean [low, high]``;
+    bold and dagger as asked.
 
     style "md": ``**0.700 ± 0.014**†``; style "tex": ``$\\mathbf{0.700 \\pm 0.014}^{\\dagger}$``; style "plain":
     ``0.700 ± 0.014`` (no markers).
     """
-    show_std = n_seeds > 1 and std is not None and math.isfinite(std)
+    if ci is not None and all(math.isfinite(float(v)) for v in ci):
+        spread = f" [{_num(ci[0], decimals)}, {_num(ci[1], decimals)}]"
+    elif n_seeds > 1 and std is not None and math.isfinite(std):
+        spread = (r" \pm " if style == "tex" else " ± ") + _num(std, decimals)
+    else:
+        spread = ""
+    body = _num(mean, decimals) + spread
     if style == "tex":
-        body = _num(mean, decimals) + (rf" \pm {_num(std, decimals)}" if show_std else "")
         if bold:
             body = rf"\mathbf{{{body}}}"
         if mark:
             body += r"^{\dagger}"
         return f"${body}$"
-    body = _num(mean, decimals) + (f" ± {_num(std, decimals)}" if show_std else "")
     if style == "plain":
         return body
     if bold:

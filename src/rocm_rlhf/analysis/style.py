@@ -41,6 +41,7 @@ ZERO_KEY = f"rocm-{runs.UNREGULARISED}"
 
 ARM_STYLES: dict[str, ArmStyle] = {
     BASE_KEY: ArmStyle("#666666", "x", ":"),
+    runs.BASE_DIFFUSION: ArmStyle("#8C564B", "+", (0, (2, 3))),
     ZERO_KEY: ArmStyle("#000000", "D", "-", hollow=True),
     "rocm-kl": ArmStyle("#0072B2", "o", "--"),
     "rocm-js": ArmStyle("#D55E00", "s", "-."),
@@ -51,7 +52,7 @@ ARM_STYLES: dict[str, ArmStyle] = {
     "d3po": ArmStyle("#999933", "*", (0, (4, 1.5, 1, 1.5))),
     "dpok": ArmStyle("#882255", "h", (0, (6, 1, 1, 1, 1, 1, 1, 1))),
 }
-"""The style of each kind of arm: the base model, ROCM at beta = 0, ROCM per divergence (one style for all its
+"""The style of each kind of arm: the base models (LCM, diffusion), ROCM at beta = 0, ROCM per divergence (one style for all its
 betas; :func:`beta_styles` shades them), each baseline. Keys: :func:`style_key`."""
 
 BETA_MARKERS = ("o", "s", "^", "v", "P", "X", "*", "h")
@@ -67,7 +68,7 @@ def style_key(method: str, divergence: str = runs.UNREGULARISED, beta: float = m
         if runs.is_unregularised(divergence, beta):
             return ZERO_KEY
         return f"rocm-{divergence}"
-    if method == runs.BASE or method in runs.BASELINES:
+    if method in runs.UNTRAINED or method in runs.BASELINES:
         return method
     raise ValueError(f"no figure style for method {method!r}; known: {', '.join(runs.ARM_METHODS)}")
 

@@ -23,8 +23,8 @@ from .stats import N_FLIPS, comparison_family, seed_summary
 
 _VS = ("mean_diff", "ci_low", "ci_high", "p_value", "p_holm")
 """The comparison statistics Table 1's CSV carries per control, as ``<name>_vs_<control>``."""
-_TABLE1_FIRST = ["arm", "label", "group", "method", "divergence", "beta", "metric", "mean", "std", "n_seeds",
-                 "n_images", "best", "better_than_controls"]
+_TABLE1_FIRST = ["arm", "label", "group", "method", "divergence", "beta", "metric", "mean", "ci_low", "ci_high",
+                 "std", "n_seeds", "n_images", "best", "better_than_controls"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -50,7 +50,8 @@ def table1(
     n_flips: int = N_FLIPS,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
-    """Table 1: methods (rows) x metrics (columns), cells ``mean ± std`` over training seeds.
+    """Table 1: methods (rows) x metrics (columns), cells ``mean [95% CI]`` over training seeds (the hierarchical
+    bootstrap of :func:`rocm_rlhf.analysis.stats.seed_summary`, ``n_boot`` resamples: training runs, then prompts).
 
     Rows: base, ROCM at beta = 0, regularised ROCM, baselines. ``rocm_betas="best"`` shows each divergence at the
     beta of :func:`rocm_rlhf.analysis.arms.choose_arms` on ``quality_metric`` (optimistic), ``"all"`` every ROCM
@@ -84,11 +85,12 @@ def table1(
     sub = _shown_scores(scores, arms, mets)
     if comparisons is None:
         comparisons = comparison_family(scores, alpha=alpha, n_boot=n_boot, n_flips=n_flips, rng_seed=rng_seed)
-    long = _table1_cells(sub, arms, mets, controls, lower, comparisons)
+    long = _table1_cells(sub, arms, mets, controls, lower, comparisons, n_boot, rng_seed)
     _flag_best(long, "metric", mets, decimals, lambda m: m in lower)
     long = long[_TABLE1_FIRST + [c for c in long.columns if c not in _TABLE1_FIRST]]
     legend = (
-        f"Mean ± std over training seeds (std omitted with one seed). Bold: best per column. {DAGGER}: better than "
+        f"Mean over training seeds [95% CI: hierarchical bootstrap over training seeds, then prompts; over prompts "
+        f"alone for an arm with one run, such as the untrained base models]. Bold: best per column. {DAGGER}: better than "
         f"every control ({', '.join(controls)}) on per-prompt means (sample and training seeds averaged): "
         f"sign-flip test over prompts and, where an arm has several training seeds, a t test counting their spread "
         f"(the larger p), Holm-adjusted over all {len(comparisons)} comparisons (every arm x control x metric), "
@@ -132,10 +134,10 @@ def _shown_scores(scores, arms, mets) -> pd.DataFrame:
     return sub
 
 
-def _table1_cells(sub, arms, mets, controls, lower, comparisons) -> pd.DataFrame:
-    """One row per (arm, metric): the arm, its seed summary, and its comparison with each control (read from
-    ``comparisons``, never recomputed)."""
-    summ = seed_summary(sub).set_index(["arm", "metric"])
+def _table1_cells(sub, arms, mets, controls, lower, comparisons, n_boot, rng_seed) -> pd.DataFrame:
+    """One row per (arm, metric): the arm, its seed summary with the hierarchical bootstrap's 95% CI, and its
+    comparison with each control (read from ``comparisons``, never recomputed)."""
+    summ = seed_summary(sub, n_boot=n_boot, rng_seed=rng_seed).set_index(["arm", "metric"])
     # the family's own controls (e.g. a baseline when only the base model is a control here) are never compared
     family_controls = set(comparisons["arm_b"]) - set(comparisons["arm_a"])
     treatments = [a for a in arms.index if a not in controls and a not in family_controls]
@@ -154,7 +156,8 @@ def _table1_cells(sub, arms, mets, controls, lower, comparisons) -> pd.DataFrame
             s = summ.loc[(arm, m)]
             row = {"arm": arm, "label": a["label"], "group": a["group"], "method": a["method"],
                    "divergence": a["divergence"], "beta": a["beta"], "metric": m, "mean": float(s["mean"]),
-                   "std": float(s["std"]), "n_seeds": int(s["n_seeds"]), "n_images": int(s["n_images"])}
+                   "std": float(s["std"]), "ci_low": float(s["ci_low"]), "ci_high": float(s["ci_high"]),
+                   "n_seeds": int(s["n_seeds"]), "n_images": int(s["n_images"])}
             row.update(_versus_controls(cmp, arm, m, controls, m in lower))
             rows.append(row)
     return pd.DataFrame(rows)
@@ -200,6 +203,7 @@ def _table1_text(long, arms, mets, lower, decimals) -> tuple[str, str]:
         for m in mets:
             c = cells.loc[m]
             kw = dict(decimals=decimals, bold=bool(c["best"]), mark=bool(c["better_than_controls"]))
+            kw["ci"] = (c["ci_low"], c["ci_high"])
             md.append(cell_text(c["mean"], c["std"], c["n_seeds"], style="md", **kw))
             tex.append(cell_text(c["mean"], c["std"], c["n_seeds"], style="tex", **kw))
         md_rows.append(md)

@@ -10,13 +10,19 @@ from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, path, preflight
 
 
 def sample_reads(wildcards) -> tuple[str, ...]:
-    """The model, the evaluation's images per prompt and, for a diffusion baseline, its own DDIM sampler."""
+    """The model, the evaluation's images per prompt and, for a diffusion baseline, its own DDIM sampler (for the
+    base diffusion arm, :data:`rocm_rlhf.runs.DIFFUSION_SAMPLER_OF`'s)."""
     keys = ("setting", "device", "model", "evaluation.images_per_prompt", "evaluation.batch_size")
-    method = runs.parse_run(wildcards.run).method
+    method = _sampler_method(runs.parse_run(wildcards.run))
     if runs.generator(method) == "diffusion":
         block = runs.method(method).config_block
         keys += (f"{block}.sample_steps", f"{block}.guidance_scale", "baselines.eta")
     return keys
+
+
+def _sampler_method(run: runs.Run) -> str:
+    """The method whose sampler draws a run's images: its own, DDPO's DDIM sampler for the base diffusion arm."""
+    return runs.DIFFUSION_SAMPLER_OF if run.method == runs.BASE_DIFFUSION else run.method
 
 
 @stage(reads=sample_reads)
@@ -46,7 +52,7 @@ def _sample_eval(job) -> None:
     for split in runs.SPLITS:
         units = eval_units(read_prompts(getattr(job.input, f"prompts_{split}")), cfg["evaluation"]["images_per_prompt"])
         if diffusion:  # the method's own DDIM sampler, as in its training
-            d = diffusion_sampling(cfg, run.method)
+            d = diffusion_sampling(cfg, _sampler_method(run))
             images = generate_diffusion_units(pipe, units, num_steps=d["sample_steps"],
                                               guidance_scale=d["guidance_scale"], eta=d["eta"],
                                               batch_size=cfg["evaluation"]["batch_size"])

@@ -1,6 +1,7 @@
 """Stages of workflow/rules/report.smk: the score tables of all runs, the statistics, the paper's tables and figures
-(rocm_rlhf.analysis). They report on the test prompts (results/scores/all.csv); where beta per divergence is chosen
-(Table 1, fig_efficiency, fig_divergence_gallery) it is chosen on the validation prompts (results/scores/val.csv)."""
+(rocm_rlhf.analysis). They report on the test prompts (results/scores/all.csv); beta per divergence is chosen once, on
+the validation prompts of the sweep's runs (choose_beta: results/stats/chosen.csv), and Table 1, fig_efficiency and
+fig_divergence_gallery read that choice."""
 
 from __future__ import annotations
 
@@ -21,23 +22,31 @@ def _figure_metrics(config: dict) -> tuple[str, str]:
     return reward, quality
 
 
-def _validation_arms(job, quality: str) -> dict[str, str]:
-    """Per divergence, the ROCM arm of the beta with the best ``quality`` on the validation prompts
-    (``job.input.val_scores``, results/scores/val.csv; :func:`rocm_rlhf.analysis.arms.choose_arms`); {} when no
-    regularised ROCM arm was run (Table 1 then shows what there is, as it did before the split)."""
-    from ..analysis.arms import choose_arms, regularised
+def _chosen_betas(job) -> dict[str, str]:
+    """Per divergence, the beta chosen on the validation prompts: ``job.input.chosen`` (results/stats/chosen.csv,
+    the choose_beta stage's), the one choice every report stage shows."""
+    return runs.read_chosen(job.input.chosen)
+
+
+def _chosen_arms(job) -> dict[str, str]:
+    """Per divergence, the ROCM arm of the chosen beta (:func:`_chosen_betas`)."""
+    return {div: runs.rocm_run(div, beta, 0).arm for div, beta in _chosen_betas(job).items()}
+
+
+@stage(reads=REPORT)
+def choose_beta(job) -> None:
+    """Per divergence, the beta of the sweep with the best primary endpoint (``figures.quality_metric``) on the
+    validation prompts (``job.input.scores``: the sweep runs' validation scores): results/stats/chosen.csv. The
+    confirmatory stage trains more seeds of these betas; Table 1 and the figures show them."""
+    from ..analysis.arms import chosen_table
     from ..analysis.scores import read_scores
+    from ..infra.utils import atomic_path
 
-    val = read_scores(job.input.val_scores)
-    return choose_arms(val, quality) if len(regularised(val)) else {}
-
-
-def _validation_betas(job, quality: str) -> dict[str, float]:
-    """Per divergence, the beta chosen on the validation prompts (:func:`rocm_rlhf.analysis.arms.choose_beta`)."""
-    from ..analysis.arms import choose_beta
-    from ..analysis.scores import read_scores
-
-    return choose_beta(read_scores(job.input.val_scores), quality)
+    _, quality = _figure_metrics(job.config)
+    table = chosen_table(read_scores(job.input.scores), quality)
+    with atomic_path(job.output[0]) as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_string(index=False))
 
 
 @stage(reads=())
@@ -83,9 +92,10 @@ def table1(job) -> None:
     _, quality = _figure_metrics(job.config)
     metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
     make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
-         rocm_betas="all", chosen_arms=_validation_arms(job, quality),
-         chosen_on="the validation prompts (results/scores/val.csv), which share no prompt with these",
-         comparisons=pd.read_csv(job.input.comparisons))
+         rocm_betas="all", chosen_arms=_chosen_arms(job),
+         chosen_on="the validation prompts (results/stats/chosen.csv), which share no prompt with these",
+         comparisons=pd.read_csv(job.input.comparisons), n_boot=job.config["figures"]["n_boot"],
+         rng_seed=job.config["seed"])
 
 
 @stage(reads=REPORT)
@@ -117,8 +127,8 @@ def fig_efficiency(job) -> None:
     """Training curves against device-hours and reward queries, each divergence at its beta chosen on validation."""
     from ..analysis.figures import fig_efficiency as make
 
-    _, quality = _figure_metrics(job.config)
-    make(_logs(job), Path(job.output.pdf).with_suffix(""), chosen_betas=_validation_betas(job, quality))
+    make(_logs(job), Path(job.output.pdf).with_suffix(""),
+         chosen_betas={d: float(b) for d, b in _chosen_betas(job).items()})
 
 
 @stage(reads=REPORT)
@@ -136,8 +146,7 @@ def fig_divergence_gallery(job) -> None:
     from ..analysis.figures import fig_divergence_gallery as make
     from ..analysis.figures import load_gallery_images
 
-    _, quality = _figure_metrics(job.config)
-    chosen = _validation_betas(job, quality)
+    chosen = {d: float(b) for d, b in _chosen_betas(job).items()}
     samples = {Path(p).parent.name: p for p in job.input.samples}
     rows = gallery_runs(chosen, min(job.config["rocm"]["seeds"]), unregularised=job.config["rocm"]["unregularised"])
     images, prompts = load_gallery_images({arm: samples[run_id] for arm, run_id in rows.items()},
