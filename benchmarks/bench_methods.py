@@ -2,10 +2,13 @@
 and the training reward reached per wall-clock second, at the same reward-query budget.
 
     python benchmarks/bench_methods.py [--sandbox results/models/sandbox] [--queries 480] [--batch 8]
-        [--methods rocm-b0 rocm rlcm ddpo]
+        [--methods rocm-b0 rocm rlcm ddpo] [--log-prob-batch none]
 
 Methods: ``rocm-b0`` is ROCM at beta = 0 (the like-for-like comparison with RLCM, which is unregularised),
 ``rocm`` is ROCM with KL at beta = 0.1, and ``rlcm``, ``ddpo``, ``d3po``, ``dpok`` the baselines.
+``--log-prob-batch`` sets the baselines' ``log_prob_batch`` (latents per UNet call when they recompute stored sampler
+steps, rocm_rlhf.training.ppo.log_prob_chunks: an integer, or ``none`` for all the steps of an update in one call);
+without it, the config's value (the method's default where the config has none).
 
 Needs the sandbox models (`snakemake --cores 2 results/models/sandbox/quality.json`). The methods run one after the
 other, single-threaded, with the config defaults of config/config.yaml. Results: results/benchmarks/methods.json
@@ -26,6 +29,18 @@ REPO = Path(__file__).resolve().parents[1]
 from rocm_rlhf import runs  # noqa: E402  (torch-free: --help stays fast)
 
 
+def _log_prob_batch(text: str):
+    """``--log-prob-batch``: a positive integer, ``none`` (None) or ``config``."""
+    if text.lower() in ("none", "null"):
+        return None
+    if text == "config":
+        return text
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--log-prob-batch must be a positive integer or 'none', got {text}")
+    return value
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sandbox", default=str(REPO / "results/models/sandbox"))
@@ -35,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["rocm-b0", "rocm", "rlcm", "ddpo"],
                     choices=["rocm-b0", *runs.METHODS])
     ap.add_argument("--out", default=str(REPO / "results/benchmarks/methods.json"))
+    ap.add_argument("--log-prob-batch", type=_log_prob_batch, default="config",
+                    help="the baselines' log_prob_batch: an integer or 'none'; default: the config's")
     args = ap.parse_args(argv)
 
     import pandas as pd
@@ -54,13 +71,15 @@ def main(argv=None) -> int:
     work = Path(args.out).with_suffix("")
     res = {"benchmark": "methods", "reward": "proxy_pick", "reward_queries": args.queries, "batch": args.batch,
            "machine": f"{platform.machine()} python {platform.python_version()} torch {torch.__version__}",
-           "methods": {}}
+           "log_prob_batch": args.log_prob_batch, "methods": {}}
     for method in args.methods:
         run_dir = work / method
         shutil.rmtree(run_dir, ignore_errors=True)
         name = method.split("-")[0]
         model = sbx / ("teacher" if runs.generator(name) == "diffusion" else "lcm")
         kw = {"rocm": {"divergence": "kl", "beta": 0.1}, "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
+        if name in runs.BASELINES and args.log_prob_batch != "config":
+            kw = {"log_prob_batch": args.log_prob_batch}
         t0 = time.perf_counter()
         train_run(cfg, method=name, run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
                   reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
