@@ -37,6 +37,7 @@ localrules:
     table_divergence_beta,
     fig_beta_sweep,
     fig_efficiency,
+    table_efficiency,
     fig_training_curves,
     fig_divergence_gallery,
     publish_results,

@@ -2,7 +2,8 @@
 
 Every image is a unit (prompt_id, sample_seed) whose noise is drawn from :func:`unit_seed` of that pair alone, so the
 base model and every trained run start from identical noise and differences between runs are paired.
-API: :func:`eval_units`, :func:`generate_lcm_units` / :func:`generate_diffusion_units`, :func:`save_samples` /
+API: :func:`eval_units`, :func:`generate_units` (:func:`generate_lcm_units` / :func:`generate_diffusion_units`),
+:func:`save_samples` /
 :func:`load_samples` (``images.npz`` and ``grid.png``), :func:`score_images` (every metric on every image, with
 :func:`diversity`). The files and the diversity metric: docs/method.md, section 'Evaluation, statistics, tables and
 figures'.
@@ -56,6 +57,20 @@ def generate_diffusion_units(pipe, units: pd.DataFrame, *, num_steps: int, guida
     seeds = [unit_seed(p, s) for p, s in zip(units["prompt_id"], units["sample_seed"])]
     return ddim_generate(pipe, units["prompt"].tolist(), num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
                          seeds=seeds, batch_size=batch_size)
+
+
+def generate_units(pipe, units: pd.DataFrame, sampler: dict, batch_size: int = 64) -> torch.Tensor:
+    """Images in [0, 1] for every unit through a run's own sampler: ``sampler`` is ``{"generator": "lcm",
+    "num_steps", "guidance_scale"}`` or ``{"generator": "diffusion", "num_steps", "guidance_scale", "eta"}`` (a
+    plain dict, as the pipeline stages build it from the config), used by the evaluation samples and by the training
+    runs' held-out probe alike."""
+    kw = dict(sampler)
+    kind = kw.pop("generator")
+    if kind == "lcm":
+        return generate_lcm_units(pipe, units, batch_size=batch_size, **kw)
+    if kind == "diffusion":
+        return generate_diffusion_units(pipe, units, batch_size=batch_size, **kw)
+    raise ValueError(f"unknown generator {kind!r} in a sampler spec; expected 'lcm' or 'diffusion'")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

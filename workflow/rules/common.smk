@@ -105,6 +105,11 @@ def run_files(pattern):
     return lambda wildcards: expand(pattern, run=eval_runs())
 
 
+def curve_files(wildcards):
+    """An input function: the held-out probe curve of every trained run."""
+    return expand("results/runs/{run}/curve.csv", run=all_runs())
+
+
 def log_files(wildcards):
     """An input function: the training log of every trained run."""
     return expand("results/runs/{run}/log.csv", run=all_runs())
@@ -151,8 +156,16 @@ def all_targets():
         "results/stats/comparisons.csv",
         "results/stats/seed_summary.csv",
     ]
-    targets += [f"paper_figures/{t}.md" for t in ("table1", "table_divergence_beta")]
-    targets += [f"paper_figures/{f}.png" for f in FIGURES]
+    tables = ["table1", "table_divergence_beta"]
+    if config["train"]["probe"]["prompts"]:
+        tables.append("table_efficiency")
+    targets += [f"paper_figures/{t}.md" for t in tables]
+    probed = bool(
+        config["train"]["probe"]["prompts"]
+    )  # fig_efficiency plots the probe's curves
+    targets += [
+        f"paper_figures/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"
+    ]
     targets += [f"paper_figures/data/{name}" for name in published()]
     return targets
 
@@ -179,6 +192,17 @@ def published():
     if SANDBOX:
         files["sandbox_quality.json"] = f"{SBX}/quality.json"
     return files
+
+
+def probe_reward_inputs():
+    """The sandbox proxy folders of the held-out probe's metrics (the primary endpoint and the training reward)."""
+    if not config["train"]["probe"]["prompts"]:
+        return []
+    return [
+        reward_input(m)
+        for m in pipeline.common.figure_metrics(config)
+        if reward_input(m)
+    ]
 
 
 def reward_input(name):

@@ -116,7 +116,7 @@ rule fig_beta_sweep:
 rule fig_efficiency:
     input:
         chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
-        logs=log_files,
+        curves=curve_files,  # each run's held-out probe at its checkpoints (train.probe)
     output:
         pdf="paper_figures/fig_efficiency.pdf",
         png=report(
@@ -132,6 +132,28 @@ rule fig_efficiency:
         config_digest=stage_digest(pipeline.report.fig_efficiency),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_efficiency.py"
+
+
+rule table_efficiency:
+    input:
+        chosen=CHOSEN,
+        curves=curve_files,
+    output:
+        md=report(
+            "paper_figures/table_efficiency.md",
+            caption="../report/table_efficiency.rst",
+            category="Tables",
+        ),
+        tex="paper_figures/table_efficiency.tex",
+        csv="paper_figures/table_efficiency.csv",
+    log:
+        "logs/table_efficiency.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.table_efficiency),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/table_efficiency.py"
 
 
 rule fig_training_curves:

@@ -7,10 +7,13 @@ rule train_rocm:
         prompts="results/prompts/train.csv",
         model=sandbox_input("lcm"),
         reward=reward_input(config["train"]["reward"]),
+        val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
+        probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
     output:
         run_json="results/runs/{run}/run.json",
         log_csv="results/runs/{run}/log.csv",
+        curve_csv="results/runs/{run}/curve.csv",
         adapter=directory("results/runs/{run}/adapter"),
     log:
         "logs/train/{run}.log",
@@ -35,10 +38,13 @@ rule train_baseline:
         prompts="results/prompts/train.csv",
         model=generator_input,
         reward=reward_input(config["train"]["reward"]),
+        val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
+        probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
     output:
         run_json="results/runs/{run}/run.json",
         log_csv="results/runs/{run}/log.csv",
+        curve_csv="results/runs/{run}/curve.csv",
         adapter=directory("results/runs/{run}/adapter"),
     log:
         "logs/train/{run}.log",

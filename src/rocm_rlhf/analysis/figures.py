@@ -30,7 +30,7 @@ from scipy import stats as _sps
 
 from .. import runs
 from ..infra.utils import atomic_path
-from .arms import arm_order, arm_table, label_of, regularised, sweep_arms, unregularised
+from .arms import arm_table, label_of, regularised, sweep_arms, unregularised
 from .logs import check_logs, mean_over_seeds
 from .render import out_stem as _out_stem
 from .scores import check_scores
@@ -286,7 +286,7 @@ def fig_beta_sweep(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _device_label(logs: pd.DataFrame) -> str:
+def device_label(logs: pd.DataFrame) -> str:
     devs = sorted(set(logs["device"].astype(str).str.lower().str.split(":").str[0]))
     if devs == ["cpu"]:
         return "CPU core-hours"
@@ -299,75 +299,65 @@ def _device_label(logs: pd.DataFrame) -> str:
 
 
 def fig_efficiency(
-    logs: pd.DataFrame,
+    curves: pd.DataFrame,
     out_stem: str | os.PathLike,
+    metrics: Sequence[str],
     *,
     chosen_betas: Mapping[str, float] | None = None,
     width: float = TEXT_WIDTH,
-    height: float = 2.6,
-    smooth: int = 5,
+    height: float = 4.4,
 ) -> SavedFigure:
-    """Training reward (``reward_mean``) against device hours (left) and against reward queries (right), both on a
-    log scale.
+    """Held-out quality against training cost: one row per metric of ``metrics`` (the primary endpoint, then the
+    training reward), scored on the validation prompts by each run's held-out probe at its checkpoints
+    (:func:`rocm_rlhf.analysis.logs.load_curves`), against device-hours (left) and reward queries (right), both on a
+    log scale (the step-0 probe, at zero cost, is the dotted line of the untrained LCM).
 
-    One line per arm: ROCM at beta = 0, regularised ROCM at ``chosen_betas[divergence]`` for each divergence in
-    ``chosen_betas`` (e.g. :func:`rocm_rlhf.analysis.arms.choose_beta`'s, or a single entry for one regularised
-    line; a beta is matched by its canonical text, :func:`rocm_rlhf.runs.fmt_beta`), and every baseline arm;
-    base-model rows are ignored. With ``chosen_betas=None``, a divergence logged at a single beta is shown, several
-    betas are an error (pick one). Each run's reward is smoothed by :func:`smooth_steps` (a centred moving average
-    over ``smooth`` logged steps; 1 = none, as the y label says), then averaged over seeds on a common grid
-    (:func:`mean_over_seeds`); the band is ± one std over seeds where an arm has several. Every arm in its style
-    (:mod:`rocm_rlhf.analysis.style`). x label: "GPU hours" or "CPU core-hours" (from ``device``; a mix of CPU and
-    GPU runs is an error). Two axes.
+    One line per shown arm (:func:`rocm_rlhf.analysis.efficiency.shown_arms`: ROCM at beta = 0, each divergence at
+    ``chosen_betas[divergence]``, every baseline), mean over its runs on a common grid (:func:`mean_over_seeds`)
+    with a 95% t-interval band over training seeds where there are several (:func:`t_interval`), in the arm's style
+    (:mod:`rocm_rlhf.analysis.style`). Axes = 2 x len(metrics).
     """
-    check_logs(logs, ["step", "device_hours", "reward_queries", "reward_mean", "device"])
-    smooth_steps([], smooth)  # checks the window
-    lg = logs[logs["method"] != runs.BASE]
-    if len(lg) == 0:
-        raise ValueError("fig_efficiency: the logs hold no training run (only base-model rows)")
-    xlabel = _device_label(lg)
-    meta = lg[["arm", "method", "divergence", "beta"]].drop_duplicates("arm").set_index("arm")
-    reg = regularised(meta)
-    keep = [a for a in meta.index if a not in reg.index]
-    if chosen_betas is None:
-        for d, grp in reg.groupby("divergence"):
-            if grp["beta"].nunique() > 1:
-                raise ValueError(
-                    f"the logs hold several betas for divergence {d!r} ({sorted(grp['beta'])}); pass "
-                    "chosen_betas={divergence: beta}, e.g. choose_beta(scores, quality_metric), to pick one line"
-                )
-        keep += list(reg.index)
-    else:
-        for d, b in chosen_betas.items():
-            hit = reg[(reg["divergence"] == d) & (reg["beta"].map(runs.fmt_beta) == runs.fmt_beta(b))]
-            if len(hit) == 0:
-                have = sorted(reg.loc[reg["divergence"] == d, "beta"])
-                raise ValueError(
-                    f"chosen beta {runs.fmt_beta(b)} for divergence {d!r} is not in the logs (logged betas: {have})"
-                )
-            keep += list(hit.index)
-    info = arm_order(meta.loc[keep])
+    from .efficiency import shown_arms
 
+    check_logs(curves, ["step", "device_hours", "reward_queries", "metric", "mean", "device"])
+    if not metrics:
+        raise ValueError("fig_efficiency needs at least one metric")
+    info = shown_arms(curves, chosen_betas)
+    xlabel = device_label(curves[~curves["method"].isin(runs.UNTRAINED)])
     n_seeds = []
     with matplotlib.rc_context(STYLE):
         fig = _new_figure(width, height)
-        axes = fig.subplots(1, 2, sharey=True, squeeze=False)[0]
-        for ax in axes:
-            ax.set_xscale("log")
-        for i, (arm, row) in enumerate(info.iterrows()):
-            arm_logs = lg[lg["arm"] == arm]
-            st = arm_style(row["method"], row["divergence"], row["beta"])
-            label = runs.arm_label(row["method"], row["divergence"], row["beta"])
-            for ax, xcol in zip(axes, ("device_hours", "reward_queries")):
-                grid, mean, lo, hi, n = _mean_band(_seed_curves(arm_logs, xcol, "reward_mean", smooth))
-                _plot_band(ax, grid, mean, lo, hi, st, label if ax is axes[0] else None, n_marks=6,
-                           phase=i / len(info))
-            n_seeds.append(n)
-        axes[0].set_xlabel(xlabel)
-        axes[1].set_xlabel("reward queries")
-        smoothing = f"centred mean over {smooth} logged steps" if smooth > 1 else "unsmoothed"
-        axes[0].set_ylabel(f"training reward (batch mean)\n{smoothing}")
-        fig.legend(loc="outside upper center", ncol=min(5, len(info)), title=_curve_band_words(n_seeds))
+        axes = fig.subplots(len(metrics), 2, sharex="col", squeeze=False)
+        for r, metric in enumerate(metrics):
+            sub = curves[(curves["metric"] == metric)]
+            if len(sub) == 0:
+                raise ValueError(f"no probe rows of metric {metric!r}; probed: {sorted(curves['metric'].unique())}")
+            start = sub[(sub["step"] == 0) & sub["method"].map(lambda m: runs.generator(m) == "lcm")]["mean"]
+            axes[r, 1].sharey(axes[r, 0])
+            for ax, xcol in zip(axes[r], ("device_hours", "reward_queries")):
+                ax.set_xscale("log")
+                if len(start):
+                    ax.axhline(float(start.mean()), color="#666666", linestyle=":", linewidth=0.8)
+                for i, (arm, row) in enumerate(info.iterrows()):
+                    arm_curve = sub[(sub["arm"] == arm) & (sub[xcol] > 0)]
+                    if len(arm_curve) == 0:
+                        continue
+                    grid, mean, std = mean_over_seeds(
+                        [(g.sort_values("step")[xcol].to_numpy(float), g.sort_values("step")["mean"].to_numpy(float))
+                         for _, g in arm_curve.groupby("run_id", sort=True)])
+                    n = arm_curve["run_id"].nunique()
+                    lo, hi = t_interval(mean, std, np.full_like(mean, n))
+                    label = runs.arm_label(row["method"], row["divergence"], row["beta"])
+                    _plot_band(ax, grid, mean, lo, hi, arm_style(row["method"], row["divergence"], row["beta"]),
+                               label if (r == 0 and xcol == "device_hours") else None, n_marks=6,
+                               phase=i / len(info))
+                    if r == 0 and xcol == "device_hours":
+                        n_seeds.append(n)
+            axes[r, 0].set_ylabel(f"held-out {metric}\n(validation prompts)")
+        axes[-1, 0].set_xlabel(xlabel)
+        axes[-1, 1].set_xlabel("reward queries")
+        fig.legend(loc="outside upper center", ncol=min(4, len(info)),
+                   title=legend_label_seeds(n_seeds, "95% t-interval") + "; dotted: the untrained LCM")
         return save_figure(fig, out_stem)
 
 

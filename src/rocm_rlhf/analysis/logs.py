@@ -1,7 +1,7 @@
 """The training logs: loading ``results/runs/<run_id>/log.csv`` of many runs, and averaging curves over seeds.
 
 API: :func:`load_training_logs` (one table, each run's identity from its run id through
-:func:`rocm_rlhf.runs.parse_run`), :func:`check_logs` (the columns a figure needs) and :func:`mean_over_seeds`
+:func:`rocm_rlhf.runs.parse_run`), :func:`load_curves` (the held-out probe's ``curve.csv`` of many runs), :func:`check_logs` (the columns a figure needs) and :func:`mean_over_seeds`
 (pointwise mean and std of curves logged at different x). Columns: :data:`RUN_META`, then the log's own;
 :data:`LOG_REQUIRED` must be logged, :data:`LOG_OPTIONAL` are NaN where absent.
 """
@@ -76,6 +76,39 @@ def load_training_logs(run_dirs: str | os.PathLike | Iterable[str | os.PathLike]
     if repeated:
         raise ValueError(f"several run directories carry the same run_id {repeated}; run ids must be unique")
     return out
+
+
+CURVE_REQUIRED = ("step", "reward_queries", "device_hours", "metric", "mean")
+"""The columns of a run's ``curve.csv`` (the held-out probe, :mod:`rocm_rlhf.training.probe`) the analysis needs."""
+
+
+def load_curves(run_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Read ``<run_dir>/curve.csv`` (the held-out probe's rows: step, reward_queries, device_hours, metric, mean ...)
+    and ``run.json`` of every run into one long table: :data:`RUN_META`, ``device`` (the run's device kind, from
+    run.json), then the curve's columns. Runs whose curve is empty (probe off) contribute nothing; an error names a
+    missing file or column, or a run id that is not one."""
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    frames = []
+    for d in map(Path, run_dirs):
+        curve_path, meta_path = d / "curve.csv", d / "run.json"
+        for p in (curve_path, meta_path):
+            if not p.is_file():
+                raise ValueError(f"{p} does not exist: is {d} a finished training run (results/runs/<run_id>)?")
+        meta = json.loads(meta_path.read_text())
+        run = _run_of(meta, meta_path)
+        curve = pd.read_csv(curve_path)
+        missing = [c for c in CURVE_REQUIRED if c not in curve.columns]
+        if missing:
+            raise ValueError(f"{curve_path} lacks column(s) {missing}; a probe curve has {list(CURVE_REQUIRED)}")
+        if len(curve) == 0:
+            continue
+        head = pd.DataFrame({"run_id": run.id, **run.identity(), "device": str(meta.get("device", "cpu"))},
+                            index=curve.index)
+        frames.append(pd.concat([head, curve], axis=1))
+    if not frames:
+        raise ValueError("no run has held-out probe rows (curve.csv is empty: train.probe.prompts is 0?)")
+    return pd.concat(frames, ignore_index=True)
 
 
 def check_logs(logs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

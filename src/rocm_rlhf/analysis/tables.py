@@ -1,6 +1,6 @@
 """The paper's tables from the score table: Table 1 (methods x metrics) and the divergence x beta table.
 
-API: :func:`table1` and :func:`divergence_beta_table`. Each writes ``<stem>.csv`` (long, one row per shown cell),
+API: :func:`table1`, :func:`divergence_beta_table` and :func:`efficiency_text` (the efficiency table's text). Each writes ``<stem>.csv`` (long, one row per shown cell),
 ``<stem>.md`` (a pipe table and a one-line legend) and ``<stem>.tex`` (a booktabs ``tabular`` for ``\\input``) and
 returns the CSV's table. Rows, labels and the choice of beta come from :mod:`rocm_rlhf.analysis.arms`, the numbers
 from :mod:`rocm_rlhf.analysis.stats`, the text from :mod:`rocm_rlhf.analysis.render`. Cells, bold, daggers and row
@@ -294,3 +294,38 @@ def _grid_text(long, divs, betas: list[str], decimals) -> tuple[str, str]:
     tex_header = ["Divergence", *[rf"$\beta = {b}$" for b in betas]]
     align = "l" + "c" * len(betas)
     return markdown(md_header, md_rows, align), latex(tex_header, tex_rows, align)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# efficiency in held-out quality
+# --------------------------------------------------------------------------------------------------------------
+
+
+def efficiency_text(table: pd.DataFrame, reference_label: str, unit: str, decimals: int = 4) -> tuple[str, str]:
+    """Markdown and LaTeX of :func:`rocm_rlhf.analysis.efficiency.efficiency_table`: one row per arm, per (metric,
+    fraction) the mean device-hours to the target ('–' unless every run reached it, with k/n runs) and the ratio
+    ``reference / arm`` with its 95% bootstrap CI over seeds."""
+    keys = list(dict.fromkeys(zip(table["metric"], table["fraction"])))
+    arms = list(dict.fromkeys(table["arm"]))
+    cells = table.set_index(["arm", "metric", "fraction"])
+    header = ["Method"] + [f"{m} {f:.0%}: {unit}" for m, f in keys] + [f"{m} {f:.0%}: ratio" for m, f in keys]
+    md_rows, tex_rows = [], []
+    for arm in arms:
+        label = cells.loc[(arm, *keys[0]), "label"]
+        hours, ratios = [], []
+        for m, f in keys:
+            c = cells.loc[(arm, m, f)]
+            reached = f"{int(c['n_reached'])}/{int(c['n_runs'])}"
+            hours.append(MISSING + f" ({reached})" if not np.isfinite(c["hours_mean"])
+                         else f"{c['hours_mean']:.{decimals}f} ({reached})")
+            if not np.isfinite(c["ratio_ref"]):
+                ratios.append(MISSING)
+            elif np.isfinite(c["ratio_ci_low"]):
+                ratios.append(f"{c['ratio_ref']:.2f} [{c['ratio_ci_low']:.2f}, {c['ratio_ci_high']:.2f}]")
+            else:
+                ratios.append(f"{c['ratio_ref']:.2f}")
+        md_rows.append([md_escape(label), *hours, *ratios])
+        tex_rows.append([tex_escape(label), *(tex_escape(h) for h in hours), *(tex_escape(r) for r in ratios)])
+    align = "l" + "c" * (len(header) - 1)
+    return (markdown(header, md_rows, align),
+            latex([tex_escape(h) for h in header], tex_rows, align))

@@ -6,23 +6,13 @@ from __future__ import annotations
 
 from .. import runs
 from ..infra.jobs import stage
-from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, path, preflight
+from .common import SANDBOX_JUDGE_KEYS, gpu_slot, parent_dir, path, preflight, sampler_keys, sampler_spec
 
 
 def sample_reads(wildcards) -> tuple[str, ...]:
-    """The model, the evaluation's images per prompt and, for a diffusion baseline, its own DDIM sampler (for the
-    base diffusion arm, :data:`rocm_rlhf.runs.DIFFUSION_SAMPLER_OF`'s)."""
+    """The model, the evaluation's images per prompt and the run's own sampler (:func:`.common.sampler_keys`)."""
     keys = ("setting", "device", "model", "evaluation.images_per_prompt", "evaluation.batch_size")
-    method = _sampler_method(runs.parse_run(wildcards.run))
-    if runs.generator(method) == "diffusion":
-        block = runs.method(method).config_block
-        keys += (f"{block}.sample_steps", f"{block}.guidance_scale", "baselines.eta")
-    return keys
-
-
-def _sampler_method(run: runs.Run) -> str:
-    """The method whose sampler draws a run's images: its own, DDPO's DDIM sampler for the base diffusion arm."""
-    return runs.DIFFUSION_SAMPLER_OF if run.method == runs.BASE_DIFFUSION else run.method
+    return keys + sampler_keys(runs.parse_run(wildcards.run))
 
 
 @stage(reads=sample_reads)
@@ -35,31 +25,20 @@ def sample_eval(job) -> None:
 
 
 def _sample_eval(job) -> None:
-    from ..evaluation import eval_units, generate_diffusion_units, generate_lcm_units, save_samples
+    from ..evaluation import eval_units, generate_units, save_samples
     from ..infra.utils import pick_device
-    from ..models import load_pipeline
+    from ..models import DTYPES, load_pipeline
     from ..prompts import read_prompts
-    from ..models import DTYPES
-    from ..training.ddim_policy import diffusion_sampling
 
     cfg, run = job.config, runs.parse_run(job.wildcards.run)
     device = pick_device(cfg["device"])
-    dtype = DTYPES[cfg["model"]["dtype"]]
-    diffusion = run.generator == "diffusion"
-    pipe = load_pipeline(run.generator, job.params.model_id, dtype=dtype, device=device)
+    pipe = load_pipeline(run.generator, job.params.model_id, dtype=DTYPES[cfg["model"]["dtype"]], device=device)
     if path(job.input, "adapter"):
         pipe.load_lora_weights(path(job.input, "adapter"))  # the standard diffusers call a user makes
+    sampler = sampler_spec(cfg, run)  # the method's own sampler, as in its training
     for split in runs.SPLITS:
         units = eval_units(read_prompts(getattr(job.input, f"prompts_{split}")), cfg["evaluation"]["images_per_prompt"])
-        if diffusion:  # the method's own DDIM sampler, as in its training
-            d = diffusion_sampling(cfg, _sampler_method(run))
-            images = generate_diffusion_units(pipe, units, num_steps=d["sample_steps"],
-                                              guidance_scale=d["guidance_scale"], eta=d["eta"],
-                                              batch_size=cfg["evaluation"]["batch_size"])
-        else:
-            images = generate_lcm_units(pipe, units, num_steps=cfg["model"]["num_steps"],
-                                        guidance_scale=cfg["model"]["guidance_scale"],
-                                        batch_size=cfg["evaluation"]["batch_size"])
+        images = generate_units(pipe, units, sampler, batch_size=cfg["evaluation"]["batch_size"])
         save_samples(images.float().cpu(), units, getattr(job.output, f"images_{split}"),
                      getattr(job.output, f"grid_{split}"))
         print(f"generated {len(units)} {split} images on {device}")

@@ -9,17 +9,10 @@ from pathlib import Path
 
 from .. import runs
 from ..infra.jobs import stage
+from .common import figure_metrics
 
 REPORT = ("seed", "setting", "figures", "train.reward", "evaluation.metrics")
 """The config keys of the statistics, tables and figures."""
-
-
-def _figure_metrics(config: dict) -> tuple[str, str]:
-    """(the training reward as a metric, the primary endpoint ``figures.quality_metric``, which beta is chosen on)."""
-    f = config["figures"]
-    reward = f["reward_metric"] or config["train"]["reward"]
-    quality = f["quality_metric"] or ("gold" if config["setting"] == "sandbox" else reward)
-    return reward, quality
 
 
 def _chosen_betas(job) -> dict[str, str]:
@@ -42,7 +35,7 @@ def choose_beta(job) -> None:
     from ..analysis.scores import read_scores
     from ..infra.utils import atomic_path
 
-    _, quality = _figure_metrics(job.config)
+    _, quality = figure_metrics(job.config)
     table = chosen_table(read_scores(job.input.scores), quality)
     with atomic_path(job.output[0]) as tmp:
         table.to_csv(tmp, index=False)
@@ -89,7 +82,7 @@ def table1(job) -> None:
     from ..analysis.tables import table1 as make
 
     scores = read_scores(job.input.scores)
-    _, quality = _figure_metrics(job.config)
+    _, quality = figure_metrics(job.config)
     metrics = [m for m in job.config["evaluation"]["metrics"] + ["diversity"] if m != quality]
     make(scores, metrics, quality, runs.control_arms(scores["arm"]), Path(job.output.md).with_suffix(""),
          rocm_betas="all", chosen_arms=_chosen_arms(job),
@@ -103,7 +96,7 @@ def table_divergence_beta(job) -> None:
     from ..analysis.scores import read_scores
     from ..analysis.tables import divergence_beta_table
 
-    _, quality = _figure_metrics(job.config)
+    _, quality = figure_metrics(job.config)
     divergence_beta_table(read_scores(job.input.scores), quality, Path(job.output.md).with_suffix(""))
 
 
@@ -112,7 +105,7 @@ def fig_beta_sweep(job) -> None:
     from ..analysis.figures import fig_beta_sweep as make
     from ..analysis.scores import read_scores
 
-    reward, quality = _figure_metrics(job.config)
+    reward, quality = figure_metrics(job.config)
     make(read_scores(job.input.scores), reward, quality, Path(job.output.pdf).with_suffix(""))
 
 
@@ -122,13 +115,54 @@ def _logs(job):
     return load_training_logs([Path(p).parent for p in job.input.logs])
 
 
+def _curves(job):
+    from ..analysis.logs import load_curves
+
+    return load_curves([Path(p).parent for p in job.input.curves])
+
+
+def _chosen_floats(job) -> dict[str, float]:
+    return {d: float(b) for d, b in _chosen_betas(job).items()}
+
+
 @stage(reads=REPORT)
 def fig_efficiency(job) -> None:
-    """Training curves against device-hours and reward queries, each divergence at its beta chosen on validation."""
+    """Held-out primary endpoint and training reward (the runs' probe curves) against device-hours and reward
+    queries, each divergence at its beta chosen on validation."""
     from ..analysis.figures import fig_efficiency as make
 
-    make(_logs(job), Path(job.output.pdf).with_suffix(""),
-         chosen_betas={d: float(b) for d, b in _chosen_betas(job).items()})
+    reward, quality = figure_metrics(job.config)
+    make(_curves(job), Path(job.output.pdf).with_suffix(""), list(dict.fromkeys([quality, reward])),
+         chosen_betas=_chosen_floats(job))
+
+
+@stage(reads=REPORT)
+def table_efficiency(job) -> None:
+    """Device-hours to reach 50% and 90% of the best held-out improvement any arm reaches, per arm, and the ratio to
+    the ROCM arm with the best validation score (results/stats/chosen.csv)."""
+    import pandas as pd
+
+    from ..analysis.efficiency import efficiency_table
+    from ..analysis.figures import device_label
+    from ..analysis.render import write_table
+    from ..analysis.tables import efficiency_text
+
+    reward, quality = figure_metrics(job.config)
+    chosen = pd.read_csv(job.input.chosen)
+    reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])
+    curves = _curves(job)
+    table = efficiency_table(curves, list(dict.fromkeys([quality, reward])), reference,
+                             chosen_betas=_chosen_floats(job), n_boot=job.config["figures"]["n_boot"],
+                             rng_seed=job.config["seed"])
+    ref_label = str(table.loc[table["arm"] == reference, "label"].iloc[0])
+    unit = device_label(curves[~curves["method"].isin(runs.UNTRAINED)])
+    md, tex = efficiency_text(table, ref_label, unit)
+    legend = (f"{unit} (mean over training seeds; k/n runs reached the target) to reach {{50%, 90%}} of the best "
+              f"held-out improvement any arm reaches over the untrained LCM (validation prompts, held-out probe at "
+              f"each checkpoint, interpolated between checkpoints); ratio = {ref_label} (the ROCM arm with the best "
+              f"validation {quality}) / method, 95% bootstrap CI over training seeds (< 1: {ref_label} is faster).")
+    write_table(Path(job.output.md).with_suffix(""), table, md + "\n" + legend + "\n", tex)
+    print(md)
 
 
 @stage(reads=REPORT)

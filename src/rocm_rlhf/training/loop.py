@@ -217,8 +217,9 @@ class Trainer:
     """Runs a method for ``settings.steps`` steps in ``run_dir`` with checkpoints and resume."""
 
     def __init__(self, method, pipe, params, reward, prompts, settings: TrainSettings, run_dir: str | Path,
-                 device: torch.device, run_info: dict | None = None, pipeline_cls=None, group=None):
+                 device: torch.device, run_info: dict | None = None, pipeline_cls=None, group=None, probe=None):
         self.method = method
+        self.probe = probe  # rocm_rlhf.training.probe.HeldOutProbe or None: held-out scores at the checkpoints
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -233,6 +234,7 @@ class Trainer:
             raise ValueError(f"{type(method).__name__} runs in one process: only ROCM shards its batch over "
                              f"train.num_processes > 1 processes")
         self.rows: list[dict] = []
+        self.curve: list[dict] = []  # the probe's rows (curve.csv), checkpointed with the optimizer state
         self.start_step = 0
         self.elapsed_wall = 0.0
         self.elapsed_device_s = 0.0
@@ -296,7 +298,8 @@ class Trainer:
 
         save_file({k: v.contiguous() for k, v in lora_state_dict(self.ctx.unet).items()}, tmp / "adapter.safetensors")
         extra = self.method.extra_state() if hasattr(self.method, "extra_state") else {}
-        torch.save({"optimizer": self.ctx.optimizer.state_dict(), "extra": extra}, tmp / "trainer.pt")
+        torch.save({"optimizer": self.ctx.optimizer.state_dict(), "extra": extra, "curve": self.curve},
+                   tmp / "trainer.pt")
         pd.DataFrame(self.rows).to_csv(tmp / "log.csv", index=False)
         state = {"step": step, "reward_queries": self.ctx.reward.queries, "updates": self.ctx.updates,
                  "elapsed_wall": self.elapsed_wall, "elapsed_device_s": self.elapsed_device_s,
@@ -388,6 +391,7 @@ class Trainer:
         self.elapsed_wall = state["elapsed_wall"]
         self.elapsed_device_s = state["elapsed_device_s"]
         self.rows = ckpt["rows"]
+        self.curve = list(blob.get("curve", []))
         if self.group.is_main:
             print(f"resumed from {ckpt['path']} at step {self.start_step}", flush=True)
 
@@ -415,6 +419,8 @@ class Trainer:
         end = self.settings.steps if max_steps is None else min(self.settings.steps, max_steps)
         bar = tqdm(total=self.settings.steps, initial=self.start_step, desc=self.run_info.get("run_id", "train"),
                    mininterval=5.0, ascii=True, disable=not self.group.is_main)
+        if self.start_step == 0:
+            self.run_probe(0)
         for step in range(self.start_step + 1, end + 1):
             t0, c0 = time.time(), _cpu_seconds()
             out = self.method.train_step(self.ctx, step)
@@ -436,11 +442,21 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(reward=f"{row.get('reward_mean', float('nan')):.4f}")
             if step % self.settings.checkpoint_every == 0 or step == self.settings.steps:
+                self.run_probe(step)
                 self.save_checkpoint(step)
         bar.close()
         if end < self.settings.steps:
             return {"stopped_at": end}
         return self.finish()
+
+    def run_probe(self, step: int) -> None:
+        """Process 0 scores the held-out probe at ``step`` (outside the timed training steps) into ``self.curve``."""
+        if self.probe is None or not self.group.is_main:
+            return
+        values = self.probe(self.ctx.pipe, self.ctx.device)
+        self.curve = [r for r in self.curve if r["step"] != step]
+        self.curve += self.probe.rows(values, step=step, reward_queries=self.ctx.reward.queries,
+                                      device_hours=self.elapsed_device_s / 3600, wall_s=self.elapsed_wall)
 
     def finish(self) -> dict:
         df = pd.DataFrame(self.rows)
@@ -466,8 +482,12 @@ class Trainer:
             "final": final,
         })
         if self.group.is_main:
+            from .probe import CURVE_COLUMNS
+
             with atomic_path(self.run_dir / "log.csv") as tmp:
                 df.to_csv(tmp, index=False)
+            with atomic_path(self.run_dir / "curve.csv") as tmp:  # header only without a probe
+                pd.DataFrame(self.curve, columns=list(CURVE_COLUMNS)).to_csv(tmp, index=False)
             save_lora(self.ctx.unet, self.run_dir / "adapter", self.pipeline_cls)
             write_json(self.run_dir / "run.json", info)
         self.group.barrier()

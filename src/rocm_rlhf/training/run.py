@@ -20,6 +20,7 @@ from ..rewards import load_scorer
 from .ddim_policy import diffusion_sampling
 from .lora import add_lora
 from .loop import Trainer, TrainSettings
+from .probe import HeldOutProbe
 
 __all__ = ["DTYPES", "baseline_settings", "diffusion_sampling", "make_method", "reward_query_budget",
            "steps_for_budget", "train_run"]
@@ -65,8 +66,9 @@ def baseline_settings(name: str, method, config: dict, settings: TrainSettings) 
 
 def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str | Path, model_id: str,
               reward_name: str, reward_kwargs: dict, prompts: list[str], max_steps: int | None = None,
-              **method_kwargs) -> dict:
-    """Train one run into ``run_dir`` (resuming from its latest checkpoint) and return its run.json content."""
+              probe: dict | None = None, **method_kwargs) -> dict:
+    """Train one run into ``run_dir`` (resuming from its latest checkpoint) and return its run.json content.
+    ``probe``: the held-out probe's spec (:meth:`rocm_rlhf.training.probe.HeldOutProbe.from_spec`), or None."""
     from .distributed import process_group
 
     settings = TrainSettings.from_config(config, seed)
@@ -90,6 +92,7 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
             "reward_kwargs": reward_kwargs, "reward_definition": getattr(reward, "definition", ""), "config": config,
             **method_kwargs}
+    held_out = HeldOutProbe.from_spec(probe, reward_name=reward_name, reward=reward, device=device)
     trainer = Trainer(m, pipe, params, reward, prompts, settings, run_dir, device, run_info=info,
-                      pipeline_cls=pipeline_class(generator), group=group)
+                      pipeline_cls=pipeline_class(generator), group=group, probe=held_out)
     return trainer.run(max_steps=max_steps)
