@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -351,8 +352,22 @@ def _write_run(root, run_id, meta, n_steps=10, divergence=True, device="cpu", dr
             log[f"div_step_{k}"] = 0.0002 * step * (k + 1)
     log = log.drop(columns=list(drop))
     log.to_csv(d / "log.csv", index=False)
-    (d / "run.json").write_text(json.dumps({"run_id": run_id, **meta}))
+    _write_curve(d, log["step"].iloc[-1], step_hours=0.001 * (1 + 0.5 * seed), queries=16,
+                 level=base, slope=0.05, offset=0.01 * seed)
+    (d / "run.json").write_text(json.dumps({"run_id": run_id, **meta, "device": device}))
     return d
+
+
+def _write_curve(d, n_steps, *, step_hours, queries, level, slope, offset, every=5):
+    """A held-out probe curve.csv: steps 0, every, 2 every ...; gold = level + slope x step (+ offset), proxy_pick
+    twice that."""
+    steps = np.arange(0, n_steps + 1, every)
+    rows = []
+    for metric, k in (("gold", 1.0), ("proxy_pick", 2.0)):
+        rows.append(pd.DataFrame({"step": steps, "reward_queries": steps * queries, "device_hours": steps * step_hours,
+                                  "wall_s": steps * 1.5, "metric": metric,
+                                  "mean": k * (level + slope * steps + offset * (steps > 0)), "n_images": 8}))
+    pd.concat(rows).to_csv(d / "curve.csv", index=False)
 
 
 @pytest.fixture()
@@ -441,35 +456,39 @@ def test_mean_over_seeds_interpolates_on_the_common_range():
 
 
 def test_fig_efficiency(run_dirs, tmp_path):
-    logs = training_logs.load_training_logs(run_dirs)
-    out = figures.fig_efficiency(logs, tmp_path / "eff", chosen_betas={"kl": 0.1})
+    curves = training_logs.load_curves(run_dirs)
+    out = figures.fig_efficiency(curves, tmp_path / "eff", ["gold", "proxy_pick"], chosen_betas={"kl": 0.1})
     assert out.pdf.stat().st_size > 1000 and out.png.stat().st_size > 1000
-    assert len(out.figure.axes) == 2
-    ax = out.figure.axes[0]
-    labels = [ln.get_label() for ln in ax.lines]
+    axes = np.array(out.figure.axes).reshape(2, 2)  # rows: gold, proxy_pick; columns: device-hours, queries
+    ax = axes[0, 0]
+    labels = [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]
     assert labels == ["ROCM (β=0)", "ROCM-KL (β=0.1)", "RLCM"]
-    assert ax.get_xlabel() == "CPU core-hours" and out.figure.axes[1].get_xlabel() == "reward queries"
-    # the ROCM-KL line is the seed mean on the common grid of device hours
-    kl = logs[logs["arm"] == "rocm-kl-b0.1"]
-    ref = training_logs.mean_over_seeds([(g["device_hours"], g["reward_mean"]) for _, g in kl.groupby("run_id")])
-    np.testing.assert_allclose(ax.lines[1].get_xdata(), ref[0])
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), ref[1])
-    assert ax.lines[1].get_xdata()[-1] == pytest.approx(0.010)  # seed 0 ends there: no extrapolation
-    # grey scale: the lines differ in marker and in line style (the style table's; Line2D.get_linestyle() reports
-    # every custom dash pattern as '--', so the patterns are compared in the table)
-    assert len({ln.get_marker() for ln in ax.lines}) == 3
+    assert axes[1, 0].get_xlabel() == "CPU core-hours" and axes[1, 1].get_xlabel() == "reward queries"
+    assert "held-out gold" in ax.get_ylabel() and "held-out proxy_pick" in axes[1, 0].get_ylabel()
+    # the ROCM-KL line is the seed mean of the held-out probe on the common grid of device hours (step 0 is the
+    # dotted line of the untrained LCM, at zero cost, off the log axis)
+    kl = curves[(curves["arm"] == "rocm-kl-b0.1") & (curves["metric"] == "gold") & (curves["step"] > 0)]
+    ref = training_logs.mean_over_seeds([(g["device_hours"], g["mean"]) for _, g in kl.groupby("run_id")])
+    line = next(ln for ln in ax.lines if ln.get_label() == "ROCM-KL (β=0.1)")
+    np.testing.assert_allclose(line.get_xdata(), ref[0])
+    np.testing.assert_allclose(line.get_ydata(), ref[1])
+    start = curves[(curves["step"] == 0) & (curves["metric"] == "gold")]["mean"]  # every run here is an LCM run
+    assert any(ln.get_linestyle() == ":" and ln.get_ydata()[0] == pytest.approx(start.mean()) for ln in ax.lines)
     want = [style.arm_style("rocm", "none", 0.0), style.arm_style("rocm", "kl", 0.1), style.arm_style("rlcm")]
-    assert [ln.get_color() for ln in ax.lines] == [w["color"] for w in want]
-    assert len({str(w["linestyle"]) for w in want}) == 3
-    assert ax.get_xscale() == "log" and out.figure.axes[1].get_xscale() == "log"
+    shown = [ln for ln in ax.lines if not ln.get_label().startswith("_")]
+    assert [ln.get_color() for ln in shown] == [w["color"] for w in want]
+    assert len({ln.get_marker() for ln in shown}) == 3 and len({str(w["linestyle"]) for w in want}) == 3
+    assert all(a.get_xscale() == "log" for a in axes.flat)
     with pytest.raises(ValueError, match="several betas"):
-        figures.fig_efficiency(logs, tmp_path / "x")
+        figures.fig_efficiency(curves, tmp_path / "x", ["gold"])
     with pytest.raises(ValueError, match="not in the logs"):
-        figures.fig_efficiency(logs, tmp_path / "x", chosen_betas={"kl": 0.5})
-    mixed = logs.copy()
+        figures.fig_efficiency(curves, tmp_path / "x", ["gold"], chosen_betas={"kl": 0.5})
+    with pytest.raises(ValueError, match="imagereward"):
+        figures.fig_efficiency(curves, tmp_path / "x", ["imagereward"], chosen_betas={"kl": 0.1})
+    mixed = curves.copy()
     mixed.loc[mixed["method"] == "rlcm", "device"] = "cuda"
     with pytest.raises(ValueError, match="mix devices"):
-        figures.fig_efficiency(mixed, tmp_path / "x", chosen_betas={"kl": 0.1})
+        figures.fig_efficiency(mixed, tmp_path / "x", ["gold"], chosen_betas={"kl": 0.1})
 
 
 def test_fig_training_curves(run_dirs, tmp_path):
@@ -617,6 +636,8 @@ def _write_log3(root, run_id, n_steps=30):
     if run.divergence == "fisher":
         log["divergence_mean"] *= 1000  # other units: its own y scale
     log.to_csv(d / "log.csv", index=False)
+    _write_curve(d, n_steps, step_hours=0.001 * (1 + 0.1 * run.seed), queries=8, level=0.2 if run.generator == "lcm"
+                 else 0.25, slope=0.01 * (level / 0.2), offset=0.02 * run.seed)
     (d / "run.json").write_text(json.dumps({"run_id": run_id}))
     return d
 
@@ -626,36 +647,32 @@ def logs3(tmp_path):
     ids = [f"{arm}-s{seed}" for seed in (0, 1, 2) for arm in
            ("rocm-none-b0", "rocm-kl-b1", "rocm-kl-b10", "rocm-fisher-b3", "rocm-fisher-b30", "rlcm", "ddpo",
             "d3po", "dpok")]
-    return training_logs.load_training_logs([_write_log3(tmp_path / "runs3", i) for i in ids])
+    dirs = [_write_log3(tmp_path / "runs3", i) for i in ids]
+    logs = training_logs.load_training_logs(dirs)
+    logs.attrs["dirs"] = [str(d) for d in dirs]
+    return logs
 
 
-def test_fig_efficiency_three_seeds_smooths_and_bands(logs3, tmp_path):
-    out = figures.fig_efficiency(logs3, tmp_path / "eff3", chosen_betas={"kl": 10, "fisher": 3})
+def test_fig_efficiency_three_seeds_bands_are_t_intervals_over_seeds(logs3, tmp_path):
+    curves = training_logs.load_curves(sorted({Path(p) for p in logs3.attrs["dirs"]}))
+    out = figures.fig_efficiency(curves, tmp_path / "eff3", ["gold"], chosen_betas={"kl": 10, "fisher": 3})
     ax = out.figure.axes[0]
-    labels = [ln.get_label() for ln in ax.lines]
-    assert labels == ["ROCM (β=0)", "ROCM-KL (β=10)", "ROCM-Fisher (β=3)", "RLCM", "DDPO", "D3PO", "DPOK"]
-    looks = {(ln.get_color(), ln.get_marker()) for ln in ax.lines}
-    assert len(looks) == 7  # one look per arm
-    for ln, (m, d, b) in zip(ax.lines, [("rocm", "none", 0), ("rocm", "kl", 10), ("rocm", "fisher", 3), ("rlcm",
-                             "none", np.nan), ("ddpo", "none", np.nan), ("d3po", "none", np.nan),
-                                        ("dpok", "none", np.nan)]):
-        assert ln.get_color() == style.arm_style(m, d, b)["color"]
+    shown = [ln for ln in ax.lines if not ln.get_label().startswith("_")]
+    assert [ln.get_label() for ln in shown] == ["ROCM (β=0)", "ROCM-KL (β=10)", "ROCM-Fisher (β=3)", "RLCM", "DDPO",
+                                                "D3PO", "DPOK"]
+    assert len({(ln.get_color(), ln.get_marker()) for ln in shown}) == 7  # one look per arm
     assert len(ax.collections) == 7  # a band per arm: three seeds each
-    assert ax.get_xscale() == "log" and "5 logged steps" in ax.get_ylabel()
-    # the DPOK line: each seed smoothed over 5 logged steps, then averaged on the common grid
-    g = logs3[logs3["arm"] == "dpok"]
-    ref = training_logs.mean_over_seeds([(s["device_hours"], figures.smooth_steps(s["reward_mean"], 5))
-                                         for _, s in g.groupby("run_id")])
-    np.testing.assert_allclose(ax.lines[-1].get_xdata(), ref[0])
-    np.testing.assert_allclose(ax.lines[-1].get_ydata(), ref[1])
-    raw = training_logs.mean_over_seeds([(s["device_hours"], s["reward_mean"]) for _, s in g.groupby("run_id")])
-    assert np.ptp(np.diff(ref[1])) < 0.5 * np.ptp(np.diff(raw[1]))  # the zigzag is damped
-    assert "3 training seeds" in out.figure.legends[0].get_title().get_text()
-    one = figures.fig_efficiency(logs3[logs3["seed"] == 0], tmp_path / "eff1", chosen_betas={"kl": 10}, smooth=1)
+    # the DPOK band: 95% t-interval of the seed mean on the common grid
+    g = curves[(curves["arm"] == "dpok") & (curves["metric"] == "gold") & (curves["step"] > 0)]
+    grid, mean, std = training_logs.mean_over_seeds([(s["device_hours"], s["mean"]) for _, s in g.groupby("run_id")])
+    lo, hi = figures.t_interval(mean, std, np.full_like(mean, 3))
+    np.testing.assert_allclose(shown[-1].get_ydata(), mean)
+    band = ax.collections[-1].get_paths()[0].vertices
+    assert band[:, 1].max() == pytest.approx(hi.max()) and band[:, 1].min() == pytest.approx(lo.min())
+    assert "95% t-interval over 3 training seeds" in out.figure.legends[0].get_title().get_text()
+    one = figures.fig_efficiency(curves[curves["seed"] == 0], tmp_path / "eff1", ["gold"], chosen_betas={"kl": 10})
     assert len(one.figure.axes[0].collections) == 0
-    assert one.figure.legends[0].get_title().get_text() == "one training seed"
-    with pytest.raises(ValueError, match="odd"):
-        figures.fig_efficiency(logs3, tmp_path / "x", chosen_betas={"kl": 10}, smooth=2)
+    assert one.figure.legends[0].get_title().get_text().startswith("one training seed")
 
 
 def test_fig_training_curves_own_divergence_scales_and_legends_off_the_curves(logs3, tmp_path):
