@@ -74,3 +74,17 @@ def test_efficiency_table_one_seed_has_no_ratio_ci_and_errors_name_the_problem(c
         efficiency.efficiency_table(curves, ["proxy_pick"], "rocm-kl-b1", chosen_betas={"kl": 1.0})
     with pytest.raises(ValueError, match="step-0"):
         efficiency.efficiency_table(curves[curves["step"] > 0], ["gold"], "rocm-kl-b1", chosen_betas={"kl": 1.0})
+
+
+def test_learning_table_start_end_and_the_change_over_seeds(curves):
+    t = efficiency.learning_table(curves, ["gold"], chosen_betas={"kl": 1.0}).set_index("arm")
+    assert t.loc["rocm-kl-b1", "start"] == pytest.approx(0.1) and t.loc["rocm-kl-b1", "end"] == pytest.approx(0.5)
+    assert t.loc["rocm-kl-b1", "n_improved"] == 3 and t.loc["rocm-none-b0", "n_improved"] == 0  # ends at 0.0
+    assert t.loc["rocm-none-b0", "change"] == pytest.approx(-0.1)
+    # DDPO: 0.2 -> 0.3 in every seed: no spread, so the interval is the point
+    assert t.loc["ddpo", "change"] == pytest.approx(0.1)
+    assert t.loc["ddpo", "change_ci_low"] == pytest.approx(0.1) and t.loc["ddpo", "change_ci_high"] == pytest.approx(0.1)
+    one = efficiency.learning_table(curves[curves["seed"] == 0], ["gold"], chosen_betas={"kl": 1.0})
+    assert one["change_ci_low"].isna().all() and (one["n_runs"] == 1).all()
+    md, tex = tables.learning_text(efficiency.learning_table(curves, ["gold"], chosen_betas={"kl": 1.0}))
+    assert "| DDPO | 0.200 → 0.300 | +0.100 [+0.100, +0.100] (3/3) |" in md and r"$\to$" in tex

@@ -38,7 +38,8 @@ def test_dry_run_default_config(tmp_path):
                 "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": n_baselines, "sample_eval": n_runs,
                 "evaluate": n_runs, "choose_beta": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1,
-                "fig_divergence_gallery": 1, "publish_results": 6}  # 2 score tables, 2 statistics, chosen, quality
+                "table_efficiency": 1, "fig_divergence_gallery": 1,
+                "publish_results": 7}  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
 
@@ -49,7 +50,7 @@ def test_dry_run_ci_config(tmp_path):
     assert counts["train_rocm"] == 3  # beta = 0 at seeds 0 and 1, and one KL point at seed 0 (seed 1 once chosen)
     assert counts["train_baseline"] == 8  # each baseline at seeds 0 and 1
     assert counts["sample_eval"] == 13 and counts["evaluate"] == 13  # 11 trained runs and 2 untrained ones
-    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 6
+    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 7
 
 
 def _planned_jobs(stdout: str) -> list[dict]:

@@ -189,6 +189,8 @@ def published():
         "seed_summary.csv": "results/stats/seed_summary.csv",
         "chosen.csv": CHOSEN,
     }
+    if config["train"]["probe"]["prompts"]:
+        files["curves.csv"] = "results/stats/curves.csv"
     if SANDBOX:
         files["sandbox_quality.json"] = f"{SBX}/quality.json"
     return files

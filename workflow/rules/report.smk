@@ -146,6 +146,14 @@ rule table_efficiency:
         ),
         tex="paper_figures/table_efficiency.tex",
         csv="paper_figures/table_efficiency.csv",
+        learning_md=report(
+            "paper_figures/table_learning.md",
+            caption="../report/table_learning.rst",
+            category="Tables",
+        ),
+        learning_tex="paper_figures/table_learning.tex",
+        learning_csv="paper_figures/table_learning.csv",
+        curves="results/stats/curves.csv",  # every run's probe rows, published with the figures
     log:
         "logs/table_efficiency.log",
     conda:

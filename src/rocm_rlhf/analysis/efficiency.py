@@ -5,7 +5,7 @@ A target is ``start + f (best - start)``: ``start`` the untrained LCM's probe va
 for every LCM run), ``best`` the highest seed-mean curve value of any shown arm at any probe, ``f`` a fraction.
 A run reaches it at the first probe at or above it, the device-hours interpolated linearly from the probe before
 (0 if it starts there); never reaching it is NaN. API: :func:`shown_arms`, :func:`hours_to_target`,
-:func:`efficiency_table`.
+:func:`efficiency_table`, :func:`learning_table` (does each arm improve on held-out prompts, start to end).
 """
 
 from __future__ import annotations
@@ -138,4 +138,36 @@ def efficiency_table(curves: pd.DataFrame, metrics: Sequence[str], reference_arm
                              "hours_mean": mean_h,
                              "queries_mean": float(queries.mean()) if reached.all() else float("nan"),
                              "ratio_ref": ratio, "ratio_ci_low": lo, "ratio_ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def learning_table(curves: pd.DataFrame, metrics: Sequence[str], *,
+                   chosen_betas: Mapping[str, float] | None = None, level: float = 0.95) -> pd.DataFrame:
+    """Whether each shown arm learns, on held-out prompts: per arm and metric, the probe value at step 0 and at the
+    run's last probe (means over its runs), their difference with a t-interval over runs (NaN with one run), and
+    how many runs ended above their start. Columns: arm, label, metric, n_runs, start, end, change, change_ci_low,
+    change_ci_high, n_improved."""
+    from scipy import stats as sps
+
+    arms = shown_arms(curves, chosen_betas)
+    rows = []
+    for metric in metrics:
+        sub = curves[curves["metric"] == metric]
+        if len(sub) == 0:
+            raise ValueError(f"no probe rows of metric {metric!r}; probed: {sorted(curves['metric'].unique())}")
+        for arm, row in arms.iterrows():
+            starts, ends = [], []
+            for _, g in sub[sub["arm"] == arm].groupby("run_id"):
+                g = g.sort_values("step")
+                if g["step"].iloc[0] != 0:
+                    raise ValueError(f"run {g['run_id'].iloc[0]} has no step-0 probe of {metric!r}")
+                starts.append(float(g["mean"].iloc[0]))
+                ends.append(float(g["mean"].iloc[-1]))
+            change = np.array(ends) - np.array(starts)
+            n = len(change)
+            half = (sps.t.ppf((1 + level) / 2, n - 1) * change.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            rows.append({"arm": arm, "label": runs.arm_label(row["method"], row["divergence"], row["beta"]),
+                         "metric": metric, "n_runs": n, "start": float(np.mean(starts)), "end": float(np.mean(ends)),
+                         "change": float(change.mean()), "change_ci_low": float(change.mean() - half),
+                         "change_ci_high": float(change.mean() + half), "n_improved": int((change > 0).sum())})
     return pd.DataFrame(rows)

@@ -1,6 +1,7 @@
 """The paper's tables from the score table: Table 1 (methods x metrics) and the divergence x beta table.
 
-API: :func:`table1`, :func:`divergence_beta_table` and :func:`efficiency_text` (the efficiency table's text). Each writes ``<stem>.csv`` (long, one row per shown cell),
+API: :func:`table1`, :func:`divergence_beta_table`, :func:`efficiency_text` and :func:`learning_text` (the
+efficiency and learning tables' text). Each writes ``<stem>.csv`` (long, one row per shown cell),
 ``<stem>.md`` (a pipe table and a one-line legend) and ``<stem>.tex`` (a booktabs ``tabular`` for ``\\input``) and
 returns the CSV's table. Rows, labels and the choice of beta come from :mod:`rocm_rlhf.analysis.arms`, the numbers
 from :mod:`rocm_rlhf.analysis.stats`, the text from :mod:`rocm_rlhf.analysis.render`. Cells, bold, daggers and row
@@ -329,3 +330,28 @@ def efficiency_text(table: pd.DataFrame, reference_label: str, unit: str, decima
     align = "l" + "c" * (len(header) - 1)
     return (markdown(header, md_rows, align),
             latex([tex_escape(h) for h in header], tex_rows, align))
+
+
+def learning_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
+    """Markdown and LaTeX of :func:`rocm_rlhf.analysis.efficiency.learning_table`: per arm and metric, start -> end
+    and the change with its 95% t-interval over runs (k/n runs improved)."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    arms = list(dict.fromkeys(table["arm"]))
+    cells = table.set_index(["arm", "metric"])
+    header = ["Method"] + [f"{m}: start → end" for m in metrics] + [f"{m}: change [95% CI] (improved)" for m in metrics]
+    md_rows, tex_rows = [], []
+    for arm in arms:
+        ends, changes = [], []
+        for m in metrics:
+            c = cells.loc[(arm, m)]
+            ends.append(f"{c['start']:.{decimals}f} → {c['end']:.{decimals}f}")
+            ci = (f" [{c['change_ci_low']:+.{decimals}f}, {c['change_ci_high']:+.{decimals}f}]"
+                  if np.isfinite(c["change_ci_low"]) else "")
+            changes.append(f"{c['change']:+.{decimals}f}{ci} ({int(c['n_improved'])}/{int(c['n_runs'])})")
+        label = cells.loc[(arm, metrics[0]), "label"]
+        md_rows.append([md_escape(label), *ends, *changes])
+        tex_rows.append([tex_escape(label), *(tex_escape(e).replace("→", r"$\to$") for e in ends),
+                         *(tex_escape(c) for c in changes)])
+    align = "l" + "c" * (len(header) - 1)
+    return (markdown(header, md_rows, align),
+            latex([tex_escape(h).replace("→", r"$\to$") for h in header], tex_rows, align))

@@ -138,14 +138,16 @@ def fig_efficiency(job) -> None:
 
 @stage(reads=REPORT)
 def table_efficiency(job) -> None:
-    """Device-hours to reach 50% and 90% of the best held-out improvement any arm reaches, per arm, and the ratio to
-    the ROCM arm with the best validation score (results/stats/chosen.csv)."""
+    """From the runs' held-out probe: the device-hours to reach 50% and 90% of the best held-out improvement any arm
+    reaches, per arm, with the ratio to the ROCM arm with the best validation score (results/stats/chosen.csv); the
+    learning table (start -> end per arm, over seeds); and every probe row collected (results/stats/curves.csv)."""
     import pandas as pd
 
-    from ..analysis.efficiency import efficiency_table
+    from ..analysis.efficiency import efficiency_table, learning_table
     from ..analysis.figures import device_label
     from ..analysis.render import write_table
-    from ..analysis.tables import efficiency_text
+    from ..analysis.tables import efficiency_text, learning_text
+    from ..infra.utils import atomic_path
 
     reward, quality = figure_metrics(job.config)
     chosen = pd.read_csv(job.input.chosen)
@@ -162,7 +164,15 @@ def table_efficiency(job) -> None:
               f"each checkpoint, interpolated between checkpoints); ratio = {ref_label} (the ROCM arm with the best "
               f"validation {quality}) / method, 95% bootstrap CI over training seeds (< 1: {ref_label} is faster).")
     write_table(Path(job.output.md).with_suffix(""), table, md + "\n" + legend + "\n", tex)
-    print(md)
+    learn = learning_table(curves, list(dict.fromkeys([quality, reward])), chosen_betas=_chosen_floats(job))
+    md_l, tex_l = learning_text(learn)
+    legend_l = ("Held-out probe (validation prompts) at step 0 and at each run's last checkpoint, mean over training "
+                "seeds; change = end - start with a 95% t-interval over seeds; (k/n): runs that ended above their "
+                "start.")
+    write_table(Path(job.output.learning_md).with_suffix(""), learn, md_l + "\n" + legend_l + "\n", tex_l)
+    with atomic_path(job.output.curves) as tmp:
+        curves.to_csv(tmp, index=False)
+    print(md + "\n\n" + md_l)
 
 
 @stage(reads=REPORT)
