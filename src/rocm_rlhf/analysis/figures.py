@@ -25,7 +25,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 from scipy import stats as _sps
 
 from .. import runs
@@ -336,6 +336,7 @@ def fig_efficiency(
             axes[r, 1].sharey(axes[r, 0])
             for ax, xcol in zip(axes[r], ("device_hours", "reward_queries")):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled decades only: minor labels collide
                 if len(start):
                     ax.axhline(float(start.mean()), color="#666666", linestyle=":", linewidth=0.8)
                 for i, (arm, row) in enumerate(info.iterrows()):
