@@ -25,7 +25,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 from scipy import stats as _sps
 
 from .. import runs
@@ -336,7 +336,9 @@ def fig_efficiency(
             axes[r, 1].sharey(axes[r, 0])
             for ax, xcol in zip(axes[r], ("device_hours", "reward_queries")):
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled decades only: minor labels collide
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5: within a decade too
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: their labels collide
                 if len(start):
                     ax.axhline(float(start.mean()), color="#666666", linestyle=":", linewidth=0.8)
                 for i, (arm, row) in enumerate(info.iterrows()):
