@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import matplotlib.container
 import numpy as np
 import pandas as pd
 import pytest
@@ -712,3 +713,14 @@ def test_fig_divergence_gallery_titles_fit(tmp_path, n_prompts):
     for ax in fig.axes[::n_prompts]:
         assert ax.yaxis.label.get_window_extent(renderer).x0 >= box.x0  # row labels inside
     assert _png_size(out.png)[0] == round(figures.TEXT_WIDTH * figures.DPI)
+
+
+def test_fig_beta_sweep_draws_the_interval_of_a_chosen_beta_with_seeds_among_one_seed_betas(scores3, tmp_path):
+    """After the confirmatory stage only the chosen beta has 3 seeds: a band needs neighbours, so it gets an error
+    bar (the old figure drew a zero-width band: no interval visible)."""
+    keep_seeds = (scores3["arm"] == "rocm-kl-b0.1") | (scores3["method"] != "rocm") | (scores3["seed"] == 0)
+    out = figures.fig_beta_sweep(scores3[keep_seeds], "proxy_pick", "gold", tmp_path / "sweep")
+    kl_gold = np.array(out.figure.axes).reshape(2, -1)[1, 0]
+    bars = [c for c in kl_gold.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    segments = [seg for c in bars for lc in c.lines[2] for seg in lc.get_segments()]
+    assert any(seg[0][0] == pytest.approx(0.1) and seg[1][1] - seg[0][1] > 0 for seg in segments)

@@ -213,8 +213,8 @@ def fig_beta_sweep(
     One column per divergence (order of :data:`rocm_rlhf.runs.DIVERGENCES`), x = beta on a log scale with a tick
     at each beta that was run, beta = 0 (the "none" ROCM arm, shared by all columns) as an open diamond at the left,
     after an axis break. y = mean over training seeds of the per-seed means (:func:`seed_summary`); where an arm has
-    >= 2 training seeds, a band (error bar at beta = 0) shows the 95 % Student-t interval of that mean over seeds
-    (:func:`t_interval`); with one seed only the point is drawn and the legend says "one training seed". Each
+    >= 2 training seeds, a band (an error bar at beta = 0, and where only some betas have several seeds, as after the
+    confirmatory stage) shows the 95 % Student-t interval of that mean over seeds (:func:`t_interval`); with one seed only the point is drawn and the legend says "one training seed". Each
     divergence in its style (:mod:`rocm_rlhf.analysis.style`). The base model (method "base", if in the table) is
     a dotted horizontal line. Rows share y limits; axes = 2 x number of divergences.
     """
@@ -252,6 +252,10 @@ def fig_beta_sweep(
                 mean = s["mean"].to_numpy(dtype=float)
                 lo, hi = t_interval(mean, s["std"], s["n_seeds"])
                 _plot_band(ax, betas, mean, lo, hi, st_line, None, n_marks=len(betas))
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                if ok.any() and not ok.all():  # a band needs neighbours: the betas with seeds get error bars
+                    ax.errorbar(betas[ok], mean[ok], yerr=[mean[ok] - lo[ok], hi[ok] - mean[ok]], fmt="none",
+                                ecolor=st_line["color"], capsize=2)
                 if len(zero):
                     z = summ.loc[(zero.index[0], m)]
                     zlo, zhi = t_interval(z["mean"], z["std"], z["n_seeds"])
