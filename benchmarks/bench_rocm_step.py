@@ -1,15 +1,19 @@
-"""How close is a ROCM training step to the cost of its unavoidable passes?
+"""How close is a ROCM training step to the cost of the UNet passes its exact gradient cannot avoid?
 
-A ROCM step costs about one forward and one backward pass of the UNet per sampler step, plus the reference's forward
-pass per step (and the VAE decoder and reward, which are small here). This benchmark times, on the same machine and
-batch, (a) full ROCM steps (sampling with gradients, reference, divergence, decode, reward, backward, optimizer) and
-(b) those UNet passes alone (K x [policy forward + backward] + K x reference forward, on fixed inputs), and reports
-the ratio (target: at most 1.3).
+The bound, per sampler step k = 1..K: at beta = 0, one policy forward and one backward (K x [policy fwd + bwd]); at
+beta > 0 also the reference's forward and its backward to its input, because the divergence of each step depends on
+the visited state, which depends on the LoRA weights through the earlier steps (K x [policy fwd + bwd] + K x
+[reference fwd + bwd to the input]). This benchmark times, on the same machine and batch, full ROCM steps (sampling
+with gradients, reference, divergence, decode, reward, backward, optimizer) at beta = 0 and at KL beta = 0.1, and
+each bound's passes alone on fixed inputs, and reports step / bound (aim: at most 1.15; the rest is the VAE decoder,
+the reward, the sampler's arithmetic and the optimizer).
 
-    python benchmarks/bench_rocm_step.py [--lcm results/models/sandbox/lcm] [--batch 16] [--steps 4] [--repeats 10]
+    python benchmarks/bench_rocm_step.py [--lcm results/models/sandbox/lcm] [--unet sandbox|dreamshaper-tiny]
+        [--batch 16] [--steps 4] [--repeats 10]
 
-Without --lcm (or if the folder is missing) a random UNet of the sandbox's architecture is used. Results are written
-to results/benchmarks/rocm_step.json.
+``--unet sandbox`` uses the sandbox LCM (a random one of the sandbox's architecture if --lcm is missing);
+``--unet dreamshaper-tiny`` replaces its UNet by a random UNet of the LCM Dreamshaper v7 architecture (4 blocks, 2
+layers each, the guidance embedding) at small widths. Results: results/benchmarks/rocm_step.json (or --out).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def build_random_sandbox_lcm(path: Path) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lcm", default=str(REPO / "results/models/sandbox/lcm"))
+    ap.add_argument("--unet", choices=["sandbox", "dreamshaper-tiny"], default="sandbox")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4, help="sampler steps K")
     ap.add_argument("--repeats", type=int, default=10)
@@ -74,6 +79,17 @@ def main(argv=None) -> int:
     else:
         source = str(args.lcm)
     pipe = load_lcm_pipeline(lcm)
+    if args.unet == "dreamshaper-tiny":
+        from diffusers import UNet2DConditionModel
+
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from bench_gpu_step import LCM_DREAMSHAPER_V7_UNET
+
+        torch.manual_seed(0)
+        pipe.unet = UNet2DConditionModel(**dict(
+            LCM_DREAMSHAPER_V7_UNET, block_out_channels=(32, 64, 64, 64), attention_head_dim=4, norm_num_groups=8,
+            cross_attention_dim=pipe.text_encoder.config.hidden_size, sample_size=pipe.unet.config.sample_size))
+        source += " with a random UNet of the LCM Dreamshaper v7 architecture (widths 32-64-64-64)"
     params = add_lora(pipe.unet, 16, 32, ["to_q", "to_k", "to_v", "to_out.0"], seed=0)
     with torch.no_grad():  # a trained-looking adapter (B != 0), so the divergence is not trivially zero
         for p in params:
@@ -103,26 +119,33 @@ def main(argv=None) -> int:
     w = guidance_embedding(unet, 3.0, args.batch, x.device, x.dtype)
     ts = [torch.full((args.batch,), t) for t in (999, 759, 499, 259, 199, 139, 79, 19)[: args.steps]]
 
-    def time_passes():
+    def time_passes(reference: bool):
+        """K x (policy forward + backward), and with ``reference`` K x (reference forward + backward to its input)."""
         t0 = time.perf_counter()
         for t in ts:
             out = unet(x, t, timestep_cond=w, encoder_hidden_states=emb).sample
             out.mean().backward()
-            with torch.no_grad(), adapter_disabled(unet):
-                unet(x, t, timestep_cond=w, encoder_hidden_states=emb)
+            if reference:
+                xr = x.clone().requires_grad_(True)
+                with adapter_disabled(unet):
+                    ref = unet(xr, t, timestep_cond=w, encoder_hidden_states=emb).sample
+                torch.autograd.grad(ref.mean(), xr)
         return time.perf_counter() - t0
 
+    bound_of = {"beta_0.1": True, "beta_0": False}  # which bound each method's step is measured against
     for i in range(2):  # warm-up
         for m in methods.values():
             time_step(m, i + 1)
-        time_passes()
+        time_passes(False)
+        time_passes(True)
     steps = {k: [] for k in methods}
-    passes = []
+    passes = {False: [], True: []}
     for i in range(args.repeats):  # interleaved, so all see the same machine state
         for k, m in methods.items():
             steps[k].append(time_step(m, i + 3))
-        passes.append(time_passes())
-    p_med = statistics.median(passes)
+        for ref in (False, True):
+            passes[ref].append(time_passes(ref))
+    bound = {ref: statistics.median(v) for ref, v in passes.items()}
     res = {
         "benchmark": "rocm_step",
         "model": source,
@@ -130,12 +153,13 @@ def main(argv=None) -> int:
         "sampler_steps": args.steps,
         "threads": args.threads,
         "repeats": args.repeats,
-        "passes_s_median": p_med,
+        "unet": args.unet,
+        "bound_s_median": {"beta_0": bound[False], "beta_0.1": bound[True]},
         "step_s_median": {k: statistics.median(v) for k, v in steps.items()},
-        "ratio": {k: statistics.median(v) / p_med for k, v in steps.items()},
-        "note": "beta > 0 also backpropagates through the reference's transition into the visited states (one more "
-                "UNet backward w.r.t. the input per step), which the passes alone do not include; both include the "
-                "VAE decoder's forward and backward and the reward, which the passes alone do not",
+        "ratio": {k: statistics.median(v) / bound[bound_of[k]] for k, v in steps.items()},
+        "note": "bound at beta = 0: K x (policy fwd + bwd); at beta > 0: plus K x (reference fwd + bwd to its "
+                "input). The steps also include the VAE decoder's forward and backward, the reward, the sampler's "
+                "arithmetic and the optimizer, which the bounds do not",
         "machine": f"{platform.machine()} {platform.processor()} python {platform.python_version()} torch "
                    f"{torch.__version__}",
     }
