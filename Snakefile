@@ -12,7 +12,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless --configfile names one: a config given on the command line replaces it instead of being
+# merged onto the sandbox's values (paper.yaml is a whole config; the ci overlay names config/config.yaml itself).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

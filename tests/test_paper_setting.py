@@ -16,6 +16,21 @@ from test_workflow import dry_run
 PAPER = REPO / "config" / "paper.yaml"
 
 
+def test_a_command_line_config_replaces_the_default_instead_of_merging_onto_it(tmp_path):
+    """From the repository root, where config/config.yaml exists, `--configfile config/paper.yaml` used to be merged
+    onto the sandbox config: the paper's runs got the sandbox's baseline batches, steps and learning rates and its
+    confirmatory seeds. The same command must plan the same jobs with and without config/config.yaml beside it."""
+    import shutil
+
+    root_like = tmp_path / "root"
+    shutil.copytree(REPO / "config", root_like / "config")
+    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", str(PAPER), str(PAPER.with_name("paper-tiny.yaml")))
+    beside_default = dry_run("--directory", str(root_like), *args)
+    alone = dry_run("--directory", str(tmp_path / "alone"), *args)
+    assert beside_default == alone
+    assert beside_default["train_baseline"] == 4  # the paper's one seed, not the sandbox's confirmatory seeds
+
+
 def test_dry_run_counts_jobs_without_network(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"), "--configfile", str(PAPER))
     cfg = load_config(PAPER)
@@ -24,13 +39,14 @@ def test_dry_run_counts_jobs_without_network(tmp_path):
     assert counts["train_rocm"] == n_rocm == 39
     n_base = len(cfg["baselines"]["methods"]) * len(cfg["baselines"]["seeds"])
     assert counts.get("train_baseline", 0) in (0, n_base)
-    n_eval = n_rocm + counts.get("train_baseline", 0) + 1  # every run and the base model (val and test in one job)
+    n_untrained = 2 if any(m in ("ddpo", "d3po", "dpok") for m in cfg["baselines"]["methods"]) else 1
+    n_eval = n_rocm + counts.get("train_baseline", 0) + n_untrained  # every run, the base LCM and base diffusion
     assert counts["sample_eval"] == n_eval and counts["evaluate"] == n_eval and counts["collect_scores"] == 2
     assert not any(rule.startswith("sandbox_") for rule in counts)
     for rule in ("stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency",
                  "fig_training_curves", "fig_divergence_gallery"):
         assert counts[rule] == 1, rule
-    assert counts["publish_results"] == 4  # the two score tables and the two statistics tables (no sandbox)
+    assert counts["publish_results"] == 6  # 2 score tables, 2 statistics tables, chosen betas, probe curves (no sandbox)
 
 
 def test_two_gpus_per_run_request_two_gpus_per_rocm_job(tmp_path):
