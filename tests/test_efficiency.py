@@ -56,12 +56,18 @@ def test_efficiency_table_planted_speeds(curves):
     assert ratio["ratio_ref"] == pytest.approx(kl_hours.mean() / ddpo_hours.mean())
     assert ratio["ratio_ci_low"] <= ratio["ratio_ref"] <= ratio["ratio_ci_high"] < 1  # ROCM-KL is faster
     assert row.loc[("rocm-kl-b1", 0.5), "ratio_ref"] == pytest.approx(1.0)
+    assert math.isnan(row.loc[("rocm-kl-b1", 0.5), "ratio_ci_low"])  # the reference against itself: no interval
     # 90%: 0.46, which DDPO and the hacking beta = 0 never reach
     assert row.loc[("ddpo", 0.9), "n_reached"] == 0 and math.isnan(row.loc[("ddpo", 0.9), "hours_mean"])
     assert math.isnan(row.loc[("ddpo", 0.9), "ratio_ref"]) and row.loc[("rocm-none-b0", 0.9), "n_reached"] == 0
     assert row.loc[("rocm-kl-b1", 0.9), "n_reached"] == 3
     md, tex = tables.efficiency_text(t, "ROCM-KL (β=1)", "CPU core-hours")
     assert "| DDPO | " in md and "– (0/3)" in md and r"\begin{tabular}" in tex
+    # DDPO starts at 0.2 (its diffusion start), above a 20% target of 0.18: reached at zero cost, said so
+    low = efficiency.efficiency_table(curves, ["gold"], "rocm-kl-b1", chosen_betas={"kl": 1.0}, fractions=(0.2,),
+                                      n_boot=200)
+    assert low.set_index("arm").loc["ddpo", "hours_mean"] == 0
+    assert "| DDPO | at start (3/3) |" in tables.efficiency_text(low, "ROCM-KL (β=1)", "CPU core-hours")[0]
 
 
 def test_efficiency_table_one_seed_has_no_ratio_ci_and_errors_name_the_problem(curves):

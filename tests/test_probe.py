@@ -32,7 +32,7 @@ def test_probe_rows_at_step_0_and_each_checkpoint_match_the_weights_then(tmp_pat
     assert list(curve["step"]) == [0, 2, 4, 6] and (curve["metric"] == "test_redness").all()
     assert (curve["n_images"] == 4).all() and list(curve["reward_queries"]) == [0, 6, 12, 18]
     log = pd.read_csv(tmp_path / "probed" / "log.csv").set_index("step")
-    assert curve.loc[curve["step"] == 6, "device_hours"].item() == log.loc[6, "device_hours"]  # probe not counted
+    assert curve.loc[curve["step"] == 6, "device_hours"].item() == log.loc[6, "device_hours"]  # rows carry the cost
     # step 0 is the untrained model, the last row the saved adapter: sampled afresh as the evaluation does
     reward = load_scorer("test_redness")
     for step, adapter in ((0, None), (6, tmp_path / "probed" / "adapter")):
@@ -42,6 +42,29 @@ def test_probe_rows_at_step_0_and_each_checkpoint_match_the_weights_then(tmp_pat
         fresh = HeldOutProbe.from_spec(SPEC, reward_name="test_redness", reward=reward, device="cpu")(pipe, "cpu")
         assert curve.loc[curve["step"] == step, "mean"].item() == pytest.approx(fresh["test_redness"], abs=1e-6)
     assert curve["mean"].nunique() > 1  # the policy moved
+
+
+def test_the_probe_time_is_not_counted_as_training(tmp_path, tiny_lcm_dir, monkeypatch):
+    """A probe made slow (2 s of sleep each) leaves the run's wall clock and device-hours where a run without it is."""
+    import time
+
+    slow = HeldOutProbe.__call__
+
+    def sleepy(self, pipe, device):
+        time.sleep(2.0)
+        return slow(self, pipe, device)
+
+    monkeypatch.setattr(HeldOutProbe, "__call__", sleepy)
+    _train(tmp_path, "slow", tiny_lcm_dir)  # 4 probes: 8 s of sleep, counted or not
+    log = pd.read_csv(tmp_path / "slow" / "log.csv")
+    assert log["wall_s"].iloc[-1] < 8.0  # the six tiny steps alone: about a second here
+
+
+def test_a_checkpoint_made_under_another_probe_is_not_resumed(tmp_path, tiny_lcm_dir, capfd):
+    _train(tmp_path, "run", tiny_lcm_dir, probe=None, max_steps=3)  # checkpoint at step 2, no curve rows
+    _train(tmp_path, "run", tiny_lcm_dir)
+    assert "set aside (stale" in capfd.readouterr().out
+    assert list(pd.read_csv(tmp_path / "run" / "curve.csv")["step"]) == [0, 2, 4, 6]
 
 
 def test_the_probe_changes_nothing_the_run_trains_and_survives_a_resume(tmp_path, tiny_lcm_dir):

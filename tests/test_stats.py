@@ -448,11 +448,13 @@ def test_seed_summary_on_hand_table():
     assert out.loc["base", "zero_frac"] == 0.5 and out.loc["A", "zero_frac"] == 0.0
     assert out.loc["A", "method"] == "rocm" and out.loc["A", "beta"] == 0.1 and np.isnan(out.loc["base", "beta"])
     assert "path" not in out.columns and "ci_low" not in out.columns
-    # with n_boot: hierarchical CI of the arm mean. A's 3 runs x 2 prompts: every replicate lies within the range
-    # of the run-by-prompt means
+    # with n_boot: hierarchical CI of the arm mean. A's 3 runs x 2 prompts: every bootstrap replicate lies within
+    # the range of the run-by-prompt means [1, 11], narrower than the t-interval of the 3 seed means, which the CI
+    # then takes (16/3 +- t_{0.975, 2} sqrt(111/9) / sqrt(3) = 16/3 +- 8.72)
     ci = stats.seed_summary(scores, n_boot=2000).set_index("arm")
-    assert 1.0 <= ci.loc["A", "ci_low"] < 16 / 3 < ci.loc["A", "ci_high"] <= 11.0
-    assert ci.loc["base", "ci_low"] == 0.0 and ci.loc["base", "ci_high"] == 2.0
+    half = 4.302652729911275 * np.sqrt(111 / 9) / np.sqrt(3)
+    assert ci.loc["A", "ci_low"] == pytest.approx(16 / 3 - half) and ci.loc["A", "ci_high"] == pytest.approx(16 / 3 + half)
+    assert ci.loc["base", "ci_low"] == 0.0 and ci.loc["base", "ci_high"] == 2.0  # one run: the prompt bootstrap
     r = stats.compare(scores, "m", "A", "base", n_boot=100, n_flips=100)
     assert r["mean_a"] == pytest.approx(out.loc["A", "mean"]) and r["mean_b"] == pytest.approx(1.0)
 

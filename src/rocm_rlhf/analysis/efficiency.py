@@ -4,7 +4,8 @@ score any arm reaches, from the training runs' held-out probe (``curve.csv``, :f
 A target is ``start + f (best - start)``: ``start`` the untrained LCM's probe value (step 0 of an LCM run, the same
 for every LCM run), ``best`` the highest seed-mean curve value of any shown arm at any probe, ``f`` a fraction.
 A run reaches it at the first probe at or above it, the device-hours interpolated linearly from the probe before
-(0 if it starts there); never reaching it is NaN. API: :func:`shown_arms`, :func:`hours_to_target`,
+(0 if it starts there: a diffusion baseline starts from the base diffusion model, which may already score above a
+target; the table text says "at start"); never reaching it is NaN. API: :func:`shown_arms`, :func:`hours_to_target`,
 :func:`efficiency_table`, :func:`learning_table` (does each arm improve on held-out prompts, start to end).
 """
 
@@ -131,7 +132,8 @@ def efficiency_table(curves: pd.DataFrame, metrics: Sequence[str], reference_arm
                 reached = np.isfinite(hours)
                 mean_h = float(hours.mean()) if reached.all() else float("nan")
                 ratio = float(ref.mean() / mean_h) if np.isfinite(ref).all() and mean_h > 0 else float("nan")
-                lo, hi = _ratio_ci(ref, hours, n_boot, rng)
+                # the reference against itself: 1 by definition, no interval
+                lo, hi = (float("nan"),) * 2 if arm == reference_arm else _ratio_ci(ref, hours, n_boot, rng)
                 rows.append({"arm": arm, "label": runs.arm_label(row["method"], row["divergence"], row["beta"]),
                              "metric": metric, "fraction": float(f), "start": start, "best": float(best),
                              "target": float(target), "n_runs": int(len(hours)), "n_reached": int(reached.sum()),

@@ -85,8 +85,8 @@ CURVE_REQUIRED = ("step", "reward_queries", "device_hours", "metric", "mean")
 def load_curves(run_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Read ``<run_dir>/curve.csv`` (the held-out probe's rows: step, reward_queries, device_hours, metric, mean ...)
     and ``run.json`` of every run into one long table: :data:`RUN_META`, ``device`` (the run's device kind, from
-    run.json), then the curve's columns. Runs whose curve is empty (probe off) contribute nothing; an error names a
-    missing file or column, or a run id that is not one."""
+    run.json), then the curve's columns. An error names a missing file or column, an empty curve (a run trained
+    without the probe) or a run id that is not one."""
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     frames = []
@@ -102,12 +102,13 @@ def load_curves(run_dirs: str | os.PathLike | Iterable[str | os.PathLike]) -> pd
         if missing:
             raise ValueError(f"{curve_path} lacks column(s) {missing}; a probe curve has {list(CURVE_REQUIRED)}")
         if len(curve) == 0:
-            continue
+            raise ValueError(f"{curve_path} has no rows: the run was trained without the held-out probe "
+                             "(train.probe.prompts 0, or before it existed); rerun it with the probe on")
         head = pd.DataFrame({"run_id": run.id, **run.identity(), "device": str(meta.get("device", "cpu"))},
                             index=curve.index)
         frames.append(pd.concat([head, curve], axis=1))
     if not frames:
-        raise ValueError("no run has held-out probe rows (curve.csv is empty: train.probe.prompts is 0?)")
+        raise ValueError("load_curves needs at least one run directory (results/runs/<run_id>)")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -540,7 +540,9 @@ def seed_summary(scores: pd.DataFrame, *, n_boot: int = 0, ci: float = 0.95, rng
     * ``n_seeds``, ``n_images`` (all images of the arm over all seeds, for that metric), ``n_prompts``;
     * ``zero_frac``: the fraction of the arm's image values that are exactly 0;
     * with ``n_boot`` > 0, ``ci_low`` and ``ci_high``: percentile CI at level ``ci`` of the arm's mean from
-      :func:`hierarchical_bootstrap` (training runs, then prompts; over prompts only with one seed).
+      :func:`hierarchical_bootstrap` (training runs, then prompts; over prompts only with one seed), widened with
+      several seeds to cover the Student-t interval of the per-seed means (a percentile bootstrap over a handful of
+      runs is too narrow: with 3 runs about half the t-interval's width).
 
     Arm attributes (extra columns constant within each arm, e.g. method, divergence, beta) are carried.
     Rows sorted by arm, then metric.
@@ -564,8 +566,18 @@ def seed_summary(scores: pd.DataFrame, *, n_boot: int = 0, ci: float = 0.95, rng
             _percentile_ci(hierarchical_bootstrap(blocks.get(m, a).x.to_numpy(), n_boot=n_boot, rng_seed=rng_seed), ci)
             for a, m in zip(out["arm"], out["metric"])
         ]
-        out["ci_low"] = [lo for lo, _ in cis]
-        out["ci_high"] = [hi for _, hi in cis]
+        lo = np.array([c[0] for c in cis], dtype=float)
+        hi = np.array([c[1] for c in cis], dtype=float)
+        # a percentile bootstrap over 2 to 5 runs is too narrow (3 runs: about half the t-interval); with several
+        # seeds the interval also covers the Student-t interval of the per-seed means
+        n = out["n_seeds"].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = _sps.t.ppf((1 + ci) / 2, n - 1) * out["std"].to_numpy(dtype=float) / np.sqrt(n)
+        several = n >= 2
+        mean = out["mean"].to_numpy(dtype=float)
+        lo[several] = np.minimum(lo[several], (mean - half)[several])
+        hi[several] = np.maximum(hi[several], (mean + half)[several])
+        out["ci_low"], out["ci_high"] = lo, hi
     attrs = _arm_attributes(scores)
     if len(attrs.columns):
         out = out.merge(attrs, left_on="arm", right_index=True, how="left")

@@ -90,8 +90,9 @@ def table1(
     _flag_best(long, "metric", mets, decimals, lambda m: m in lower)
     long = long[_TABLE1_FIRST + [c for c in long.columns if c not in _TABLE1_FIRST]]
     legend = (
-        f"Mean over training seeds [95% CI: hierarchical bootstrap over training seeds, then prompts; over prompts "
-        f"alone for an arm with one run, such as the untrained base models]. Bold: best per column. {DAGGER}: better than "
+        f"Mean over training seeds [95% CI: hierarchical bootstrap over training seeds, then prompts, widened to the "
+        f"Student-t interval over seeds where that is wider; over prompts alone for an arm with one run, such as the "
+        f"untrained base models]. Bold: best per column. {DAGGER}: better than "
         f"every control ({', '.join(controls)}) on per-prompt means (sample and training seeds averaged): "
         f"sign-flip test over prompts and, where an arm has several training seeds, a t test counting their spread "
         f"(the larger p), Holm-adjusted over all {len(comparisons)} comparisons (every arm x control x metric), "
@@ -252,8 +253,12 @@ def divergence_beta_table(
     _flag_best(long, "divergence", divs, decimals, lambda d: lower_is_better)
     betas = list(dict.fromkeys(runs.fmt_beta(b) for b in sorted(set(reg["beta"]) | ({0.0} if len(zero) else set()))))
     md, tex = _grid_text(long, divs, betas, decimals)
+    counts = sorted({int(n) for n in long["n_seeds"].dropna()})
+    seeds = (f"mean ± std over training seeds ({counts[0]} to {counts[-1]} seeds per cell: the confirmatory stage "
+             "adds seeds to the chosen betas and beta = 0 only; a cell of one seed shows the mean alone)"
+             if len(counts) > 1 else "mean ± std over training seeds (std omitted with one seed)")
     legend = (
-        f"ROCM, {metric} ({'lower' if lower_is_better else 'higher'} is better): mean ± std over training seeds. "
+        f"ROCM, {metric} ({'lower' if lower_is_better else 'higher'} is better): {seeds}. "
         "Bold: best beta per divergence. beta = 0 is the same unregularised run in every row."
     )
     write_table(out_stem, long, md + "\n" + legend + "\n", tex)
@@ -317,8 +322,12 @@ def efficiency_text(table: pd.DataFrame, reference_label: str, unit: str, decima
         for m, f in keys:
             c = cells.loc[(arm, m, f)]
             reached = f"{int(c['n_reached'])}/{int(c['n_runs'])}"
-            hours.append(MISSING + f" ({reached})" if not np.isfinite(c["hours_mean"])
-                         else f"{c['hours_mean']:.{decimals}f} ({reached})")
+            if not np.isfinite(c["hours_mean"]):
+                hours.append(MISSING + f" ({reached})")
+            elif c["hours_mean"] == 0:
+                hours.append(f"at start ({reached})")
+            else:
+                hours.append(f"{c['hours_mean']:.{decimals}f} ({reached})")
             if not np.isfinite(c["ratio_ref"]):
                 ratios.append(MISSING)
             elif np.isfinite(c["ratio_ci_low"]):

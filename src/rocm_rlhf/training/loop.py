@@ -254,7 +254,8 @@ class Trainer:
     def training_digest(self) -> str:
         """A hash of everything that shapes the trajectory: the method and its settings, the loop's settings except
         the operational ones and ``steps`` (a run may be extended: randomness is per step and no schedule depends
-        on the total), the model, the reward, LoRA, dtype and the prompts. A checkpoint of another digest was made
+        on the total), the model, the reward, LoRA, dtype, the prompts and the held-out probe (whose rows a
+        checkpoint carries). A checkpoint of another digest was made
         under other settings and is never resumed from."""
         import dataclasses
         import hashlib
@@ -269,8 +270,10 @@ class Trainer:
         cfg = self.run_info.get("config") or {}
         shaping = {"lora": cfg.get("train", {}).get("lora"), "dtype": cfg.get("model", {}).get("dtype")}
         prompts = hashlib.sha256("\n".join(self.ctx.prompts).encode()).hexdigest()
+        probe = self.probe.digest() if self.probe is not None else None  # the curve rows a checkpoint carries
         blob = json.dumps({"method": type(self.method).__name__, "fields": method, "settings": settings,
-                           "info": info, "shaping": shaping, "prompts": prompts}, sort_keys=True, default=str)
+                           "info": info, "shaping": shaping, "prompts": prompts, "probe": probe}, sort_keys=True,
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def save_checkpoint(self, step: int) -> Path:
@@ -421,6 +424,7 @@ class Trainer:
                    mininterval=5.0, ascii=True, disable=not self.group.is_main)
         if self.start_step == 0:
             self.run_probe(0)
+            self.group.barrier()  # the other processes must not count process 0's probe as training time
         for step in range(self.start_step + 1, end + 1):
             t0, c0 = time.time(), _cpu_seconds()
             out = self.method.train_step(self.ctx, step)

@@ -41,6 +41,16 @@ class HeldOutProbe:
         return cls(eval_units(prompts, int(spec["images_per_prompt"])), dict(spec["sampler"]), scorers,
                    int(spec.get("batch_size", 64)))
 
+    def digest(self) -> str:
+        """What the probe measures (its images, sampler and metrics), for the run's training digest: a checkpoint
+        made under another probe holds curve rows that would not match, so the run starts afresh."""
+        import hashlib
+        import json
+
+        blob = json.dumps({"units": self.units.astype(str).values.tolist(), "sampler": self.sampler,
+                           "metrics": sorted(self.scorers)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     @torch.no_grad()
     def __call__(self, pipe, device) -> dict[str, float]:
         """``{metric: mean over the probe images}`` of the pipeline's current weights."""
