@@ -724,3 +724,10 @@ def test_fig_beta_sweep_draws_the_interval_of_a_chosen_beta_with_seeds_among_one
     bars = [c for c in kl_gold.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
     segments = [seg for c in bars for lc in c.lines[2] for seg in lc.get_segments()]
     assert any(seg[0][0] == pytest.approx(0.1) and seg[1][1] - seg[0][1] > 0 for seg in segments)
+
+
+def test_cells_never_print_minus_zero():
+    from rocm_rlhf.analysis.render import cell_text
+
+    assert cell_text(0.0, 0.0, 3, ci=(-1e-9, 1e-9)) == "0.000 [0.000, 0.000]"
+    assert cell_text(-0.0004, float("nan"), 1) == "0.000" and cell_text(-0.002, float("nan"), 1) == "-0.002"

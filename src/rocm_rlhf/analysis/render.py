@@ -45,7 +45,9 @@ def write_table(stem: str | os.PathLike, long: pd.DataFrame, md: str, tex: str) 
 
 
 def _num(x: float, decimals: int) -> str:
-    return f"{x:.{decimals}f}"
+    """``x`` at ``decimals`` places; a value that rounds to zero prints as 0, never as -0."""
+    text = f"{x:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def cell_text(
