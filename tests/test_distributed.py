@@ -44,13 +44,15 @@ def _job(tmp_path, run, model_dir, reward_dir, num_processes, folder):
         "train": {"steps": 4, "batch_size": 4, "lr": 0.02, "checkpoint_every": 2, "lora": {"rank": 4, "alpha": 4},
                   "reward": "proxy_aesthetic", "num_processes": num_processes},
         "rewards": {"proxy_aesthetic": {"model_id": str(reward_dir)}},
+        "figures": {"quality_metric": "proxy_aesthetic"},  # the held-out probe (process 0) scores the reward
     })
     prompts = tmp_path / "prompts.csv"
     pd.DataFrame({"prompt_id": range(len(PROMPTS)), "prompt": PROMPTS}).to_csv(prompts, index=False)
     out = tmp_path / "runs" / folder
-    return make_job(input={"prompts": str(prompts), "model": [], "reward": str(reward_dir)},
+    return make_job(input={"prompts": str(prompts), "val_prompts": str(prompts), "model": [],
+                           "reward": str(reward_dir)},
                     output={"run_json": str(out / "run.json"), "log_csv": str(out / "log.csv"),
-                            "adapter": str(out / "adapter")},
+                            "curve_csv": str(out / "curve.csv"), "adapter": str(out / "adapter")},
                     params={"model_id": str(model_dir)},
                     wildcards={"run": run}, config=cfg, threads=num_processes)
 
@@ -84,6 +86,10 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_lcm_dir, tin
         torch.testing.assert_close(a2[k], a1[k], rtol=0, atol=1e-4, msg=k)
         moved += int(a1[k].abs().max() > 1e-3)
     assert moved > 0
+    # the held-out probe ran on rank 0 at step 0 and each checkpoint, on the same weights as in one process
+    c1, c2 = pd.read_csv(one / "curve.csv"), pd.read_csv(two / "curve.csv")
+    assert list(c2["step"]) == list(c1["step"]) == [0, 2, 4]
+    torch.testing.assert_close(torch.tensor(c2["mean"].values), torch.tensor(c1["mean"].values), rtol=1e-4, atol=1e-5)
     # checkpoints were written once, by rank 0 (nothing left half-written)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
 

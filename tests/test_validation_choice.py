@@ -1,6 +1,7 @@
-"""The report stages choose beta per divergence on the validation prompts' scores (results/scores/val.csv) and
-report on the test prompts' scores (results/scores/all.csv): a validation table whose best beta differs from the
-test table's decides Table 1's rows, fig_efficiency's lines and the gallery's rows."""
+"""Beta per divergence is chosen once, on the validation prompts' scores (the choose_beta stage writes
+results/stats/chosen.csv), and the report stages report on the test prompts' scores (results/scores/all.csv): a
+validation table whose best beta differs from the test table's decides Table 1's rows, fig_efficiency's lines and
+the gallery's rows."""
 
 from __future__ import annotations
 
@@ -50,12 +51,21 @@ def with_comparisons(paths: dict, config: dict, tmp_path) -> dict:
     return {**paths, "comparisons": out["comparisons"]}
 
 
+def choose(val_scores: str, config: dict, tmp_path) -> str:
+    """The choose_beta stage on a validation score table: the path of its chosen.csv."""
+    out = str(tmp_path / "chosen.csv")
+    run_stage(make_job(input={"scores": val_scores}, output=[out], config=config), report.choose_beta)
+    return out
+
+
 @pytest.fixture
 def tables(tmp_path, config):
     paths = {"scores": tmp_path / "all.csv", "val_scores": tmp_path / "val.csv"}
     score_table("test", TEST_BEST).to_csv(paths["scores"], index=False)
     score_table("val", VAL_BEST).to_csv(paths["val_scores"], index=False)
-    return with_comparisons({k: str(v) for k, v in paths.items()}, config, tmp_path)
+    paths = {k: str(v) for k, v in paths.items()}
+    paths["chosen"] = choose(paths["val_scores"], config, tmp_path)
+    return with_comparisons(paths, config, tmp_path)
 
 
 @pytest.fixture
@@ -70,6 +80,9 @@ def test_the_two_tables_choose_differently(tables):
 
     assert choose_arms(pd.read_csv(tables["val_scores"]), "gold") == VAL_BEST
     assert choose_arms(pd.read_csv(tables["scores"]), "gold") == TEST_BEST
+    chosen = pd.read_csv(tables["chosen"])  # the choose_beta stage's file: the validation choice
+    assert dict(zip(chosen["divergence"], chosen["arm"])) == VAL_BEST
+    assert runs.read_chosen(tables["chosen"]) == {"kl": "1", "js": "10"}
 
 
 def test_table1_rows_are_the_betas_chosen_on_validation(tables, config, tmp_path):
@@ -92,16 +105,17 @@ def test_the_figures_take_the_betas_chosen_on_validation(tables, config, tmp_pat
     import rocm_rlhf.analysis.logs as logs
 
     seen = {}
-    monkeypatch.setattr(logs, "load_training_logs", lambda dirs: pd.DataFrame())
-    monkeypatch.setattr(figures, "fig_efficiency", lambda logs, stem, chosen_betas=None: seen.update(eff=chosen_betas))
+    monkeypatch.setattr(logs, "load_curves", lambda dirs: pd.DataFrame())
+    monkeypatch.setattr(figures, "fig_efficiency",
+                        lambda curves, stem, metrics, chosen_betas=None: seen.update(eff=chosen_betas))
     monkeypatch.setattr(figures, "load_gallery_images", lambda samples, n: (seen.update(gallery=samples), ([], []))[1])
     monkeypatch.setattr(figures, "fig_divergence_gallery", lambda images, prompts, stem: None)
-    job = make_job(input={"val_scores": tables["val_scores"], "logs": [str(tmp_path / "r" / "log.csv")]},
+    job = make_job(input={"chosen": tables["chosen"], "curves": [str(tmp_path / "r" / "curve.csv")]},
                    output={"pdf": str(tmp_path / "eff.pdf")}, config=config)
     run_stage(job, report.fig_efficiency)
     assert seen["eff"] == {"kl": 1.0, "js": 10.0}
     samples = [f"results/samples/test/{r}/images.npz" for r in RUNS]
-    job = make_job(input={"val_scores": tables["val_scores"], "samples": samples},
+    job = make_job(input={"chosen": tables["chosen"], "samples": samples},
                    output={"pdf": str(tmp_path / "gallery.pdf")}, config=config)
     run_stage(job, report.fig_divergence_gallery)
     assert seen["gallery"] == {"base": "results/samples/test/base/images.npz",
@@ -118,6 +132,8 @@ def test_table1_without_regularised_arms(tmp_path, config):
         table = table[~table["arm"].str.startswith(("rocm-kl", "rocm-js"))]
         paths[name] = str(tmp_path / f"{name}.csv")
         table.to_csv(paths[name], index=False)
+    paths["chosen"] = str(tmp_path / "chosen.csv")  # nothing to choose from: a chosen file without rows
+    pd.DataFrame(columns=list(runs.CHOSEN_COLUMNS)).to_csv(paths["chosen"], index=False)
     out = {k: str(tmp_path / f"table1.{k}") for k in ("md", "tex", "csv")}
     run_stage(make_job(input=with_comparisons(paths, config, tmp_path), output=out, config=config), report.table1)
     assert set(pd.read_csv(out["csv"])["arm"]) == {"base", "rocm-none-b0", "rlcm"}
