@@ -40,7 +40,9 @@ def test_saved_sandbox_pipeline_loads_offline_and_is_deterministic(ci_run):
 
 
 def test_runs_and_scores(ci_run):
-    runs = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rlcm-s0", "ddpo-s0", "d3po-s0", "dpok-s0"]
+    # the sweep at seed 0, then (confirm.seeds [1]) beta = 0, the chosen KL beta and every baseline at seed 1
+    runs = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1"]
+    runs += [f"{m}-s{s}" for m in ("rlcm", "ddpo", "d3po", "dpok") for s in (0, 1)]
     for run in runs:
         log = pd.read_csv(ci_run / f"results/runs/{run}/log.csv")
         assert log["reward_queries"].iloc[-1] == 16, run  # every method gets ROCM's budget: 4 steps x 4 images
@@ -49,7 +51,8 @@ def test_runs_and_scores(ci_run):
         assert meta["run_id"] == run and meta["config"]["train"]["steps"] == 4
         assert (ci_run / f"results/runs/{run}/adapter/pytorch_lora_weights.safetensors").exists()
     scores = pd.read_csv(ci_run / "results/scores/all.csv")
-    assert set(scores["run_id"]) == {"base", *runs}
+    assert set(scores["run_id"]) == {"base", "base-ddim", *runs}
+    assert (ci_run / "results/runs/rocm-kl-b0.1-s1/curve.csv").exists()  # every run has its held-out probe
     metrics = {"proxy_pick", "proxy_aesthetic", "gold", "gold_fidelity", "gold_realism", "diversity"}
     assert set(scores["metric"]) == metrics
     # 4 eval prompts x 2 sample seeds per run and metric, the same units in every run (paired)
@@ -129,16 +132,18 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     operational = "device: cpu\ntrain: {threads: 2, checkpoint_every: 1, log_every: 2}\nevaluation: {batch_size: 7}\n"
     assert planned(operational) == {}
     lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
-    assert lr["train_rocm"] == 2 and lr["train_baseline"] == 4 and lr["sample_eval"] == 6  # val and test in one job
+    # the sweep and beta = 0 at both seeds (the chosen beta's seed 1 waits for the choice to be remade), every baseline
+    # run (they read the train block too); the untrained arms do not rerun
+    assert lr["train_rocm"] == 3 and lr["train_baseline"] == 8 and lr["sample_eval"] == 11 and lr["choose_beta"] == 1
     assert not any(rule.startswith(("sandbox_", "prepare_")) for rule in lr) and "sample_eval" in lr
-    ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's run alone
-    assert ddpo["train_baseline"] == 1 and "train_rocm" not in ddpo
+    ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's runs alone
+    assert ddpo["train_baseline"] == 2 and "train_rocm" not in ddpo  # its two seeds
     proxies = planned("sandbox: {proxies: {lr: 0.003}}\n")  # the proxies and what they score, not the generators
     assert proxies["sandbox_proxy"] == 2 and not {"sandbox_vae", "sandbox_teacher", "sandbox_lcm"} & set(proxies)
     figures = planned("figures: {gallery_prompts: 3}\n")  # the statistics, tables and figures only
     assert "fig_divergence_gallery" in figures and set(figures) <= {
-        "stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency", "fig_training_curves",
-        "fig_divergence_gallery", "publish_results", "all"}, figures  # + the published copies of the statistics
+        "stats", "table1", "table_divergence_beta", "table_efficiency", "fig_beta_sweep", "fig_efficiency",
+        "fig_training_curves", "fig_divergence_gallery", "publish_results", "all"}, figures  # + published copies
 
 
 def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):

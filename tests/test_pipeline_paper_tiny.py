@@ -71,7 +71,7 @@ def test_overlay_keeps_the_papers_code_path(config):
 def test_table1_has_a_row_for_every_method_and_a_column_for_every_metric(tiny_run, config):
     t1 = pd.read_csv(tiny_run / "paper_figures" / "table1.csv")
     rocm = ["rocm-none-b0"] + [f"rocm-{d}-b{config['rocm']['betas'][d][0]:g}" for d in config["rocm"]["divergences"]]
-    arms = ["base", *rocm, *BASELINES]
+    arms = ["base", "base-ddim", *rocm, *BASELINES]  # base-ddim: the diffusion baselines' untrained start
     assert set(t1["arm"]) == set(arms)
     for arm in arms:
         rows = t1[t1["arm"] == arm]

@@ -26,7 +26,7 @@ def _chosen_arms(job) -> dict[str, str]:
     return {div: runs.rocm_run(div, beta, 0).arm for div, beta in _chosen_betas(job).items()}
 
 
-@stage(reads=REPORT)
+@stage(reads=("setting", "train.reward", "figures.quality_metric", "figures.reward_metric"))
 def choose_beta(job) -> None:
     """Per divergence, the beta of the sweep with the best primary endpoint (``figures.quality_metric``) on the
     validation prompts (``job.input.scores``: the sweep runs' validation scores): results/stats/chosen.csv. The
