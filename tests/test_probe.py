@@ -19,7 +19,8 @@ SPEC = {"prompts": [["val-0000", "a yellow triangle"], ["val-0001", "a green cir
 
 
 def _train(tmp_path, name, model_dir, probe=SPEC, max_steps=None, steps=6):
-    cfg = _config(steps=steps)
+    # alpha != rank (the shipped configs' 16 / 32): a saved adapter that reloads at another strength shows here
+    cfg = _config(steps=steps, lora={"rank": 4, "alpha": 8})
     return train_run(cfg, method="rocm", run_id=name, seed=0, run_dir=tmp_path / name, model_id=str(model_dir),
                      reward_name="test_redness", reward_kwargs={}, prompts=PROMPTS, max_steps=max_steps,
                      divergence="kl", beta=0.1, probe=probe)

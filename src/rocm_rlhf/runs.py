@@ -212,11 +212,15 @@ def beta_grid(config: dict) -> dict[str, list[str]]:
     return {div: [fmt_beta(b) for b in r["betas"][div]] for div in r["divergences"]}
 
 
+def extra_seeds(config: dict, seeds) -> list[int]:
+    """The confirmatory stage's seeds ``confirm.seeds`` that a grid's own ``seeds`` do not already hold."""
+    own = {int(s) for s in seeds}
+    return [int(s) for s in config.get("confirm", {}).get("seeds", []) if int(s) not in own]
+
+
 def confirm_seeds(config: dict, seeds) -> list[int]:
-    """The training seeds of a Table 1 arm: ``seeds`` (a grid's own), then the confirmatory stage's extra
-    ``confirm.seeds`` not among them."""
-    own = [int(s) for s in seeds]
-    return own + [int(s) for s in config.get("confirm", {}).get("seeds", []) if int(s) not in own]
+    """The training seeds of a Table 1 arm: ``seeds`` (a grid's own), then :func:`extra_seeds`."""
+    return [int(s) for s in seeds] + extra_seeds(config, seeds)
 
 
 def rocm_runs(config: dict) -> list[str]:
@@ -231,7 +235,7 @@ def rocm_runs(config: dict) -> list[str]:
         for div, betas in beta_grid(config).items():
             runs += [rocm_run(div, beta, seed).id for beta in betas]
     if r["unregularised"]:
-        runs += [rocm_run(UNREGULARISED, 0, s).id for s in confirm_seeds(config, r["seeds"])[len(r["seeds"]):]]
+        runs += [rocm_run(UNREGULARISED, 0, s).id for s in extra_seeds(config, r["seeds"])]
     return runs
 
 
@@ -243,7 +247,7 @@ def sweep_runs(config: dict) -> list[str]:
 def confirm_runs(config: dict, chosen_betas) -> list[str]:
     """The confirmatory runs of each divergence's chosen beta (``{divergence: beta}``, chosen on the validation
     prompts): one per ``confirm.seeds`` seed not already in the sweep's ``rocm.seeds``."""
-    seeds = confirm_seeds(config, config["rocm"]["seeds"])[len(config["rocm"]["seeds"]):]
+    seeds = extra_seeds(config, config["rocm"]["seeds"])
     return [rocm_run(div, beta, s).id for div, beta in chosen_betas.items() for s in seeds]
 
 

@@ -77,9 +77,7 @@ CHOSEN = "results/stats/chosen.csv"
 
 def confirms_chosen_betas():
     """Whether the confirmatory stage trains more seeds of the chosen betas (confirm.seeds beyond rocm.seeds)."""
-    return bool(
-        runs.confirm_runs(config, {d: 1 for d in config["rocm"]["divergences"]})
-    )
+    return bool(runs.extra_seeds(config, config["rocm"]["seeds"]))
 
 
 def chosen_betas():

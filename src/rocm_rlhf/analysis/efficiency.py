@@ -6,7 +6,7 @@ for every LCM run), ``best`` the highest seed-mean curve value of any shown arm 
 A run reaches it at the first probe at or above it, the device-hours interpolated linearly from the probe before
 (0 if it starts there: a diffusion baseline starts from the base diffusion model, which may already score above a
 target; the table text says "at start"); never reaching it is NaN. API: :func:`shown_arms`, :func:`hours_to_target`,
-:func:`efficiency_table`, :func:`learning_table` (does each arm improve on held-out prompts, start to end).
+:func:`efficiency_table`, :func:`learning_table`, :func:`start_value` (the untrained LCM's probe value) (does each arm improve on held-out prompts, start to end).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def hours_to_target(run_curve: pd.DataFrame, target: float, x: str = "device_hou
     return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0))
 
 
-def _start_value(curves: pd.DataFrame, metric: str) -> float:
+def start_value(curves: pd.DataFrame, metric: str) -> float:
     """The untrained LCM's probe value of ``metric``: step 0 of the LCM runs (identical across them)."""
     lcm = curves[(curves["metric"] == metric) & (curves["step"] == 0)
                  & curves["method"].map(lambda m: runs.generator(m) == "lcm")]
@@ -117,7 +117,7 @@ def efficiency_table(curves: pd.DataFrame, metrics: Sequence[str], reference_arm
         sub = curves[curves["metric"] == metric]
         if len(sub) == 0:
             raise ValueError(f"no probe rows of metric {metric!r}; probed: {sorted(curves['metric'].unique())}")
-        start = _start_value(curves, metric)
+        start = start_value(curves, metric)
         best = max(_seed_mean_curve(sub[sub["arm"] == a]).max() for a in arms.index)
         for f in fractions:
             target = start + f * (best - start)
@@ -149,7 +149,7 @@ def learning_table(curves: pd.DataFrame, metrics: Sequence[str], *,
     run's last probe (means over its runs), their difference with a t-interval over runs (NaN with one run), and
     how many runs ended above their start. Columns: arm, label, metric, n_runs, start, end, change, change_ci_low,
     change_ci_high, n_improved."""
-    from scipy import stats as sps
+    from .stats import t_interval
 
     arms = shown_arms(curves, chosen_betas)
     rows = []
@@ -167,9 +167,9 @@ def learning_table(curves: pd.DataFrame, metrics: Sequence[str], *,
                 ends.append(float(g["mean"].iloc[-1]))
             change = np.array(ends) - np.array(starts)
             n = len(change)
-            half = (sps.t.ppf((1 + level) / 2, n - 1) * change.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            lo, hi = t_interval(change.mean(), change.std(ddof=1) if n > 1 else np.nan, n, level)
             rows.append({"arm": arm, "label": runs.arm_label(row["method"], row["divergence"], row["beta"]),
                          "metric": metric, "n_runs": n, "start": float(np.mean(starts)), "end": float(np.mean(ends)),
-                         "change": float(change.mean()), "change_ci_low": float(change.mean() - half),
-                         "change_ci_high": float(change.mean() + half), "n_improved": int((change > 0).sum())})
+                         "change": float(change.mean()), "change_ci_low": float(lo), "change_ci_high": float(hi),
+                         "n_improved": int((change > 0).sum())})
     return pd.DataFrame(rows)

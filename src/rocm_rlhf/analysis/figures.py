@@ -3,7 +3,7 @@ gallery.
 
 API: :func:`fig_beta_sweep` (from the score table), :func:`fig_efficiency` and :func:`fig_training_curves` (from
 :func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
-and :func:`save_figure`; helpers :func:`t_interval` (the 95 % interval of a mean over seeds) and :func:`smooth_steps`
+and :func:`save_figure`; helpers :func:`~.stats.t_interval` (the 95 % interval of a mean over seeds) and :func:`smooth_steps`
 (the moving average of training curves). Each figure function writes ``<stem>.pdf`` and ``<stem>.png``
 reproducibly and returns a :class:`SavedFigure`; every arm is drawn in its style of :mod:`rocm_rlhf.analysis.style`.
 Sizes, styles and how seeds are drawn: docs/method.md, section 'Evaluation, statistics, tables and figures' (Figures).
@@ -26,7 +26,6 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
-from scipy import stats as _sps
 
 from .. import runs
 from ..infra.utils import atomic_path
@@ -34,7 +33,7 @@ from .arms import arm_table, label_of, regularised, sweep_arms, unregularised
 from .logs import check_logs, mean_over_seeds
 from .render import out_stem as _out_stem
 from .scores import check_scores
-from .stats import seed_summary
+from .stats import seed_summary, t_interval
 from .style import arm_style, beta_styles, legend_label_seeds
 
 COLUMN_WIDTH = 3.3
@@ -114,16 +113,6 @@ def _plot_band(ax, x, mean, lo, hi, st: dict, label: str | None, n_marks: int = 
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
     if (np.isfinite(lo) & np.isfinite(hi)).any():
         ax.fill_between(x, lo, hi, color=st["color"], alpha=0.2, linewidth=0)
-
-
-def t_interval(mean, std, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Student-t confidence interval of a mean over ``n`` seeds with sample std ``std`` (ddof = 1):
-    mean ± t_{(1+level)/2, n-1} std / sqrt(n); NaN where n < 2. Elementwise over arrays."""
-    mean, std, n = (np.asarray(v, dtype=float) for v in (mean, std, n))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = _sps.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)
-    half = np.where(n >= 2, half, np.nan)
-    return mean - half, mean + half
 
 
 def smooth_steps(y, k: int) -> np.ndarray:
@@ -321,7 +310,7 @@ def fig_efficiency(
     with a 95% t-interval band over training seeds where there are several (:func:`t_interval`), in the arm's style
     (:mod:`rocm_rlhf.analysis.style`). Axes = 2 x len(metrics).
     """
-    from .efficiency import shown_arms
+    from .efficiency import shown_arms, start_value
 
     check_logs(curves, ["step", "device_hours", "reward_queries", "metric", "mean", "device"])
     if not metrics:
@@ -336,15 +325,16 @@ def fig_efficiency(
             sub = curves[(curves["metric"] == metric)]
             if len(sub) == 0:
                 raise ValueError(f"no probe rows of metric {metric!r}; probed: {sorted(curves['metric'].unique())}")
-            start = sub[(sub["step"] == 0) & sub["method"].map(lambda m: runs.generator(m) == "lcm")]["mean"]
+            lcm_runs = sub["method"].map(lambda m: runs.generator(m) == "lcm")
+            start = start_value(curves, metric) if ((sub["step"] == 0) & lcm_runs).any() else None
             axes[r, 1].sharey(axes[r, 0])
             for ax, xcol in zip(axes[r], ("device_hours", "reward_queries")):
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5: within a decade too
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: their labels collide
-                if len(start):
-                    ax.axhline(float(start.mean()), color="#666666", linestyle=":", linewidth=0.8)
+                if start is not None:
+                    ax.axhline(start, color="#666666", linestyle=":", linewidth=0.8)
                 for i, (arm, row) in enumerate(info.iterrows()):
                     arm_curve = sub[(sub["arm"] == arm) & (sub[xcol] > 0)]
                     if len(arm_curve) == 0:

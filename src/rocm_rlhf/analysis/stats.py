@@ -529,6 +529,16 @@ def comparison_family(scores: pd.DataFrame, *, alpha: float = 0.05, **kw: Any) -
 # --------------------------------------------------------------------------------------------------------------
 
 
+def t_interval(mean, std, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Student-t confidence interval of a mean over ``n`` seeds with sample std ``std`` (ddof = 1):
+    mean ± t_{(1+level)/2, n-1} std / sqrt(n); NaN where n < 2. Elementwise over arrays."""
+    mean, std, n = (np.asarray(v, dtype=float) for v in (mean, std, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = _sps.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    return mean - half, mean + half
+
+
 def seed_summary(scores: pd.DataFrame, *, n_boot: int = 0, ci: float = 0.95, rng_seed: int = 0) -> pd.DataFrame:
     """Per (arm, metric): mean and spread across training seeds, and the fraction of exact zeros.
 
@@ -570,13 +580,10 @@ def seed_summary(scores: pd.DataFrame, *, n_boot: int = 0, ci: float = 0.95, rng
         hi = np.array([c[1] for c in cis], dtype=float)
         # a percentile bootstrap over 2 to 5 runs is too narrow (3 runs: about half the t-interval); with several
         # seeds the interval also covers the Student-t interval of the per-seed means
-        n = out["n_seeds"].to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            half = _sps.t.ppf((1 + ci) / 2, n - 1) * out["std"].to_numpy(dtype=float) / np.sqrt(n)
-        several = n >= 2
-        mean = out["mean"].to_numpy(dtype=float)
-        lo[several] = np.minimum(lo[several], (mean - half)[several])
-        hi[several] = np.maximum(hi[several], (mean + half)[several])
+        t_lo, t_hi = t_interval(out["mean"], out["std"], out["n_seeds"], ci)
+        several = out["n_seeds"].to_numpy() >= 2
+        lo[several] = np.minimum(lo[several], t_lo[several])
+        hi[several] = np.maximum(hi[several], t_hi[several])
         out["ci_low"], out["ci_high"] = lo, hi
     attrs = _arm_attributes(scores)
     if len(attrs.columns):
