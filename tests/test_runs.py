@@ -65,12 +65,50 @@ def test_the_confirmatory_stage_adds_seeds_to_the_arms_table1_shows_and_only_tho
 
 def test_read_chosen_gives_canonical_betas_and_names_a_wrong_file(tmp_path):
     good = tmp_path / "chosen.csv"
-    good.write_text("divergence,beta,arm,metric,mean\nkl,10.0,rocm-kl-b10,gold,0.2\nfisher,0.30,rocm-fisher-b0.3,gold,0.1\n")
+    good.write_text("method,divergence,beta,lr,arm,metric,mean\nrocm,kl,10.0,,rocm-kl-b10,gold,0.2\n"
+                    "rocm,fisher,0.30,,rocm-fisher-b0.3,gold,0.1\nddpo,none,,3e-4,ddpo-lr0.0003,gold,0.1\n")
     assert runs.read_chosen(good) == {"kl": "10", "fisher": "0.3"}
+    assert runs.read_chosen_lrs(good) == {"ddpo": "0.0003"}
     bad = tmp_path / "scores.csv"
     bad.write_text("arm,metric,value\nbase,gold,0.1\n")
-    with pytest.raises(ValueError, match="choose_beta"):
-        runs.read_chosen(bad)
+    for read in (runs.read_chosen, runs.read_chosen_lrs):
+        with pytest.raises(ValueError, match="choose_settings"):
+            read(bad)
+
+
+def test_tuned_baselines_carry_their_learning_rate_in_run_and_arm_ids():
+    run = runs.parse_run("ddpo-lr0.0003-s2")
+    assert (run.method, run.lr, run.seed, run.arm, run.id) == ("ddpo", "0.0003", 2, "ddpo-lr0.0003", "ddpo-lr0.0003-s2")
+    assert runs.parse_run("ddpo-s2").lr == "" and runs.parse_arm("ddpo-lr0.03").lr == "0.03"
+    assert runs.arm_label("ddpo", lr="0.0003") == "DDPO (lr=0.0003)"
+    with pytest.raises(ValueError, match="non-canonical"):
+        runs.parse_run("ddpo-lr3e-4-s0")
+    with pytest.raises(ValueError, match="learning rate"):
+        runs.parse_run("ddpo-lr0-s0")
+    # controls: the base model and every baseline arm, tuned or not; the base diffusion model is a treatment
+    assert runs.control_arms(["rocm-kl-b1", "ddpo-lr0.0003", "base-ddim", "rlcm", "base"]) == ["base", "ddpo-lr0.0003", "rlcm"]
+
+
+def test_the_tuning_grid_chosen_learning_rates_and_the_reported_runs():
+    config = {"rocm": {"seeds": [0], "divergences": ["kl"], "betas": {"kl": [1.0]}, "unregularised": True},
+              "baselines": {"methods": ["rlcm", "ddpo"], "seeds": [0], "lr_factors": [0.1, 1, 10],
+                            "rlcm": {"lr": 0.003}, "ddpo": {"lr": 3e-4}},
+              "confirm": {"seeds": [1, 2]}}
+    assert runs.lr_grid(config) == {"rlcm": ["0.0003", "0.003", "0.03"], "ddpo": ["3e-05", "0.0003", "0.003"]}
+    tuning = ["rlcm-lr0.0003-s0", "rlcm-lr0.003-s0", "rlcm-lr0.03-s0",
+              "ddpo-lr3e-05-s0", "ddpo-lr0.0003-s0", "ddpo-lr0.003-s0"]
+    assert runs.tuning_runs(config) == tuning
+    assert runs.baseline_runs(config) == tuning  # the confirmatory seeds wait for the choice
+    chosen = {"rlcm": "0.03", "ddpo": "3e-05"}
+    assert runs.baseline_runs(config, chosen) == tuning + ["rlcm-lr0.03-s1", "rlcm-lr0.03-s2",
+                                                          "ddpo-lr3e-05-s1", "ddpo-lr3e-05-s2"]
+    reported = runs.reported_runs(config, {}, chosen)
+    assert [r for r in reported if r.startswith(("rlcm", "ddpo"))] == [
+        "rlcm-lr0.03-s0", "ddpo-lr3e-05-s0", "rlcm-lr0.03-s1", "rlcm-lr0.03-s2", "ddpo-lr3e-05-s1", "ddpo-lr3e-05-s2"]
+    assert set(runs.eval_runs(config, {}, chosen)) - set(reported) == set(tuning) - {"rlcm-lr0.03-s0", "ddpo-lr3e-05-s0"}
+    config["baselines"]["lr_factors"] = [1.0]  # no tuning: the ids carry no learning rate, every seed planned at once
+    assert runs.lr_grid(config) == {} and runs.tuning_runs(config) == []
+    assert runs.baseline_runs(config) == ["rlcm-s0", "rlcm-s1", "rlcm-s2", "ddpo-s0", "ddpo-s1", "ddpo-s2"]
 
 
 def test_the_base_diffusion_arm_is_untrained_and_samples_with_ddpos_sampler():

@@ -105,13 +105,36 @@ def test_chosen_table_is_the_choice_the_stages_share(scores3, tmp_path):
     """results/stats/chosen.csv: per divergence the arm choose_arms picks, read back by runs.read_chosen, which the
     workflow uses to plan the confirmatory runs and the report stages to show the chosen rows."""
     table = arms.chosen_table(scores3, "gold")
-    assert list(table.columns[:3]) == list(rocm_runs.CHOSEN_COLUMNS)
+    assert list(table.columns[:5]) == list(rocm_runs.CHOSEN_COLUMNS) and set(table["method"]) == {"rocm"}
     assert dict(zip(table["divergence"], table["arm"])) == arms.choose_arms(scores3, "gold")
     assert table.set_index("divergence").loc["kl", "candidates"] == "0.01 0.1 1"
     assert (table["n_seeds"] == 3).all() and (table["metric"] == "gold").all()
     table.to_csv(tmp_path / "chosen.csv", index=False)
     back = rocm_runs.read_chosen(tmp_path / "chosen.csv")
     assert {d: rocm_runs.rocm_run(d, b, 0).arm for d, b in back.items()} == arms.choose_arms(scores3, "gold")
+    assert rocm_runs.read_chosen_lrs(tmp_path / "chosen.csv") == {}  # the baselines were not tuned
+
+
+def test_chosen_table_chooses_each_tuned_baselines_learning_rate_like_beta(tmp_path):
+    """Tuned baselines (arms <method>-lr<lr>): the learning rate with the best validation mean is chosen per method,
+    by the same rule as beta (best mean over seeds; ties to the smaller setting), and read back by the workflow."""
+    tuned = dict(ARMS)
+    tuned.update({
+        "rlcm-lr0.0003": ("rlcm", "none", np.nan, [0], {"gold": 0.40, "proxy_pick": 0.50}),
+        "rlcm-lr0.003": ("rlcm", "none", np.nan, [0], {"gold": 0.60, "proxy_pick": 0.70}),  # planted best on gold
+        "rlcm-lr0.03": ("rlcm", "none", np.nan, [0], {"gold": 0.10, "proxy_pick": 0.95}),  # best proxy, worst gold
+        "ddpo-lr1e-05": ("ddpo", "none", np.nan, [0], {"gold": 0.52, "proxy_pick": 0.30}),  # planted best on gold
+        "ddpo-lr0.0001": ("ddpo", "none", np.nan, [0], {"gold": 0.35, "proxy_pick": 0.40}),
+    })
+    del tuned["rlcm"]
+    scores = make_scores(tuned)
+    table = arms.chosen_table(scores, "gold").set_index("arm")
+    assert list(table.index) == ["rocm-kl-b0.1", "rocm-js-b1", "rlcm-lr0.003", "ddpo-lr1e-05"]
+    assert table.loc["rlcm-lr0.003", "candidates"] == "0.0003 0.003 0.03" and table.loc["rlcm-lr0.003", "lr"] == "0.003"
+    assert arms.chosen_table(scores, "proxy_pick").set_index("method").loc["rlcm", "arm"] == "rlcm-lr0.03"
+    table.reset_index().to_csv(tmp_path / "chosen.csv", index=False)
+    assert rocm_runs.read_chosen_lrs(tmp_path / "chosen.csv") == {"rlcm": "0.003", "ddpo": "1e-05"}
+    assert rocm_runs.read_chosen(tmp_path / "chosen.csv") == {"kl": "0.1", "js": "1"}
 
 
 def test_choose_beta_errors(scores):

@@ -1,4 +1,4 @@
-"""Beta per divergence is chosen once, on the validation prompts' scores (the choose_beta stage writes
+"""Beta per divergence is chosen once, on the validation prompts' scores (the choose_settings stage writes
 results/stats/chosen.csv), and the report stages report on the test prompts' scores (results/scores/all.csv): a
 validation table whose best beta differs from the test table's decides Table 1's rows, fig_efficiency's lines and
 the gallery's rows."""
@@ -52,9 +52,9 @@ def with_comparisons(paths: dict, config: dict, tmp_path) -> dict:
 
 
 def choose(val_scores: str, config: dict, tmp_path) -> str:
-    """The choose_beta stage on a validation score table: the path of its chosen.csv."""
+    """The choose_settings stage on a validation score table: the path of its chosen.csv."""
     out = str(tmp_path / "chosen.csv")
-    run_stage(make_job(input={"scores": val_scores}, output=[out], config=config), report.choose_beta)
+    run_stage(make_job(input={"scores": val_scores}, output=[out], config=config), report.choose_settings)
     return out
 
 
@@ -80,7 +80,7 @@ def test_the_two_tables_choose_differently(tables):
 
     assert choose_arms(pd.read_csv(tables["val_scores"]), "gold") == VAL_BEST
     assert choose_arms(pd.read_csv(tables["scores"]), "gold") == TEST_BEST
-    chosen = pd.read_csv(tables["chosen"])  # the choose_beta stage's file: the validation choice
+    chosen = pd.read_csv(tables["chosen"])  # the choose_settings stage's file: the validation choice
     assert dict(zip(chosen["divergence"], chosen["arm"])) == VAL_BEST
     assert runs.read_chosen(tables["chosen"]) == {"kl": "1", "js": "10"}
 

@@ -26,17 +26,17 @@ def dry_run(*args: str, cwd=REPO) -> dict[str, int]:
 
 
 def test_dry_run_default_config(tmp_path):
-    """The jobs known before any result; the chosen betas' confirmatory runs are planned after choose_beta."""
+    """The jobs known before any result; the chosen settings' confirmatory runs are planned after choose_settings."""
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"))
     n_sweep = 1 + 4 * 3  # seed 0: beta = 0 + 4 divergences x 3 betas
     n_rocm = n_sweep + 2  # + beta = 0 at the confirmatory seeds 1 and 2
-    n_baselines = 4 * 3  # four baselines x seeds 0, 1, 2
+    n_baselines = 4 * 3  # four baselines x three learning rates at seed 0 (seeds 1 and 2 of the chosen one later)
     n_runs = n_rocm + n_baselines + 2  # + the base LCM and the base diffusion model
     n_splits = 2  # the validation and the test prompts: one collect_scores each; one job samples (scores) both
     expected = {"prepare_prompts": 1, "sandbox_vae": 1, "sandbox_teacher": 1, "sandbox_lcm": 1, "sandbox_proxy": 2,
                 "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": n_baselines, "sample_eval": n_runs,
-                "evaluate": n_runs, "choose_beta": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
+                "evaluate": n_runs, "choose_settings": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1,
                 "table_efficiency": 1, "fig_divergence_gallery": 1,
                 "publish_results": 7}  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality
@@ -48,7 +48,7 @@ def test_dry_run_ci_config(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
     assert counts["train_rocm"] == 3  # beta = 0 at seeds 0 and 1, and one KL point at seed 0 (seed 1 once chosen)
-    assert counts["train_baseline"] == 8  # each baseline at seeds 0 and 1
+    assert counts["train_baseline"] == 8  # each baseline at two learning rates, seed 0 (seed 1 once chosen)
     assert counts["sample_eval"] == 13 and counts["evaluate"] == 13  # 11 trained runs and 2 untrained ones
     assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 7
 
@@ -64,9 +64,10 @@ def _planned_jobs(stdout: str) -> list[dict]:
 
 
 def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_it(tmp_path):
-    """The val jobs exist for every run, on results/prompts/val.csv; beta is chosen once (checkpoint choose_beta) on
-    the sweep's validation scores, and the report rules that show the choice read it; the others read only the test
-    scores (results/scores/all.csv). The runs that depend on the choice are not planned before it exists."""
+    """The val jobs exist for every run, on results/prompts/val.csv; beta and the baselines' learning rates are chosen
+    once (checkpoint choose_settings) on the sweep's and the tuning runs' validation scores, and the report rules that
+    show the choice read it; the others read only the test scores (results/scores/all.csv). The runs that depend on
+    the choice are not planned before it exists."""
     jobs = _planned_jobs(smk(tmp_path, "-n", "--cores", "2").stdout)
     by_rule = {}
     for job in jobs:
@@ -74,7 +75,9 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
     assert by_rule["prepare_prompts"][0]["output"] == [
         "results/prompts/train.csv", "results/prompts/eval.csv", "results/prompts/val.csv"]
     runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1"}
-    runs |= {f"{m}-s{s}" for m in ("rlcm", "ddpo", "d3po", "dpok") for s in (0, 1)}
+    lrs = {"rlcm": (0.003, 0.006), "ddpo": (0.003, 0.006), "d3po": (0.003, 0.006), "dpok": (0.003, 0.006)}
+    tuning = [f"{m}-lr{lr:g}-s0" for m, pair in lrs.items() for lr in pair]  # ci.yaml: lr_factors [1, 2]
+    runs |= set(tuning)
     assert len(by_rule["sample_eval"]) == len(by_rule["evaluate"]) == len(runs)  # one job per run does both splits
     for split, prompts in (("val", "results/prompts/val.csv"), ("test", "results/prompts/eval.csv")):
         sampled = {o for j in by_rule["sample_eval"] for o in j["output"] if o.endswith(".npz") and f"/{split}/" in o}
@@ -82,8 +85,10 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
         assert all(prompts in j["input"] for j in by_rule["sample_eval"])
         scored = {o for j in by_rule["evaluate"] for o in j["output"] if f"/{split}/" in o}
         assert scored == {f"results/scores/{split}/{r}.csv" for r in runs}
-    assert by_rule["choose_beta"][0]["input"] == ["results/scores/val/rocm-kl-b0.1-s0.csv"]  # the sweep, seed 0
-    assert by_rule["choose_beta"][0]["output"] == ["results/stats/chosen.csv"]
+    # the sweep and the baselines' tuning runs, seed 0
+    assert by_rule["choose_settings"][0]["input"] == ["results/scores/val/rocm-kl-b0.1-s0.csv"] + [
+        f"results/scores/val/{r}.csv" for r in tuning]
+    assert by_rule["choose_settings"][0]["output"] == ["results/stats/chosen.csv"]
     for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that show the chosen beta
         assert "results/stats/chosen.csv" in by_rule[rule][0]["input"], rule
         assert "results/scores/val.csv" not in by_rule[rule][0]["input"], rule

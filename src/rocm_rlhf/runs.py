@@ -2,7 +2,8 @@
 
 Every other place (the Snakemake rules, the stages, the trainer, the analysis) takes these words from here. A run id
 is ``rocm-<divergence>-b<beta>-s<seed>`` (``rocm-none-b0-s<seed>`` is ROCM at beta = 0), ``<method>-s<seed>`` for a
-baseline, or ``base``; its arm is the id without the seed. A beta has one text form, :func:`fmt_beta`, from the
+baseline at its configured learning rate or ``<method>-lr<lr>-s<seed>`` for a baseline whose learning rate is tuned
+(``baselines.lr_factors``), or ``base``; its arm is the id without the seed. A beta has one text form, :func:`fmt_beta`, from the
 config to the run id, the score table's arm and the labels. Torch-free and Snakemake-free.
 """
 
@@ -98,19 +99,21 @@ def fmt_beta(beta) -> str:
 
 _NUMBER = r"[0-9][0-9.e+-]*"
 ROCM_RUN_PATTERN = rf"rocm-({UNREGULARISED}|{'|'.join(DIVERGENCES)})-b{_NUMBER}-s\d+"
-BASELINE_RUN_PATTERN = rf"({'|'.join(BASELINES)})-s\d+"
+BASELINE_RUN_PATTERN = rf"({'|'.join(BASELINES)})(-lr{_NUMBER})?-s\d+"
 RUN_PATTERN = rf"{BASE}|{BASE_DIFFUSION}|{ROCM_RUN_PATTERN}|{BASELINE_RUN_PATTERN}"
 """Regular expressions of run ids (the training rules' wildcard constraints use the first two)."""
 
 
 @dataclass(frozen=True)
 class Run:
-    """A parsed run id. ``beta`` is the canonical text (:func:`fmt_beta`), '' where a method has none."""
+    """A parsed run id. ``beta`` is the canonical text (:func:`fmt_beta`), '' where a method has none; ``lr`` a tuned
+    baseline's learning rate in the same text form, '' where the run takes its method's configured one."""
 
     method: str
     divergence: str = UNREGULARISED
     beta: str = ""
     seed: int = 0
+    lr: str = ""
 
     @property
     def id(self) -> str:
@@ -123,7 +126,7 @@ class Run:
         """The run id without its training seed: the unit the tables compare."""
         if self.method == "rocm":
             return f"rocm-{self.divergence}-b{self.beta}"
-        return self.method
+        return f"{self.method}-lr{self.lr}" if self.lr else self.method
 
     @property
     def beta_value(self) -> float:
@@ -152,10 +155,19 @@ def rocm_run(divergence: str, beta, seed: int) -> Run:
     return Run("rocm", divergence, text, int(seed))
 
 
-def baseline_run(method_name: str, seed: int) -> Run:
+def fmt_lr(lr) -> str:
+    """The one text form of a learning rate in run ids and labels (Python's ``:g``, as :func:`fmt_beta`)."""
+    value = float(lr)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a learning rate must be a finite number > 0, got {lr!r}")
+    return f"{value:g}"
+
+
+def baseline_run(method_name: str, seed: int, lr="") -> Run:
+    """A baseline run; ``lr`` (a tuned learning rate) or '' (the method's configured one)."""
     if method_name not in BASELINES:
         raise ValueError(f"unknown baseline {method_name!r}; known: {', '.join(BASELINES)}")
-    return Run(method_name, seed=int(seed))
+    return Run(method_name, seed=int(seed), lr=fmt_lr(lr) if lr != "" else "")
 
 
 def parse_run(run_id: str) -> Run:
@@ -177,7 +189,12 @@ def parse_run(run_id: str) -> Run:
                              f"form; the run id is {run.id!r}")
         return run
     name, _, seed = run_id.rpartition("-s")
-    return baseline_run(name, int(seed))
+    name, _, lr = name.partition("-lr")
+    run = baseline_run(name, int(seed), lr)
+    if run.id != run_id:
+        raise ValueError(f"{run_id!r} is not a valid run id: it writes the learning rate {lr!r} in a non-canonical "
+                         f"form; the run id is {run.id!r}")
+    return run
 
 
 def parse_arm(arm: str) -> Run:
@@ -188,7 +205,7 @@ def parse_arm(arm: str) -> Run:
         return parse_run(f"{arm}-s0")
     except ValueError:
         raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>' or a baseline's "
-                         f"name ({', '.join(BASELINES)})") from None
+                         f"name ({', '.join(BASELINES)}), optionally with '-lr<learning rate>'") from None
 
 
 def is_unregularised(divergence: str, beta) -> bool:
@@ -196,13 +213,14 @@ def is_unregularised(divergence: str, beta) -> bool:
     return divergence == UNREGULARISED or float(beta) == 0
 
 
-def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan) -> str:
-    """A row label: 'Base', 'RLCM', 'ROCM (β=0)', 'ROCM-KL (β=10)'."""
+def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan, lr: str = "") -> str:
+    """A row label: 'Base', 'RLCM', 'DDPO (lr=0.0003)' (a tuned baseline), 'ROCM (β=0)', 'ROCM-KL (β=10)'."""
     if method_name == "rocm":
         if is_unregularised(divergence, beta):
             return "ROCM (β=0)"
         return f"ROCM-{DIVERGENCE_LABELS[divergence]} (β={fmt_beta(beta)})"
-    return METHOD_LABELS.get(method_name, str(method_name))
+    label = METHOD_LABELS.get(method_name, str(method_name))
+    return f"{label} (lr={fmt_lr(lr)})" if lr else label
 
 
 # ----------------------------------------------------------------------------------------------- the config's grid
@@ -251,15 +269,39 @@ def confirm_runs(config: dict, chosen_betas) -> list[str]:
     return [rocm_run(div, beta, s).id for div, beta in chosen_betas.items() for s in seeds]
 
 
-def baseline_runs(config: dict) -> list[str]:
-    """Every baseline at ``baselines.seeds`` and the confirmatory ``confirm.seeds``."""
+def lr_grid(config: dict) -> dict[str, list[str]]:
+    """The learning rates each configured baseline is tuned over (``baselines.lr_factors`` times its configured
+    ``baselines.<method>.lr``, canonical text, in factor order); {} when the factors are [1] (no tuning: the baselines
+    run at their configured learning rate and their run ids carry none)."""
     b = config["baselines"]
-    return [baseline_run(m, seed).id for m in b["methods"] for seed in confirm_seeds(config, b["seeds"])]
+    factors = [float(f) for f in b.get("lr_factors", [1.0])]
+    if factors == [1.0]:
+        return {}
+    return {m: [fmt_lr(f * float(b[m]["lr"])) for f in factors] for m in b["methods"]}
 
 
-def trained_runs(config: dict, chosen_betas=None) -> list[str]:
-    """Every training run of the config; with ``chosen_betas`` also the chosen betas' confirmatory runs."""
-    return rocm_runs(config) + confirm_runs(config, chosen_betas or {}) + baseline_runs(config)
+def tuning_runs(config: dict) -> list[str]:
+    """The baselines' tuning runs: every learning rate of :func:`lr_grid` at ``baselines.seeds``, chosen from on the
+    validation prompts like ROCM's beta; [] without tuning."""
+    return [baseline_run(m, seed, lr).id for m, lrs in lr_grid(config).items()
+            for seed in config["baselines"]["seeds"] for lr in lrs]
+
+
+def baseline_runs(config: dict, chosen_lrs=None) -> list[str]:
+    """Every baseline run. Without tuning: each method at ``baselines.seeds`` and the confirmatory ``confirm.seeds``.
+    With tuning (:func:`lr_grid`): the tuning runs, and with ``chosen_lrs`` (``{method: lr}``, chosen on the
+    validation prompts) the chosen learning rate's confirmatory runs."""
+    b = config["baselines"]
+    if not lr_grid(config):
+        return [baseline_run(m, seed).id for m in b["methods"] for seed in confirm_seeds(config, b["seeds"])]
+    seeds = extra_seeds(config, b["seeds"])
+    return tuning_runs(config) + [baseline_run(m, s, lr).id for m, lr in (chosen_lrs or {}).items() for s in seeds]
+
+
+def trained_runs(config: dict, chosen_betas=None, chosen_lrs=None) -> list[str]:
+    """Every training run of the config; with ``chosen_betas`` also the chosen betas' confirmatory runs, with
+    ``chosen_lrs`` the tuned baselines' (:func:`baseline_runs`)."""
+    return rocm_runs(config) + confirm_runs(config, chosen_betas or {}) + baseline_runs(config, chosen_lrs)
 
 
 def untrained_runs(config: dict) -> list[str]:
@@ -268,26 +310,55 @@ def untrained_runs(config: dict) -> list[str]:
     return [BASE, BASE_DIFFUSION] if diffusion else [BASE]
 
 
-def eval_runs(config: dict, chosen_betas=None) -> list[str]:
+def eval_runs(config: dict, chosen_betas=None, chosen_lrs=None) -> list[str]:
     """Every run that is sampled and scored: the untrained arms and every trained run."""
-    return [*untrained_runs(config), *trained_runs(config, chosen_betas)]
+    return [*untrained_runs(config), *trained_runs(config, chosen_betas, chosen_lrs)]
 
 
-CHOSEN_COLUMNS = ("divergence", "beta", "arm")
-"""The leading columns of the chosen-beta file (results/stats/chosen.csv), one row per divergence."""
+def reported_runs(config: dict, chosen_betas=None, chosen_lrs=None) -> list[str]:
+    """The runs the test tables, statistics and figures report: :func:`eval_runs` without the tuning runs of learning
+    rates that were not chosen (those are seen on the validation prompts only, as the choice's candidates)."""
+    if not lr_grid(config):
+        return eval_runs(config, chosen_betas, chosen_lrs)
+    chosen = {baseline_run(m, 0, lr).arm for m, lr in (chosen_lrs or {}).items()}
+    dropped = {r for r in tuning_runs(config) if parse_run(r).arm not in chosen}
+    return [r for r in eval_runs(config, chosen_betas, chosen_lrs) if r not in dropped]
 
 
-def read_chosen(path) -> dict[str, str]:
-    """``{divergence: beta text}`` of a chosen-beta file (:data:`CHOSEN_COLUMNS`, written by the choose_beta stage),
-    in its row order; an error naming the file if a column is missing or a beta is not a number >= 0."""
+CHOSEN_COLUMNS = ("method", "divergence", "beta", "lr", "arm")
+"""The leading columns of the choice file (results/stats/chosen.csv): one row per divergence (method rocm, its chosen
+beta, lr empty), then one per tuned baseline (its chosen learning rate, beta empty)."""
+
+
+def _read_chosen_rows(path) -> list[dict]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if rows and not set(CHOSEN_COLUMNS) <= set(rows[0]):
-        raise ValueError(f"{path} is not a chosen-beta file: it needs the columns {', '.join(CHOSEN_COLUMNS)}; "
-                         "delete it and rerun the choose_beta rule")
-    return {row["divergence"]: fmt_beta(row["beta"]) for row in rows}
+        raise ValueError(f"{path} is not a choice file: it needs the columns {', '.join(CHOSEN_COLUMNS)}; "
+                         "delete it and rerun the choose_settings rule")
+    return rows
+
+
+def read_chosen(path) -> dict[str, str]:
+    """``{divergence: beta text}`` of a choice file (:data:`CHOSEN_COLUMNS`, written by the choose_settings stage),
+    in its row order; an error naming the file if a column is missing or a beta is not a number >= 0."""
+    return {row["divergence"]: fmt_beta(row["beta"]) for row in _read_chosen_rows(path) if row["method"] == "rocm"}
+
+
+def read_chosen_lrs(path) -> dict[str, str]:
+    """``{baseline: learning rate text}`` of a choice file: the tuned baselines' chosen learning rates ({} when the
+    baselines were not tuned)."""
+    return {row["method"]: fmt_lr(row["lr"]) for row in _read_chosen_rows(path) if row["method"] in BASELINES}
 
 
 def control_arms(arms) -> list[str]:
-    """The controls of the comparisons among ``arms``: the base model, then every baseline present (by name)."""
-    return [BASE] + sorted(set(arms) & set(BASELINES))
+    """The controls of the comparisons among ``arms``: the base model, then every baseline arm present (by its
+    method: a tuned baseline's arm carries its learning rate)."""
+    return [BASE] + sorted(a for a in set(arms) if a not in UNTRAINED and _arm_method(a) in BASELINES)
+
+
+def _arm_method(arm: str) -> str:
+    try:
+        return parse_arm(arm).method
+    except ValueError:
+        return ""

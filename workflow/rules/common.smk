@@ -72,7 +72,8 @@ def sandbox_input(name):
 
 
 CHOSEN = "results/stats/chosen.csv"
-"""Beta per divergence, chosen on the validation prompts of the sweep (checkpoint choose_beta)."""
+"""Beta per divergence and the tuned baselines' learning rates, chosen on the validation prompts of the sweep and the
+tuning runs (checkpoint choose_settings)."""
 
 
 def confirms_chosen_betas():
@@ -81,36 +82,55 @@ def confirms_chosen_betas():
 
 
 def chosen_betas():
-    """{divergence: beta} of the choose_beta checkpoint when the confirmatory stage needs it (the jobs after it are
-    planned once it has run), else {}. Call only from input functions."""
+    """{divergence: beta} of the choose_settings checkpoint when the confirmatory stage needs it (the jobs after it
+    are planned once it has run), else {}. Call only from input functions."""
     if not confirms_chosen_betas():
         return {}
-    return runs.read_chosen(checkpoints.choose_beta.get().output[0])
+    return runs.read_chosen(checkpoints.choose_settings.get().output[0])
+
+
+def chosen_lrs():
+    """{baseline: learning rate} of the choose_settings checkpoint when the baselines are tuned
+    (baselines.lr_factors), else {}: their confirmatory runs, and which tuning runs the test tables report, are known
+    once it has run. Call only from input functions."""
+    if not runs.lr_grid(config):
+        return {}
+    return runs.read_chosen_lrs(checkpoints.choose_settings.get().output[0])
 
 
 def all_runs():
-    """Every trained run of the config, the chosen betas' confirmatory runs included (input functions only)."""
-    return runs.trained_runs(config, chosen_betas())
+    """Every trained run of the config, the chosen settings' confirmatory runs included (input functions only)."""
+    return runs.trained_runs(config, chosen_betas(), chosen_lrs())
 
 
 def eval_runs():
     """Every run that is sampled and scored: the untrained arms and all trained runs (input functions only)."""
-    return runs.eval_runs(config, chosen_betas())
+    return runs.eval_runs(config, chosen_betas(), chosen_lrs())
+
+
+def reported_runs():
+    """The runs the test tables, statistics and figures report: every sampled run but the tuning runs of learning
+    rates not chosen (input functions only)."""
+    return runs.reported_runs(config, chosen_betas(), chosen_lrs())
 
 
 def run_files(pattern):
-    """An input function: ``pattern`` ('...{run}...') for every run that is sampled and scored."""
-    return lambda wildcards: expand(pattern, run=eval_runs())
+    """An input function: ``pattern`` ('...{run}...') for every run the test tables and figures report."""
+    return lambda wildcards: expand(pattern, run=reported_runs())
 
 
 def curve_files(wildcards):
-    """An input function: the held-out probe curve of every trained run."""
-    return expand("results/runs/{run}/curve.csv", run=all_runs())
+    """An input function: the held-out probe curve of every reported trained run."""
+    return expand("results/runs/{run}/curve.csv", run=reported_trained_runs())
 
 
 def log_files(wildcards):
-    """An input function: the training log of every trained run."""
-    return expand("results/runs/{run}/log.csv", run=all_runs())
+    """An input function: the training log of every reported trained run."""
+    return expand("results/runs/{run}/log.csv", run=reported_trained_runs())
+
+
+def reported_trained_runs():
+    return [r for r in reported_runs() if r not in runs.UNTRAINED]
 
 
 def tiny_hub_input():
@@ -137,7 +157,10 @@ def split_scores(wildcards):
     """The per-run score files of the split whose table collect_scores writes: all.csv the test split, val.csv val."""
     table = f"results/scores/{wildcards.table}.csv"
     split = next(s for s, path in SCORE_TABLES.items() if path == table)
-    return expand("results/scores/{split}/{run}.csv", split=split, run=eval_runs())
+    shown = (
+        eval_runs() if split == "val" else reported_runs()
+    )  # val: every run, the choice's candidates too
+    return expand("results/scores/{split}/{run}.csv", split=split, run=shown)
 
 
 def all_targets():
@@ -169,11 +192,12 @@ def all_targets():
 
 
 def confirm_targets(wildcards):
-    """Rule all's inputs known once choose_beta has run: the scores of the chosen betas' confirmatory runs."""
+    """Rule all's inputs known once choose_settings has run: the scores of the chosen settings' confirmatory runs."""
+    known = set(runs.eval_runs(config))
     return expand(
         "results/scores/{split}/{run}.csv",
         split=SPLITS,
-        run=runs.confirm_runs(config, chosen_betas()),
+        run=[r for r in eval_runs() if r not in known],
     )
 
 

@@ -1,6 +1,7 @@
 # Statistics, the paper's tables and figures, one target rule each, all collected by rule all. They report on the test
-# prompts (results/scores/all.csv). Beta per divergence is chosen once, on the validation prompts of the sweep's runs
-# (checkpoint choose_beta: results/stats/chosen.csv); the confirmatory stage trains more seeds of the chosen betas.
+# prompts (results/scores/all.csv). Beta per divergence and the tuned baselines' learning rates are chosen once, on the
+# validation prompts of the sweep's and the tuning runs (checkpoint choose_settings: results/stats/chosen.csv); the
+# confirmatory stage trains more seeds of the chosen settings.
 
 
 rule collect_scores:
@@ -18,19 +19,22 @@ rule collect_scores:
         "../scripts/collect_scores.py"
 
 
-checkpoint choose_beta:
+checkpoint choose_settings:
     input:
-        scores=expand("results/scores/val/{run}.csv", run=runs.sweep_runs(config)),
+        scores=expand(
+            "results/scores/val/{run}.csv",
+            run=runs.sweep_runs(config) + runs.tuning_runs(config),
+        ),
     output:
         CHOSEN,  # the confirmatory runs of the chosen betas are planned once it exists
     log:
-        "logs/choose_beta.log",
+        "logs/choose_settings.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        config_digest=stage_digest(pipeline.report.choose_beta),  # reruns it when a config value its stage reads changes
+        config_digest=stage_digest(pipeline.report.choose_settings),  # reruns it when a config value its stage reads changes
     script:
-        "../scripts/choose_beta.py"
+        "../scripts/choose_settings.py"
 
 
 rule stats:

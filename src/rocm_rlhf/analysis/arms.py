@@ -3,7 +3,8 @@
 An arm is a run id without its training seed (:mod:`rocm_rlhf.runs`, whose names, labels and beta text are used
 here). API: :func:`arm_table` and :func:`arm_order` (rows in the paper's order), :func:`regularised` and
 :func:`unregularised` (ROCM arms or log rows with beta > 0 or beta = 0), :func:`sweep_arms`, :func:`choose_arms` and
-:func:`choose_beta` (the best beta per divergence) and :func:`chosen_table` (that choice as the file the stages share), :func:`comparison_arms` (treatments and controls),
+:func:`choose_beta` (the best beta per divergence) and :func:`chosen_table` (that choice, with the tuned baselines'
+learning rates, as the file the stages share), :func:`comparison_arms` (treatments and controls),
 :func:`label_of` (an arm id's label) and :func:`gallery_runs` (the gallery's rows).
 """
 
@@ -67,8 +68,7 @@ def arm_table(scores: pd.DataFrame) -> pd.DataFrame:
     arms = arm_order(arms)
     per_method = arms.groupby("method")["group"].transform("size")
     arms["label"] = [
-        str(arm) if row["method"] != "rocm" and per_method[arm] > 1
-        else runs.arm_label(row["method"], row["divergence"], row["beta"])
+        str(arm) if row["method"] != "rocm" and per_method[arm] > 1 and not _is_arm_id(arm) else row_label(arm, row)
         for arm, row in arms.iterrows()
     ]
     dup = arms["label"][arms["label"].duplicated(keep=False)]
@@ -134,8 +134,7 @@ def _chosen(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool) ->
         cand = reg[reg["divergence"] == div].sort_values("beta")
         if len(cand) == 0:
             continue
-        means = summ.loc[cand.index, "mean"].to_numpy(dtype=float)
-        chosen.append(cand.index[int(np.argmin(means) if lower_is_better else np.argmax(means))])  # ties: smaller beta
+        chosen.append(_best(summ.loc[cand.index, "mean"], lower_is_better))  # ties: smaller beta
     return reg.loc[chosen]
 
 
@@ -157,17 +156,57 @@ def choose_beta(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: b
     return {div: float(beta) for div, beta in zip(chosen["divergence"], chosen["beta"])}
 
 
+def _best(cand: pd.Series, lower_is_better: bool):
+    """The index of the best value of ``cand`` (sorted by the setting, so that a tie goes to the first)."""
+    values = cand.to_numpy(dtype=float)
+    return cand.index[int(np.argmin(values) if lower_is_better else np.argmax(values))]
+
+
+def _chosen_lrs(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool) -> pd.DataFrame:
+    """Per tuned baseline (arms that carry a learning rate, :func:`rocm_rlhf.runs.lr_grid`), the row of the learning
+    rate with the best mean ``quality_metric`` over training seeds (ties: the smaller one): columns method, lr, arm,
+    mean, n_seeds, candidates; in :data:`rocm_rlhf.runs.BASELINES` order."""
+    tuned = {}
+    for arm in scores["arm"].unique():
+        try:
+            run = runs.parse_arm(str(arm))
+        except ValueError:
+            continue
+        if run.method in runs.BASELINES and run.lr:
+            tuned[arm] = run
+    if not tuned:
+        return pd.DataFrame(columns=["method", "lr", "arm", "mean", "n_seeds", "candidates"])
+    sub = scores[(scores["metric"] == quality_metric) & scores["arm"].isin(list(tuned))]
+    summ = seed_summary(sub).set_index("arm")
+    missing = sorted(set(tuned) - set(summ.index))
+    if missing:
+        raise ValueError(f"metric {quality_metric!r} was not scored for tuned baseline arm(s) {missing}")
+    rows = []
+    for method in runs.BASELINES:
+        cand = sorted((float(r.lr), arm) for arm, r in tuned.items() if r.method == method)
+        if not cand:
+            continue
+        best = _best(summ.loc[[arm for _, arm in cand], "mean"], lower_is_better)
+        rows.append({"method": method, "lr": tuned[best].lr, "arm": best, "mean": float(summ.loc[best, "mean"]),
+                     "n_seeds": int(summ.loc[best, "n_seeds"]),
+                     "candidates": " ".join(runs.fmt_lr(lr) for lr, _ in cand)})
+    return pd.DataFrame(rows)
+
+
 def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> pd.DataFrame:
-    """The choice of beta as a table (results/stats/chosen.csv): per divergence the chosen arm of
-    :func:`choose_arms`, columns :data:`rocm_rlhf.runs.CHOSEN_COLUMNS` then metric, mean (over training seeds, of
-    the per-run means), n_seeds and candidates (the betas it was chosen from)."""
+    """The choice of settings on the scores given (the validation prompts) as a table (results/stats/chosen.csv):
+    per divergence the chosen arm of :func:`choose_arms`, then per tuned baseline its chosen learning rate
+    (:func:`_chosen_lrs`); columns :data:`rocm_rlhf.runs.CHOSEN_COLUMNS` then metric, mean (over training seeds, of
+    the per-run means), n_seeds and candidates (the betas or learning rates it was chosen from)."""
     chosen = _chosen(scores, quality_metric, lower_is_better)
     sub = scores[scores["metric"] == quality_metric]
     summ = seed_summary(sub[sub["arm"].isin(chosen.index)]).set_index("arm")
     reg = regularised(arm_table(scores))
-    return pd.DataFrame({
+    rocm = pd.DataFrame({
+        "method": "rocm",
         "divergence": chosen["divergence"].to_numpy(),
         "beta": [runs.fmt_beta(b) for b in chosen["beta"]],
+        "lr": "",
         "arm": chosen.index.to_numpy(),
         "metric": quality_metric,
         "mean": summ.loc[chosen.index, "mean"].to_numpy(dtype=float),
@@ -175,6 +214,11 @@ def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: 
         "candidates": [" ".join(runs.fmt_beta(b) for b in sorted(reg.loc[reg["divergence"] == d, "beta"]))
                        for d in chosen["divergence"]],
     })
+    lrs = _chosen_lrs(scores, quality_metric, lower_is_better)
+    base = pd.DataFrame({"method": lrs["method"], "divergence": runs.UNREGULARISED, "beta": "", "lr": lrs["lr"],
+                         "arm": lrs["arm"], "metric": quality_metric, "mean": lrs["mean"].astype(float),
+                         "n_seeds": lrs["n_seeds"], "candidates": lrs["candidates"]})
+    return pd.concat([rocm, base], ignore_index=True) if len(base) else rocm
 
 
 def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -184,6 +228,22 @@ def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
     return sorted(set(scores["arm"]) - set(controls)), controls
 
 
+def _is_arm_id(arm) -> bool:
+    try:
+        runs.parse_arm(str(arm))
+    except ValueError:
+        return False
+    return True
+
+
+def row_label(arm, row) -> str:
+    """The label of an arm of a table with columns method, divergence, beta: :func:`label_of` where ``arm`` is an
+    arm id (a tuned baseline's learning rate is in its id only), else from those columns."""
+    if _is_arm_id(arm):
+        return label_of(arm)
+    return runs.arm_label(row["method"], row["divergence"], row["beta"])
+
+
 def label_of(arm: str) -> str:
     """The label of an arm id ('base' -> 'Base', 'rocm-kl-b0.1' -> 'ROCM-KL (β=0.1)', 'rlcm' -> 'RLCM'); a key
     that is not an arm id is returned as it is."""
@@ -191,7 +251,7 @@ def label_of(arm: str) -> str:
         run = runs.parse_arm(arm)
     except ValueError:
         return arm
-    return runs.arm_label(run.method, run.divergence, run.beta_value)
+    return runs.arm_label(run.method, run.divergence, run.beta_value, run.lr)
 
 
 def gallery_runs(chosen_betas: Mapping[str, float], seed: int, *, unregularised: bool) -> dict[str, str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
-from .arms import arm_order, regularised
+from .arms import arm_order, regularised, row_label
 
 FRACTIONS = (0.5, 0.9)
 """The default fractions of the best improvement the table reports."""
@@ -134,7 +134,7 @@ def efficiency_table(curves: pd.DataFrame, metrics: Sequence[str], reference_arm
                 ratio = float(ref.mean() / mean_h) if np.isfinite(ref).all() and mean_h > 0 else float("nan")
                 # the reference against itself: 1 by definition, no interval
                 lo, hi = (float("nan"),) * 2 if arm == reference_arm else _ratio_ci(ref, hours, n_boot, rng)
-                rows.append({"arm": arm, "label": runs.arm_label(row["method"], row["divergence"], row["beta"]),
+                rows.append({"arm": arm, "label": row_label(arm, row),
                              "metric": metric, "fraction": float(f), "start": start, "best": float(best),
                              "target": float(target), "n_runs": int(len(hours)), "n_reached": int(reached.sum()),
                              "hours_mean": mean_h,
@@ -168,7 +168,7 @@ def learning_table(curves: pd.DataFrame, metrics: Sequence[str], *,
             change = np.array(ends) - np.array(starts)
             n = len(change)
             lo, hi = t_interval(change.mean(), change.std(ddof=1) if n > 1 else np.nan, n, level)
-            rows.append({"arm": arm, "label": runs.arm_label(row["method"], row["divergence"], row["beta"]),
+            rows.append({"arm": arm, "label": row_label(arm, row),
                          "metric": metric, "n_runs": n, "start": float(np.mean(starts)), "end": float(np.mean(ends)),
                          "change": float(change.mean()), "change_ci_low": float(lo), "change_ci_high": float(hi),
                          "n_improved": int((change > 0).sum())})

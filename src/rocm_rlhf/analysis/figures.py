@@ -29,7 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from .. import runs
 from ..infra.utils import atomic_path
-from .arms import arm_table, label_of, regularised, sweep_arms, unregularised
+from .arms import arm_table, label_of, regularised, row_label, sweep_arms, unregularised
 from .logs import check_logs, mean_over_seeds
 from .render import out_stem as _out_stem
 from .scores import check_scores
@@ -344,7 +344,7 @@ def fig_efficiency(
                          for _, g in arm_curve.groupby("run_id", sort=True)])
                     n = arm_curve["run_id"].nunique()
                     lo, hi = t_interval(mean, std, np.full_like(mean, n))
-                    label = runs.arm_label(row["method"], row["divergence"], row["beta"])
+                    label = row_label(arm, row)
                     _plot_band(ax, grid, mean, lo, hi, arm_style(row["method"], row["divergence"], row["beta"]),
                                label if (r == 0 and xcol == "device_hours") else None, n_marks=6,
                                phase=i / len(info))

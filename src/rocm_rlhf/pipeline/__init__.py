@@ -15,7 +15,7 @@ STAGES = {
         sandbox.sandbox_quality,
         train.train,
         evaluate.sample_eval, evaluate.evaluate,
-        report.collect_scores, report.choose_beta, report.stats, report.table1, report.table_divergence_beta,
+        report.collect_scores, report.choose_settings, report.stats, report.table1, report.table_divergence_beta,
         report.fig_beta_sweep, report.fig_efficiency, report.table_efficiency, report.fig_training_curves,
         report.fig_divergence_gallery,
         report.publish_results,

@@ -1,7 +1,8 @@
 """Stages of workflow/rules/report.smk: the score tables of all runs, the statistics, the paper's tables and figures
-(rocm_rlhf.analysis). They report on the test prompts (results/scores/all.csv); beta per divergence is chosen once, on
-the validation prompts of the sweep's runs (choose_beta: results/stats/chosen.csv), and Table 1, fig_efficiency and
-fig_divergence_gallery read that choice."""
+(rocm_rlhf.analysis). They report on the test prompts (results/scores/all.csv); beta per divergence and the tuned
+baselines' learning rates are chosen once, on the validation prompts of the sweep's and the tuning runs
+(choose_settings: results/stats/chosen.csv), and Table 1, fig_efficiency and fig_divergence_gallery read that
+choice."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ REPORT = ("seed", "setting", "figures", "train.reward", "evaluation.metrics")
 
 def _chosen_betas(job) -> dict[str, str]:
     """Per divergence, the beta chosen on the validation prompts: ``job.input.chosen`` (results/stats/chosen.csv,
-    the choose_beta stage's), the one choice every report stage shows."""
+    the choose_settings stage's), the one choice every report stage shows."""
     return runs.read_chosen(job.input.chosen)
 
 
@@ -27,10 +28,11 @@ def _chosen_arms(job) -> dict[str, str]:
 
 
 @stage(reads=("setting", "train.reward", "figures.quality_metric", "figures.reward_metric"))
-def choose_beta(job) -> None:
-    """Per divergence, the beta of the sweep with the best primary endpoint (``figures.quality_metric``) on the
-    validation prompts (``job.input.scores``: the sweep runs' validation scores): results/stats/chosen.csv. The
-    confirmatory stage trains more seeds of these betas; Table 1 and the figures show them."""
+def choose_settings(job) -> None:
+    """Per divergence, the beta of the sweep, and per tuned baseline, the learning rate, with the best primary
+    endpoint (``figures.quality_metric``) on the validation prompts (``job.input.scores``: the sweep's and the
+    tuning runs' validation scores): results/stats/chosen.csv. The confirmatory stage trains more seeds of these
+    settings; Table 1 and the figures show them."""
     from ..analysis.arms import chosen_table
     from ..analysis.scores import read_scores
     from ..infra.utils import atomic_path
@@ -151,6 +153,7 @@ def table_efficiency(job) -> None:
 
     reward, quality = figure_metrics(job.config)
     chosen = pd.read_csv(job.input.chosen)
+    chosen = chosen[chosen["method"] == "rocm"]
     reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])
     curves = _curves(job)
     table = efficiency_table(curves, list(dict.fromkeys([quality, reward])), reference,

@@ -49,6 +49,8 @@ def train(job) -> None:
     from ..training.run import train_run
 
     cfg, run = job.config, runs.parse_run(job.wildcards.run)
+    if run.lr:  # a tuning run (baselines.lr_factors): its learning rate is in its id
+        cfg = {**cfg, "baselines": {**cfg["baselines"], run.method: {**cfg["baselines"][run.method], "lr": float(run.lr)}}}
     probing = bool(cfg["train"]["probe"]["prompts"])
     preflight(cfg, generators=[run.generator], metrics=list(figure_metrics(cfg)) if probing else [], reward=True)
     name = cfg["train"]["reward"]
