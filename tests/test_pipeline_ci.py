@@ -39,10 +39,24 @@ def test_saved_sandbox_pipeline_loads_offline_and_is_deterministic(ci_run):
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
 
 
+def baseline_choice(ci_run) -> tuple[list[str], list[str]]:
+    """(the baselines' tuning runs, the chosen learning rates' runs at seeds 0 and 1) of the ci run: ci.yaml tunes
+    each baseline over 1x and 2x its lr 0.003 at seed 0; the choice on validation is in results/stats/chosen.csv."""
+    from rocm_rlhf.runs import read_chosen_lrs
+
+    chosen = read_chosen_lrs(ci_run / "results/stats/chosen.csv")
+    methods = ("rlcm", "ddpo", "d3po", "dpok")
+    assert set(chosen) == set(methods) and set(chosen.values()) <= {"0.003", "0.006"}
+    tuning = [f"{m}-lr{lr}-s0" for m in methods for lr in ("0.003", "0.006")]
+    return tuning, [f"{m}-lr{chosen[m]}-s{s}" for m in methods for s in (0, 1)]
+
+
 def test_runs_and_scores(ci_run):
-    # the sweep at seed 0, then (confirm.seeds [1]) beta = 0, the chosen KL beta and every baseline at seed 1
-    runs = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1"]
-    runs += [f"{m}-s{s}" for m in ("rlcm", "ddpo", "d3po", "dpok") for s in (0, 1)]
+    # the sweep and the baselines' tuning runs at seed 0, then (confirm.seeds [1]) beta = 0, the chosen KL beta and
+    # each baseline's chosen learning rate at seed 1
+    tuning, chosen = baseline_choice(ci_run)
+    reported = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1", *chosen]
+    runs = list(dict.fromkeys(reported + tuning))
     for run in runs:
         log = pd.read_csv(ci_run / f"results/runs/{run}/log.csv")
         assert log["reward_queries"].iloc[-1] == 16, run  # every method gets ROCM's budget: 4 steps x 4 images
@@ -50,8 +64,11 @@ def test_runs_and_scores(ci_run):
         meta = json.loads((ci_run / f"results/runs/{run}/run.json").read_text())
         assert meta["run_id"] == run and meta["config"]["train"]["steps"] == 4
         assert (ci_run / f"results/runs/{run}/adapter/pytorch_lora_weights.safetensors").exists()
+        if "-lr" in run:  # a baseline trains at the learning rate of its id
+            method, lr = run.split("-s")[0].split("-lr")
+            assert meta["config"]["baselines"][method]["lr"] == float(lr), run
     scores = pd.read_csv(ci_run / "results/scores/all.csv")
-    assert set(scores["run_id"]) == {"base", "base-ddim", *runs}
+    assert set(scores["run_id"]) == {"base", "base-ddim", *reported}  # the tuning runs not chosen: validation only
     assert (ci_run / "results/runs/rocm-kl-b0.1-s1/curve.csv").exists()  # every run has its held-out probe
     metrics = {"proxy_pick", "proxy_aesthetic", "gold", "gold_fidelity", "gold_realism", "diversity"}
     assert set(scores["metric"]) == metrics
@@ -61,7 +78,7 @@ def test_runs_and_scores(ci_run):
     assert scores.loc[scores.metric != "diversity", "value"].notna().all()
     # the validation scores: the same runs and metrics on 4 validation prompts x 2 sample seeds, other prompts
     val = pd.read_csv(ci_run / "results/scores/val.csv")
-    assert set(val["run_id"]) == set(scores["run_id"]) and set(val["metric"]) == metrics
+    assert set(val["run_id"]) == {"base", "base-ddim", *runs} and set(val["metric"]) == metrics
     val_units = val.groupby("run_id").apply(lambda d: frozenset(zip(d.prompt_id, d.sample_seed)), include_groups=False)
     assert val_units.nunique() == 1 and len(val_units.iloc[0]) == 8 and not val_units.iloc[0] & units.iloc[0]
     assert val["prompt_id"].str.startswith("val-").all() and not set(val["prompt"]) & set(scores["prompt"])
@@ -90,7 +107,9 @@ def test_tables_figures_and_report(ci_run):
     for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
         assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
     t1 = pd.read_csv(figs / "table1.csv")
-    assert {"base", "rocm-none-b0", "rocm-kl-b0.1", "rlcm", "ddpo", "d3po", "dpok"} <= set(t1["arm"])
+    _, chosen = baseline_choice(ci_run)
+    baselines = {run.rsplit("-s", 1)[0] for run in chosen}  # each baseline at its chosen learning rate
+    assert set(t1["arm"]) == {"base", "base-ddim", "rocm-none-b0", "rocm-kl-b0.1", *baselines}
     assert "chosen per divergence on the mean gold of the validation prompts" in (figs / "table1.md").read_text()
     assert (figs / "table1.tex").read_text().count("\\toprule") == 1
     published = {"scores_test.csv": "results/scores/all.csv", "scores_val.csv": "results/scores/val.csv",
@@ -132,12 +151,12 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     operational = "device: cpu\ntrain: {threads: 2, checkpoint_every: 1, log_every: 2}\nevaluation: {batch_size: 7}\n"
     assert planned(operational) == {}
     lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
-    # the sweep and beta = 0 at both seeds (the chosen beta's seed 1 waits for the choice to be remade), every baseline
-    # run (they read the train block too); the untrained arms do not rerun
-    assert lr["train_rocm"] == 3 and lr["train_baseline"] == 8 and lr["sample_eval"] == 11 and lr["choose_beta"] == 1
+    # the sweep and beta = 0 at both seeds, the baselines' tuning runs (they read the train block too); the chosen
+    # settings' seed 1 waits for the choice to be remade; the untrained arms do not rerun
+    assert lr["train_rocm"] == 3 and lr["train_baseline"] == 8 and lr["sample_eval"] == 11 and lr["choose_settings"] == 1
     assert not any(rule.startswith(("sandbox_", "prepare_")) for rule in lr) and "sample_eval" in lr
     ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's runs alone
-    assert ddpo["train_baseline"] == 2 and "train_rocm" not in ddpo  # its two seeds
+    assert ddpo["train_baseline"] == 2 and "train_rocm" not in ddpo  # its two tuning runs (seed 1 after the choice)
     proxies = planned("sandbox: {proxies: {lr: 0.003}}\n")  # the proxies and what they score, not the generators
     assert proxies["sandbox_proxy"] == 2 and not {"sandbox_vae", "sandbox_teacher", "sandbox_lcm"} & set(proxies)
     figures = planned("figures: {gallery_prompts: 3}\n")  # the statistics, tables and figures only

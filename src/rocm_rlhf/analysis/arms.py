@@ -68,7 +68,7 @@ def arm_table(scores: pd.DataFrame) -> pd.DataFrame:
     arms = arm_order(arms)
     per_method = arms.groupby("method")["group"].transform("size")
     arms["label"] = [
-        str(arm) if row["method"] != "rocm" and per_method[arm] > 1 and not _is_arm_id(arm) else row_label(arm, row)
+        str(arm) if row["method"] != "rocm" and per_method[arm] > 1 and not is_arm_id(arm) else row_label(arm, row)
         for arm, row in arms.iterrows()
     ]
     dup = arms["label"][arms["label"].duplicated(keep=False)]
@@ -228,7 +228,7 @@ def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
     return sorted(set(scores["arm"]) - set(controls)), controls
 
 
-def _is_arm_id(arm) -> bool:
+def is_arm_id(arm) -> bool:
     try:
         runs.parse_arm(str(arm))
     except ValueError:
@@ -239,7 +239,7 @@ def _is_arm_id(arm) -> bool:
 def row_label(arm, row) -> str:
     """The label of an arm of a table with columns method, divergence, beta: :func:`label_of` where ``arm`` is an
     arm id (a tuned baseline's learning rate is in its id only), else from those columns."""
-    if _is_arm_id(arm):
+    if is_arm_id(arm):
         return label_of(arm)
     return runs.arm_label(row["method"], row["divergence"], row["beta"])
 

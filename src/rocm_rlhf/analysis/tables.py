@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
-from .arms import arm_table, choose_arms, regularised, sweep_arms
+from .arms import arm_table, choose_arms, is_arm_id, regularised, sweep_arms
 from .render import DAGGER, MISSING, best_flags, cell_text, latex, markdown, md_escape, tex_escape, write_table
 from .scores import check_scores, name_list
 from .stats import N_FLIPS, comparison_family, seed_summary
@@ -100,6 +100,8 @@ def table1(
     )
     if chosen_arms:
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of {chosen_on}."
+        if any(runs.parse_arm(a).lr for a in arms.index if is_arm_id(a)):
+            legend += " Each baseline's learning rate (in its label) chosen the same way, from its tuning runs."
     elif rocm_betas == "best" and len(regularised(arms)):
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of these images (optimistic)."
     md, tex = _table1_text(long, arms, mets, lower, decimals)
