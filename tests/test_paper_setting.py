@@ -43,7 +43,7 @@ def test_dry_run_counts_jobs_without_network(tmp_path):
     n_eval = n_rocm + counts.get("train_baseline", 0) + n_untrained  # every run, the base LCM and base diffusion
     assert counts["sample_eval"] == n_eval and counts["evaluate"] == n_eval and counts["collect_scores"] == 2
     assert not any(rule.startswith("sandbox_") for rule in counts)
-    for rule in ("stats", "table1", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency",
+    for rule in ("stats", "table1", "table_tuning", "table_divergence_beta", "fig_beta_sweep", "fig_efficiency",
                  "fig_training_curves", "fig_divergence_gallery"):
         assert counts[rule] == 1, rule
     assert counts["publish_results"] == 6  # 2 score tables, 2 statistics tables, chosen betas, probe curves (no sandbox)

@@ -106,6 +106,8 @@ def test_tables_figures_and_report(ci_run):
     figs = ci_run / "paper_figures"
     for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
         assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
+    tuning = pd.read_csv(figs / "table_tuning.csv")  # the choice's candidates: KL's one beta, two lrs per baseline
+    assert len(tuning) == 1 + 4 * 2 and tuning["chosen"].sum() == 5
     t1 = pd.read_csv(figs / "table1.csv")
     _, chosen = baseline_choice(ci_run)
     baselines = {run.rsplit("-s", 1)[0] for run in chosen}  # each baseline at its chosen learning rate
@@ -161,8 +163,8 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     assert proxies["sandbox_proxy"] == 2 and not {"sandbox_vae", "sandbox_teacher", "sandbox_lcm"} & set(proxies)
     figures = planned("figures: {gallery_prompts: 3}\n")  # the statistics, tables and figures only
     assert "fig_divergence_gallery" in figures and set(figures) <= {
-        "stats", "table1", "table_divergence_beta", "table_efficiency", "fig_beta_sweep", "fig_efficiency",
-        "fig_training_curves", "fig_divergence_gallery", "publish_results", "all"}, figures  # + published copies
+        "stats", "table1", "table_tuning", "table_divergence_beta", "table_efficiency", "fig_beta_sweep",
+        "fig_efficiency", "fig_training_curves", "fig_divergence_gallery", "publish_results", "all"}, figures  # + published copies
 
 
 def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):

@@ -115,19 +115,19 @@ def test_chosen_table_is_the_choice_the_stages_share(scores3, tmp_path):
     assert rocm_runs.read_chosen_lrs(tmp_path / "chosen.csv") == {}  # the baselines were not tuned
 
 
+TUNED = {**{arm: spec for arm, spec in ARMS.items() if arm != "rlcm"},
+         "rlcm-lr0.0003": ("rlcm", "none", np.nan, [0], {"gold": 0.40, "proxy_pick": 0.50}),
+         "rlcm-lr0.003": ("rlcm", "none", np.nan, [0], {"gold": 0.60, "proxy_pick": 0.70}),  # planted best on gold
+         "rlcm-lr0.03": ("rlcm", "none", np.nan, [0], {"gold": 0.10, "proxy_pick": 0.95}),  # best proxy, worst gold
+         "ddpo-lr1e-05": ("ddpo", "none", np.nan, [0], {"gold": 0.52, "proxy_pick": 0.30}),  # planted best on gold
+         "ddpo-lr0.0001": ("ddpo", "none", np.nan, [0], {"gold": 0.35, "proxy_pick": 0.40})}
+"""ARMS with the baselines tuned over learning rates (arms <method>-lr<lr>, seed 0), a planted best per method."""
+
+
 def test_chosen_table_chooses_each_tuned_baselines_learning_rate_like_beta(tmp_path):
     """Tuned baselines (arms <method>-lr<lr>): the learning rate with the best validation mean is chosen per method,
     by the same rule as beta (best mean over seeds; ties to the smaller setting), and read back by the workflow."""
-    tuned = dict(ARMS)
-    tuned.update({
-        "rlcm-lr0.0003": ("rlcm", "none", np.nan, [0], {"gold": 0.40, "proxy_pick": 0.50}),
-        "rlcm-lr0.003": ("rlcm", "none", np.nan, [0], {"gold": 0.60, "proxy_pick": 0.70}),  # planted best on gold
-        "rlcm-lr0.03": ("rlcm", "none", np.nan, [0], {"gold": 0.10, "proxy_pick": 0.95}),  # best proxy, worst gold
-        "ddpo-lr1e-05": ("ddpo", "none", np.nan, [0], {"gold": 0.52, "proxy_pick": 0.30}),  # planted best on gold
-        "ddpo-lr0.0001": ("ddpo", "none", np.nan, [0], {"gold": 0.35, "proxy_pick": 0.40}),
-    })
-    del tuned["rlcm"]
-    scores = make_scores(tuned)
+    scores = make_scores(TUNED)
     table = arms.chosen_table(scores, "gold").set_index("arm")
     assert list(table.index) == ["rocm-kl-b0.1", "rocm-js-b1", "rlcm-lr0.003", "ddpo-lr1e-05"]
     assert table.loc["rlcm-lr0.003", "candidates"] == "0.0003 0.003 0.03" and table.loc["rlcm-lr0.003", "lr"] == "0.003"
@@ -135,6 +135,28 @@ def test_chosen_table_chooses_each_tuned_baselines_learning_rate_like_beta(tmp_p
     table.reset_index().to_csv(tmp_path / "chosen.csv", index=False)
     assert rocm_runs.read_chosen_lrs(tmp_path / "chosen.csv") == {"rlcm": "0.003", "ddpo": "1e-05"}
     assert rocm_runs.read_chosen(tmp_path / "chosen.csv") == {"kl": "0.1", "js": "1"}
+
+
+def test_tuning_table_reports_every_candidate_on_the_seeds_the_choice_compared(tmp_path):
+    """table_tuning: each divergence's betas and each baseline's learning rates on validation, the chosen one bold;
+    the means are over the seeds every candidate has (the sweep's seed 0, although the chosen beta has two)."""
+    from rocm_rlhf.analysis.tables import tuning_table
+
+    scores = make_scores(TUNED)
+    # as in the pipeline: the sweep at seed 0, the chosen beta's confirmatory seed 1 (scored on validation too)
+    scores = scores[~((scores["divergence"] == "kl") & (scores["arm"] != "rocm-kl-b0.1") & (scores["seed"] == 1))]
+    chosen = arms.chosen_table(scores, "gold")
+    chosen.to_csv(tmp_path / "chosen.csv", index=False)
+    back = pd.read_csv(tmp_path / "chosen.csv", dtype={"beta": str, "lr": str})  # as the stage reads it
+    long = tuning_table(scores, back, ["gold", "proxy_pick"], tmp_path / "table_tuning")
+    assert len(long) == 3 + 2 + 3 + 2  # kl: 3 betas, js: 2, rlcm: 3 learning rates, ddpo: 2
+    assert list(long.loc[long["chosen"], "arm"]) == ["rocm-kl-b0.1", "rocm-js-b1", "rlcm-lr0.003", "ddpo-lr1e-05"]
+    kl = long.set_index("arm").loc["rocm-kl-b0.1"]
+    seed0 = scores[(scores["arm"] == "rocm-kl-b0.1") & (scores["seed"] == 0) & (scores["metric"] == "gold")]
+    assert kl["n_seeds"] == 1 and kl["gold"] == pytest.approx(seed0["value"].mean())
+    md = (tmp_path / "table_tuning.md").read_text()
+    assert "| RLCM | lr=0.0003 | 0.400 |" in md and "|  | **lr=0.003** | **0.600** |" in md and "| DDPO | **lr=1e-05** |" in md
+    assert (tmp_path / "table_tuning.tex").read_text().count("\\midrule") == 4  # header rule + one per method
 
 
 def test_choose_beta_errors(scores):

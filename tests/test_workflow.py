@@ -37,8 +37,8 @@ def test_dry_run_default_config(tmp_path):
     expected = {"prepare_prompts": 1, "sandbox_vae": 1, "sandbox_teacher": 1, "sandbox_lcm": 1, "sandbox_proxy": 2,
                 "sandbox_quality": 1, "train_rocm": n_rocm, "train_baseline": n_baselines, "sample_eval": n_runs,
                 "evaluate": n_runs, "choose_settings": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
-                "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1, "fig_training_curves": 1,
-                "table_efficiency": 1, "fig_divergence_gallery": 1,
+                "table_tuning": 1, "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1,
+                "fig_training_curves": 1, "table_efficiency": 1, "fig_divergence_gallery": 1,
                 "publish_results": 7}  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)

@@ -177,7 +177,7 @@ def all_targets():
         "results/stats/comparisons.csv",
         "results/stats/seed_summary.csv",
     ]
-    tables = ["table1", "table_divergence_beta"]
+    tables = ["table1", "table_tuning", "table_divergence_beta"]
     if config["train"]["probe"]["prompts"]:
         tables.append("table_efficiency")
     targets += [f"paper_figures/{t}.md" for t in tables]

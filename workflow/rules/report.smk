@@ -76,6 +76,28 @@ rule table1:
         "../scripts/table1.py"
 
 
+rule table_tuning:
+    input:
+        scores=SCORE_TABLES["val"],  # the choice's candidates: the sweep's and the tuning runs' validation scores
+        chosen=CHOSEN,
+    output:
+        md=report(
+            "paper_figures/table_tuning.md",
+            caption="../report/table_tuning.rst",
+            category="Tables",
+        ),
+        tex="paper_figures/table_tuning.tex",
+        csv="paper_figures/table_tuning.csv",
+    log:
+        "logs/table_tuning.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.table_tuning),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/table_tuning.py"
+
+
 rule table_divergence_beta:
     input:
         scores=SCORE_TABLES["test"],

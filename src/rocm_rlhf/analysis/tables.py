@@ -11,7 +11,7 @@ order are described in docs/method.md, section 'Evaluation, statistics, tables a
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -366,3 +366,61 @@ def learning_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
     align = "l" + "c" * (len(header) - 1)
     return (markdown(header, md_rows, align),
             latex([tex_escape(h).replace("→", r"$\to$") for h in header], tex_rows, align))
+
+
+def tuning_table(
+    val_scores: pd.DataFrame,
+    chosen: pd.DataFrame,
+    metrics: Sequence[str],
+    out_stem: str | os.PathLike,
+    *,
+    decimals: int = 3,
+) -> pd.DataFrame:
+    """Every setting the choice saw, on the validation prompts: per row of ``chosen`` (the choice file,
+    results/stats/chosen.csv: a divergence's betas or a tuned baseline's learning rates, its ``candidates``), each
+    candidate's mean of ``metrics`` (the first is the endpoint chosen on) over the training seeds every candidate of
+    that row has (the seeds the choice compared), the chosen one in bold. ROCM's and the baselines' tuning reported
+    the same way.
+
+    Returns the CSV's table: method, divergence, setting (beta or lr text), arm, chosen, n_seeds, then one column
+    per metric.
+    """
+    check_scores(val_scores, list(metrics))
+    rows = []
+    for _, c in chosen.iterrows():
+        rocm = c["method"] == "rocm"
+        settings = str(c["candidates"]).split()
+        cand = {s: (runs.rocm_run(c["divergence"], s, 0) if rocm else runs.baseline_run(c["method"], 0, s)).arm
+                for s in settings}
+        sub = val_scores[val_scores["arm"].isin(list(cand.values()))]
+        missing = sorted(set(cand.values()) - set(sub["arm"]))
+        if missing:
+            raise ValueError(f"the validation scores lack the candidate arm(s) {missing} of the choice file")
+        seeds = set.intersection(*(set(sub.loc[sub["arm"] == a, "seed"]) for a in cand.values()))
+        summ = seed_summary(sub[sub["seed"].isin(seeds)]).set_index(["arm", "metric"])["mean"]
+        for s, arm in cand.items():
+            rows.append({"method": c["method"], "divergence": c["divergence"], "setting": s, "arm": arm,
+                         "chosen": arm == c["arm"], "n_seeds": len(seeds),
+                         **{m: float(summ.get((arm, m), np.nan)) for m in metrics}})
+    long = pd.DataFrame(rows)
+    header = ["Method", "setting", *[f"{m} (validation)" for m in metrics]]
+    md_rows, tex_rows, starts = [], [], []
+    for i, (_, r) in enumerate(long.iterrows()):
+        first = i == 0 or (r["method"], r["divergence"]) != tuple(long.iloc[i - 1][["method", "divergence"]])
+        if first:
+            starts.append(i)
+        label = runs.arm_label(r["method"], r["divergence"], 1.0).split(" (")[0] if first else ""
+        setting = f"β={r['setting']}" if r["method"] == "rocm" else f"lr={r['setting']}"
+        cells = [setting, *(f"{r[m]:.{decimals}f}" for m in metrics)]
+        md_rows.append([md_escape(label), *(f"**{x}**" if r["chosen"] else md_escape(x) for x in cells)])
+        tex_rows.append([tex_escape(label), *(rf"\textbf{{{tex_escape(x)}}}" if r["chosen"] else tex_escape(x)
+                                              for x in cells)])
+    align = "ll" + "c" * len(metrics)
+    seeds = sorted(set(long["n_seeds"]))
+    legend = (f"The settings each method was tuned over, on the validation prompts (mean over the "
+              f"{'/'.join(map(str, seeds))} training seed(s) every candidate has): ROCM's beta per divergence and each "
+              f"baseline's learning rate. Bold: the setting chosen on {metrics[0]} (results/stats/chosen.csv), the one "
+              "Table 1 reports on the test prompts with more seeds.")
+    write_table(out_stem, long, markdown(header, md_rows, align) + "\n" + legend + "\n",
+                latex([tex_escape(h) for h in header], tex_rows, align, midrules_before=starts))
+    return long

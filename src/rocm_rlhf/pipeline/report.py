@@ -94,6 +94,20 @@ def table1(job) -> None:
 
 
 @stage(reads=REPORT)
+def table_tuning(job) -> None:
+    """Every setting the choice saw (each divergence's betas, each tuned baseline's learning rates) on the validation
+    prompts (results/scores/val.csv), on the primary endpoint and the training reward, the chosen one in bold."""
+    import pandas as pd
+
+    from ..analysis.scores import read_scores
+    from ..analysis.tables import tuning_table
+
+    reward, quality = figure_metrics(job.config)
+    tuning_table(read_scores(job.input.scores), pd.read_csv(job.input.chosen, dtype={"beta": str, "lr": str}),
+                 list(dict.fromkeys([quality, reward])), Path(job.output.md).with_suffix(""))
+
+
+@stage(reads=REPORT)
 def table_divergence_beta(job) -> None:
     from ..analysis.scores import read_scores
     from ..analysis.tables import divergence_beta_table
