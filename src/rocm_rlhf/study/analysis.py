@@ -273,13 +273,13 @@ def fig_study(res: StudyResults, out_stem: str | os.PathLike):
         for y, r in enumerate(st.itertuples()):
             run = runs.parse_arm(r.arm)
             sty = arm_style(run.method, run.divergence, run.beta_value)
-            ax_bt.errorbar([r.strength], [y], xerr=[[r.strength - r.ci_low], [r.ci_high - r.strength]],
+            ax_bt.errorbar([r.strength], [y], xerr=[[max(0.0, r.strength - r.ci_low)], [max(0.0, r.ci_high - r.strength)]],
                            color=sty["color"], marker=sty["marker"], capsize=2, linestyle="none")
         ax_bt.axvline(0, color="#999999", linewidth=0.8, linestyle=":")
         ax_bt.set_yticks(range(len(st)), list(st["label"]))
         ax_bt.set_xlabel(f"Bradley-Terry strength vs {label_of(res.summary['reference'])}\n(log-odds, {pct}% CI)")
         ax_wr.errorbar(wr["win_rate_a"], range(len(wr)),
-                       xerr=[wr["win_rate_a"] - wr["ci_low"], wr["ci_high"] - wr["win_rate_a"]],
+                       xerr=[(wr["win_rate_a"] - wr["ci_low"]).clip(lower=0), (wr["ci_high"] - wr["win_rate_a"]).clip(lower=0)],
                        color="#333333", marker="o", capsize=2, linestyle="none")
         ax_wr.axvline(0.5, color="#999999", linewidth=0.8, linestyle=":")
         ax_wr.set_xlim(0, 1)
