@@ -209,8 +209,8 @@ STUDY_SIMULATED = "results/study/simulated.sqlite"
 
 
 def study_results_in_all():
-    """Whether rule all includes the study's results: from the simulated raters in the sandbox, from people's
-    database (study.database) when study.answers is human."""
+    """Whether the default target includes the study's results - from the simulated raters in the sandbox, from
+    people's database (study.database) when study.answers is human."""
     s = config["study"]
     return s["enabled"] and (SANDBOX or s["answers"] == "human")
 
