@@ -274,7 +274,7 @@ def fig_study(res: StudyResults, out_stem: str | os.PathLike):
             run = runs.parse_arm(r.arm)
             sty = arm_style(run.method, run.divergence, run.beta_value)
             ax_bt.errorbar([r.strength], [y], xerr=[[max(0.0, r.strength - r.ci_low)], [max(0.0, r.ci_high - r.strength)]],
-                           color=sty["color"], marker=sty["marker"], capsize=2, linestyle="none")
+                           capsize=2, **{**sty, "linestyle": "none"})
         ax_bt.axvline(0, color="#999999", linewidth=0.8, linestyle=":")
         ax_bt.set_yticks(range(len(st)), list(st["label"]))
         ax_bt.set_xlabel(f"Bradley-Terry strength vs {label_of(res.summary['reference'])}\n(log-odds, {pct}% CI)")
