@@ -25,6 +25,7 @@ include: "workflow/rules/sandbox.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/study.smk"
 include: "workflow/rules/stage.smk"
 include: "workflow/rules/tiny_hub.smk"
 
@@ -46,6 +47,10 @@ localrules:
     fig_training_curves,
     fig_divergence_gallery,
     publish_results,
+    study,
+    build_study,
+    simulate_study,
+    analyze_study,
 
 
 rule all:

@@ -119,6 +119,19 @@ def test_tables_figures_and_report(ci_run):
                  "sandbox_quality.json": "results/models/sandbox/quality.json"}
     for name, source in published.items():  # the small result files committed next to the figures
         assert (figs / "data" / name).read_bytes() == (ci_run / source).read_bytes(), name
+    # the preference study: built from the test samples, answered by the simulated raters through the app
+    items = pd.read_csv(ci_run / "results/study/design/items.csv")
+    arms = {"base", "rocm-none-b0", "rocm-kl-b0.1", "rlcm"}  # study.arms: base, beta = 0, the chosen beta, RLCM
+    pairs = items[items["kind"] == "pair"]
+    assert set(pairs["left_arm"]) | set(pairs["right_arm"]) == arms and len(pairs) == 6 * 5
+    summary = json.loads((ci_run / "results/study/summary.json").read_text())
+    assert summary["excluded"] == ["sim-careless-0"] and summary["raters_kept"] == 3
+    study = pd.read_csv(figs / "table_study.csv")
+    assert set(study.loc[study["part"] == "bradley_terry", "arm"]) == arms
+    assert (figs / "fig_study.png").stat().st_size > 1000 and "Bradley-Terry" in (figs / "table_study.md").read_text()
+    published["study_answers.csv"] = "results/study/answers.csv"
+    for name in ("study_answers.csv",):
+        assert (figs / "data" / name).read_bytes() == (ci_run / published[name]).read_bytes(), name
     comp = pd.read_csv(ci_run / "results/stats/comparisons.csv")
     assert {"p_value", "p_holm", "ci_low", "ci_high"} <= set(comp.columns)
     smk(ci_run, "--report", str(ci_run / "report.html"))

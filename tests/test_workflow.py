@@ -39,7 +39,8 @@ def test_dry_run_default_config(tmp_path):
                 "evaluate": n_runs, "choose_settings": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_tuning": 1, "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1,
                 "fig_training_curves": 1, "table_efficiency": 1, "fig_divergence_gallery": 1,
-                "publish_results": 7}  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality
+                "publish_results": 9,  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality, study
+                "build_study": 1, "simulate_study": 1, "analyze_study": 1}  # the preference study (simulated raters)
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
 
@@ -50,7 +51,18 @@ def test_dry_run_ci_config(tmp_path):
     assert counts["train_rocm"] == 3  # beta = 0 at seeds 0 and 1, and one KL point at seed 0 (seed 1 once chosen)
     assert counts["train_baseline"] == 8  # each baseline at two learning rates, seed 0 (seed 1 once chosen)
     assert counts["sample_eval"] == 13 and counts["evaluate"] == 13  # 11 trained runs and 2 untrained ones
-    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 7
+    assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 9
+    assert counts["build_study"] == counts["simulate_study"] == counts["analyze_study"] == 1
+
+
+def test_human_study_results_read_the_configured_database(tmp_path):
+    """study.answers: human makes the results read study.database (no simulated raters); absent, it is named."""
+    res = subprocess.run([*SNAKEMAKE, "-n", "analyze_study", "--cores", "1", "--directory", str(tmp_path),
+                          "--snakefile", str(REPO / "Snakefile"), "--configfile", str(REPO / "config/config.yaml"),
+                          str(REPO / "config/ci.yaml"), "--config", "study={answers: human, database: people.sqlite}"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "people.sqlite" in res.stdout + res.stderr, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "simulate_study" not in res.stdout
 
 
 def _planned_jobs(stdout: str) -> list[dict]:

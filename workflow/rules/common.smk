@@ -8,6 +8,7 @@ sys.path.insert(
 )  # the package, also when it is not installed
 
 from rocm_rlhf import pipeline, runs  # noqa: E402
+from rocm_rlhf.study import design as study_design  # noqa: E402
 from rocm_rlhf.infra.config import config_digest, validate_config  # noqa: E402
 from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
 
@@ -187,6 +188,10 @@ def all_targets():
     targets += [
         f"paper_figures/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"
     ]
+    if config["study"]["enabled"]:
+        targets.append(STUDY)
+    if study_results_in_all():
+        targets += ["paper_figures/table_study.md", "paper_figures/fig_study.png"]
     targets += [f"paper_figures/data/{name}" for name in published()]
     return targets
 
@@ -215,7 +220,59 @@ def published():
         files["curves.csv"] = "results/stats/curves.csv"
     if SANDBOX:
         files["sandbox_quality.json"] = f"{SBX}/quality.json"
+    if study_results_in_all():
+        files["study_answers.csv"] = "results/study/answers.csv"
+        files["study_summary.json"] = "results/study/summary.json"
     return files
+
+
+STUDY = "results/study/design"
+"""The study folder (study.json, items.csv, images/) that the app serves (rocm_rlhf.study.design)."""
+STUDY_SIMULATED = "results/study/simulated.sqlite"
+"""The simulated raters' answers (sandbox)."""
+
+
+def study_results_in_all():
+    """Whether the default target includes the study's results - from the simulated raters in the sandbox, from
+    people's database (study.database) when study.answers is human."""
+    s = config["study"]
+    return s["enabled"] and (SANDBOX or s["answers"] == "human")
+
+
+def study_inputs(wildcards):
+    """The samples of the study's arms on study.split, and the chosen settings when study.arms names them (a chosen
+    beta, or a tuned baseline by name; input functions only: the choice is the choose_settings checkpoint's).
+    """
+    spec = config["study"]["arms"]
+    chosen = betas = lrs = None
+    if study_design.needs_chosen(spec, list(runs.lr_grid(config))):
+        chosen = checkpoints.choose_settings.get().output[0]
+        betas, lrs = runs.read_chosen(chosen), runs.read_chosen_lrs(chosen)
+    arms = study_design.resolve_arms(spec, betas, lrs)
+    run_ids = [
+        r for rs in study_design.runs_of_arms(arms, eval_runs()).values() for r in rs
+    ]
+    inputs = {
+        "samples": expand(
+            f"results/samples/{config['study']['split']}/{{run}}/images.npz",
+            run=run_ids,
+        )
+    }
+    if chosen is not None:
+        inputs["chosen"] = CHOSEN
+    return inputs
+
+
+def study_answers_db(wildcards):
+    """The answers database the study's results read: the simulated raters' (sandbox) or study.database."""
+    if config["study"]["answers"] == "human":
+        return config["study"]["database"]
+    if not SANDBOX:
+        raise ValueError(
+            "study.answers: simulated needs the sandbox's gold judge (setting: sandbox); in the hub setting collect "
+            "people's answers with `rocm-rlhf study-serve` and set study.answers: human"
+        )
+    return STUDY_SIMULATED
 
 
 def probe_reward_inputs():

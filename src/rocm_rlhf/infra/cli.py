@@ -5,6 +5,7 @@
     rocm-rlhf stage train --config config/config.yaml --input prompts=results/prompts/train.csv \\
         reward=results/models/sandbox/rewards/proxy_pick --output run_json=/tmp/run/run.json \\
         --wildcard run=rocm-kl-b1-s0 --param model_id=results/models/sandbox/lcm
+    rocm-rlhf study-serve [--study results/study/design] [--db results/study/answers.sqlite] [--port 8000]
 """
 
 from __future__ import annotations
@@ -39,7 +40,22 @@ def main(argv=None) -> int:
         s.add_argument(f"--{opt}", nargs="*", default=[])
     s.add_argument("--log", default=None)
     s.add_argument("--threads", type=int, default=1)
+    w = sub.add_parser("study-serve", help="serve the preference study's web app on this machine (Ctrl-C stops)")
+    w.add_argument("--study", default="results/study/design", help="the study folder (`snakemake study` builds it)")
+    w.add_argument("--db", default="results/study/answers.sqlite",
+                   help="the SQLite file of the answers (config study.database), created if absent")
+    w.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the local network")
+    w.add_argument("--port", type=int, default=8000)
     args = ap.parse_args(argv)
+    if args.cmd == "study-serve":
+        from ..study.app import serve
+
+        try:
+            serve(args.study, args.db, host=args.host, port=args.port)
+        except (FileNotFoundError, ValueError) as err:
+            print(err, file=sys.stderr)
+            return 2
+        return 0
     try:
         config = load_config(*(args.configs if args.cmd == "validate" else args.config))
     except ConfigError as err:

@@ -5,7 +5,7 @@ A workflow script imports its stage by name and runs it with :func:`rocm_rlhf.in
 hashes the same declared keys into its rerun digest. :data:`STAGES` names every stage for ``rocm-rlhf stage``.
 """
 
-from . import evaluate, prompts, report, sandbox, stage, tiny_hub, train
+from . import evaluate, prompts, report, sandbox, stage, study, tiny_hub, train
 
 STAGES = {
     fn.__name__: fn
@@ -20,6 +20,7 @@ STAGES = {
         report.fig_beta_sweep, report.fig_efficiency, report.table_efficiency, report.fig_training_curves,
         report.fig_divergence_gallery,
         report.publish_results,
+        study.build_study, study.simulate_study, study.analyze_study,
         stage.stage_models,
         tiny_hub.tiny_hub,
     )
