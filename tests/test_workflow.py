@@ -72,24 +72,24 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
     assert by_rule["prepare_prompts"][0]["output"] == [
-        "results/prompts/train.csv", "results/prompts/eval.csv", "results/prompts/val.csv"]
+        "results/ci/prompts/train.csv", "results/ci/prompts/eval.csv", "results/ci/prompts/val.csv"]
     runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1"}
     runs |= {f"{m}-s{s}" for m in ("rlcm", "ddpo", "d3po", "dpok") for s in (0, 1)}
     assert len(by_rule["sample_eval"]) == len(by_rule["evaluate"]) == len(runs)  # one job per run does both splits
-    for split, prompts in (("val", "results/prompts/val.csv"), ("test", "results/prompts/eval.csv")):
+    for split, prompts in (("val", "results/ci/prompts/val.csv"), ("test", "results/ci/prompts/eval.csv")):
         sampled = {o for j in by_rule["sample_eval"] for o in j["output"] if o.endswith(".npz") and f"/{split}/" in o}
-        assert sampled == {f"results/samples/{split}/{r}/images.npz" for r in runs}
+        assert sampled == {f"results/ci/samples/{split}/{r}/images.npz" for r in runs}
         assert all(prompts in j["input"] for j in by_rule["sample_eval"])
         scored = {o for j in by_rule["evaluate"] for o in j["output"] if f"/{split}/" in o}
-        assert scored == {f"results/scores/{split}/{r}.csv" for r in runs}
-    assert by_rule["choose_beta"][0]["input"] == ["results/scores/val/rocm-kl-b0.1-s0.csv"]  # the sweep, seed 0
-    assert by_rule["choose_beta"][0]["output"] == ["results/stats/chosen.csv"]
+        assert scored == {f"results/ci/scores/{split}/{r}.csv" for r in runs}
+    assert by_rule["choose_beta"][0]["input"] == ["results/ci/scores/val/rocm-kl-b0.1-s0.csv"]  # the sweep, seed 0
+    assert by_rule["choose_beta"][0]["output"] == ["results/ci/stats/chosen.csv"]
     for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that show the chosen beta
-        assert "results/stats/chosen.csv" in by_rule[rule][0]["input"], rule
-        assert "results/scores/val.csv" not in by_rule[rule][0]["input"], rule
+        assert "results/ci/stats/chosen.csv" in by_rule[rule][0]["input"], rule
+        assert "results/ci/scores/val.csv" not in by_rule[rule][0]["input"], rule
     for rule in ("stats", "table_divergence_beta", "fig_beta_sweep"):  # they report on the test prompts only
-        assert by_rule[rule][0]["input"] == ["results/scores/all.csv"], rule
-    assert by_rule["table1"][0]["input"][0] == "results/scores/all.csv"
+        assert by_rule[rule][0]["input"] == ["results/ci/scores/all.csv"], rule
+    assert by_rule["table1"][0]["input"][0] == "results/ci/scores/all.csv"
     assert all(job["input"] == ["<TBD>"] for job in by_rule["collect_scores"])  # every run, after the choice
 
 

@@ -8,13 +8,25 @@ sys.path.insert(
 )  # the package, also when it is not installed
 
 from rocm_rlhf import pipeline, runs  # noqa: E402
-from rocm_rlhf.infra.config import config_digest, validate_config  # noqa: E402
+from rocm_rlhf.infra.config import (  # noqa: E402
+    check_output_name,
+    config_digest,
+    output_dirs,
+    validate_config,
+)
 from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
 validate_config(
     config, str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 )
+# A config other than the default one needs a name: its outputs go to results/<name>/, paper_figures/<name>/ and
+# logs/<name>/, never over the committed figures (rocm_rlhf.infra.config.output_dirs; config/README.md, 'name').
+check_output_name(config, Path(workflow.basedir) / "config" / "config.yaml")
+OUT = output_dirs(config)
+RES = OUT["results"]  # every pipeline output but the figures
+FIG = OUT["figures"]  # the tables and figures (paper_figures/ for the default config)
+LOG = OUT["logs"]  # the jobs' logs
 
 
 def stage_digest(stage):
@@ -28,16 +40,16 @@ def stage_digest(stage):
 
 
 SANDBOX = config["setting"] == "sandbox"
-SBX = "results/models/sandbox"
+SBX = f"{RES}/models/sandbox"
 TINY_HUB = "results/tiny_hub"  # tiny stand-ins of the hub models, built by the tiny_hub rule (paper-tiny.yaml)
 PROXIES = ["proxy_pick", "proxy_aesthetic"]
 SPLITS = list(runs.SPLITS)
 PROMPT_FILES = {
-    "train": "results/prompts/train.csv",
-    "val": "results/prompts/val.csv",
-    "test": "results/prompts/eval.csv",
+    "train": f"{RES}/prompts/train.csv",
+    "val": f"{RES}/prompts/val.csv",
+    "test": f"{RES}/prompts/eval.csv",
 }
-SCORE_TABLES = {"test": "results/scores/all.csv", "val": "results/scores/val.csv"}
+SCORE_TABLES = {"test": f"{RES}/scores/all.csv", "val": f"{RES}/scores/val.csv"}
 """Each split's score table of all runs, written by collect_scores; all.csv keeps its name and holds the test scores."""
 FIGURES = [
     "fig_beta_sweep",
@@ -71,7 +83,7 @@ def sandbox_input(name):
     return f"{SBX}/{name}" if SANDBOX else []
 
 
-CHOSEN = "results/stats/chosen.csv"
+CHOSEN = f"{RES}/stats/chosen.csv"
 """Beta per divergence, chosen on the validation prompts of the sweep (checkpoint choose_beta)."""
 
 
@@ -105,12 +117,12 @@ def run_files(pattern):
 
 def curve_files(wildcards):
     """An input function: the held-out probe curve of every trained run."""
-    return expand("results/runs/{run}/curve.csv", run=all_runs())
+    return expand(f"{RES}/runs/{{run}}/curve.csv", run=all_runs())
 
 
 def log_files(wildcards):
     """An input function: the training log of every trained run."""
-    return expand("results/runs/{run}/log.csv", run=all_runs())
+    return expand(f"{RES}/runs/{{run}}/log.csv", run=all_runs())
 
 
 def tiny_hub_input():
@@ -129,15 +141,15 @@ def sample_eval_inputs(wildcards):
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
     if wildcards.run not in runs.UNTRAINED:
-        inputs["adapter"] = f"results/runs/{wildcards.run}/adapter"
+        inputs["adapter"] = f"{RES}/runs/{wildcards.run}/adapter"
     return inputs
 
 
 def split_scores(wildcards):
     """The per-run score files of the split whose table collect_scores writes: all.csv the test split, val.csv val."""
-    table = f"results/scores/{wildcards.table}.csv"
+    table = f"{RES}/scores/{wildcards.table}.csv"
     split = next(s for s, path in SCORE_TABLES.items() if path == table)
-    return expand("results/scores/{split}/{run}.csv", split=split, run=eval_runs())
+    return expand(f"{RES}/scores/{{split}}/{{run}}.csv", split=split, run=eval_runs())
 
 
 def all_targets():
@@ -146,32 +158,30 @@ def all_targets():
     if SANDBOX:
         targets.append(f"{SBX}/quality.json")
     targets += expand(
-        "results/scores/{split}/{run}.csv", split=SPLITS, run=runs.eval_runs(config)
+        f"{RES}/scores/{{split}}/{{run}}.csv", split=SPLITS, run=runs.eval_runs(config)
     )
     targets += list(SCORE_TABLES.values())
     targets += [
         CHOSEN,
-        "results/stats/comparisons.csv",
-        "results/stats/seed_summary.csv",
+        f"{RES}/stats/comparisons.csv",
+        f"{RES}/stats/seed_summary.csv",
     ]
     tables = ["table1", "table_divergence_beta"]
     if config["train"]["probe"]["prompts"]:
         tables.append("table_efficiency")
-    targets += [f"paper_figures/{t}.md" for t in tables]
+    targets += [f"{FIG}/{t}.md" for t in tables]
     probed = bool(
         config["train"]["probe"]["prompts"]
     )  # fig_efficiency plots the probe's curves
-    targets += [
-        f"paper_figures/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"
-    ]
-    targets += [f"paper_figures/data/{name}" for name in published()]
+    targets += [f"{FIG}/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"]
+    targets += [f"{FIG}/data/{name}" for name in published()]
     return targets
 
 
 def confirm_targets(wildcards):
     """Rule all's inputs known once choose_beta has run: the scores of the chosen betas' confirmatory runs."""
     return expand(
-        "results/scores/{split}/{run}.csv",
+        f"{RES}/scores/{{split}}/{{run}}.csv",
         split=SPLITS,
         run=runs.confirm_runs(config, chosen_betas()),
     )
@@ -183,12 +193,12 @@ def published():
     files = {
         "scores_test.csv": SCORE_TABLES["test"],
         "scores_val.csv": SCORE_TABLES["val"],
-        "comparisons.csv": "results/stats/comparisons.csv",
-        "seed_summary.csv": "results/stats/seed_summary.csv",
+        "comparisons.csv": f"{RES}/stats/comparisons.csv",
+        "seed_summary.csv": f"{RES}/stats/seed_summary.csv",
         "chosen.csv": CHOSEN,
     }
     if config["train"]["probe"]["prompts"]:
-        files["curves.csv"] = "results/stats/curves.csv"
+        files["curves.csv"] = f"{RES}/stats/curves.csv"
     if SANDBOX:
         files["sandbox_quality.json"] = f"{SBX}/quality.json"
     return files

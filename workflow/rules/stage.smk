@@ -4,9 +4,9 @@
 
 rule stage_models:
     output:
-        "results/staged.json",
+        f"{RES}/staged.json",
     log:
-        "logs/stage_models.log",
+        f"{LOG}/stage_models.log",
     conda:
         "../../envs/torch.yaml"
     params:
