@@ -14,6 +14,7 @@ from rocm_rlhf.infra.config import (  # noqa: E402
     output_dirs,
     validate_config,
 )
+from rocm_rlhf.infra.devices import threads_per_gpu_process  # noqa: E402
 from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
@@ -135,9 +136,34 @@ def tiny_hub_input():
     return TINY_HUB if inside else []
 
 
+def staged_input():
+    """Hub setting: the staging record (rule stage_models), so that every job that loads a hub model or dataset runs
+    after it and `all` stages first; ancient: re-staging reruns nothing that is done."""
+    return ancient(f"{RES}/staged.json") if not SANDBOX else []
+
+
+def device_input():
+    """Hub setting: the device preflight (rule check_device), so that a config asking for CUDA fails before any GPU
+    job where the jobs' torch cannot give it; ancient: it is checked once per results folder (each job checks its own
+    device again when it starts)."""
+    return ancient(f"{RES}/device.json") if not SANDBOX else []
+
+
+def gpu_job_threads(processes=1):
+    """The threads of a GPU job: train.threads per process ('auto': --cores shared by the GPUs --resources gpu lets
+    run at once, rocm_rlhf.infra.devices.threads_per_gpu_process) x its processes."""
+    gpus = workflow.global_resources.get("gpu")
+    per_process = threads_per_gpu_process(
+        config["train"]["threads"], workflow.cores, getattr(gpus, "value", gpus)
+    )
+    return per_process * processes
+
+
 def sample_eval_inputs(wildcards):
     inputs = {f"prompts_{s}": PROMPT_FILES[s] for s in SPLITS}
     inputs["tiny_hub"] = tiny_hub_input()
+    inputs["staged"] = staged_input()
+    inputs["device"] = device_input()
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
     if wildcards.run not in runs.UNTRAINED:

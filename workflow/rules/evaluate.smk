@@ -48,6 +48,8 @@ rule evaluate:
             reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)
         ],
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: after stage_models
+        device=device_input(),  # hub setting: after the device preflight
     output:
         **{f"scores_{split}": f"{RES}/scores/{split}/{{run}}.csv" for split in SPLITS},
     log:

@@ -1,6 +1,7 @@
 rule prepare_prompts:
     input:
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: the Pick-a-Pic captions after stage_models
     output:
         train=f"{RES}/prompts/train.csv",
         eval=f"{RES}/prompts/eval.csv",

@@ -10,6 +10,8 @@ rule train_rocm:
         val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
         probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: after stage_models
+        device=device_input(),  # hub setting: after the device preflight
     output:
         run_json=f"{RES}/runs/{{run}}/run.json",
         log_csv=f"{RES}/runs/{{run}}/log.csv",
@@ -23,7 +25,7 @@ rule train_rocm:
         run=runs.ROCM_RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"
-    threads: config["train"]["threads"] * config["train"]["num_processes"]  # per process x processes
+    threads: gpu_job_threads(config["train"]["num_processes"])  # per process x processes
     resources:
         gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
     params:
@@ -41,6 +43,8 @@ rule train_baseline:
         val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
         probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: after stage_models
+        device=device_input(),  # hub setting: after the device preflight
     output:
         run_json=f"{RES}/runs/{{run}}/run.json",
         log_csv=f"{RES}/runs/{{run}}/log.csv",
@@ -56,7 +60,7 @@ rule train_baseline:
     priority: 1
     conda:
         "../../envs/torch.yaml"
-    threads: config["train"]["threads"]
+    threads: gpu_job_threads()
     resources:
         gpu=1,
     params:

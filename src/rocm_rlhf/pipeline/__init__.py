@@ -19,7 +19,7 @@ STAGES = {
         report.fig_beta_sweep, report.fig_efficiency, report.table_efficiency, report.fig_training_curves,
         report.fig_divergence_gallery,
         report.publish_results,
-        stage.stage_models,
+        stage.stage_models, stage.check_device,
         tiny_hub.tiny_hub,
     )
 }
