@@ -116,3 +116,92 @@ def test_conda_files_named_by_rules_exist_and_parse():
         assert path.exists(), rel
         env = yaml.safe_load(path.read_text())
         assert "dependencies" in env and "channels" in env
+
+
+def _planned(*args: str) -> list[dict]:
+    """Rule, threads, resources, input and output of every planned job of a dry run (``snakemake -n``)."""
+    res = subprocess.run([*SNAKEMAKE, "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = []
+    for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n)*)", res.stdout, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
+        jobs.append({"rule": m.group(1), "threads": int(fields.get("threads", 1)),  # printed only when > 1
+                     "resources": dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv),
+                     "input": fields.get("input", "").split(", "), "output": fields.get("output", "").split(", "),
+                     "log": fields.get("log", "")})
+    return jobs
+
+
+def test_the_documented_two_gpu_command_runs_two_training_jobs_at_once(tmp_path):
+    """`snakemake --cores 8 --resources gpu=2 --configfile config/paper.yaml`: every training job takes one GPU and at
+    most half the cores (train.threads: auto = cores // gpus), so the scheduler can run two side by side; with the
+    paper's former 8 threads it could run only one."""
+    cores, gpus = 8, 2
+    jobs = _planned("--cores", str(cores), "--resources", f"gpu={gpus}", "--directory", str(tmp_path),
+                    "--configfile", str(REPO / "config/paper.yaml"))
+    training = [j for j in jobs if j["rule"] in ("train_rocm", "train_baseline")]
+    assert len(training) == 39 + 12
+    for job in training:
+        assert job["resources"]["gpu"] == "1", job
+        assert job["threads"] == cores // gpus, job  # two fit: 2 x 4 <= 8 cores and 2 x 1 <= 2 GPUs
+    # 16 cores: 8 threads each, still two at once
+    jobs16 = _planned("--cores", "16", "--resources", f"gpu={gpus}", "--directory", str(tmp_path),
+                      "--configfile", str(REPO / "config/paper.yaml"))
+    assert {j["threads"] for j in jobs16 if j["rule"] == "train_rocm"} == {8}
+
+
+def test_hub_jobs_run_after_staging_and_the_device_preflight(tmp_path):
+    """In the hub setting `all` stages the models first (every job that loads one depends on stage_models' record)
+    and checks the device before any GPU job (check_device, first by priority); the sandbox has neither."""
+    jobs = _planned("--cores", "2", "--directory", str(tmp_path), "--configfile", str(REPO / "config/paper.yaml"))
+    rules = {j["rule"] for j in jobs}
+    assert {"stage_models", "check_device"} <= rules
+    for job in jobs:
+        if job["rule"] in ("train_rocm", "train_baseline", "sample_eval", "evaluate"):
+            assert {"results/paper/staged.json", "results/paper/device.json"} <= set(job["input"]), job
+        if job["rule"] == "prepare_prompts":
+            assert "results/paper/staged.json" in job["input"]
+    sandbox = _planned("--cores", "2", "--directory", str(tmp_path / "sbx"), "--configfile",
+                       str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
+    assert not {"stage_models", "check_device"} & {j["rule"] for j in sandbox}
+
+
+def test_a_named_config_writes_only_its_own_folders(tmp_path):
+    """ci.yaml (name: ci): every output and log of the plan under results/ci/, paper_figures/ci/ or logs/ci/, so a
+    ci run never overwrites the default run's results or the committed paper_figures/."""
+    jobs = _planned("--cores", "2", "--directory", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"),
+                    str(REPO / "config/ci.yaml"))
+    paths = [p for j in jobs for p in j["output"] + [j["log"]] if p]
+    assert len(paths) > 100
+    outside = [p for p in paths if not p.startswith(("results/ci/", "paper_figures/ci/", "logs/ci/"))]
+    assert not outside, outside[:5]
+    assert "paper_figures/ci/table1.md" in paths
+
+
+def test_an_unnamed_config_that_is_not_the_default_is_refused_before_any_job(tmp_path):
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("train: {lr: 0.01}\n")
+    res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--directory", str(tmp_path / "wd"), "--configfile",
+                          str(REPO / "config/config.yaml"), str(custom)], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "differs from the default config" in out and "train.lr" in out and "--config name=" in out
+    assert not (tmp_path / "wd" / "results").exists()
+    named = _planned("--cores", "1", "--directory", str(tmp_path / "wd2"), "--configfile",
+                     str(REPO / "config/config.yaml"), str(custom), "--config", "name=lr01")
+    assert all(p.startswith("results/lr01/") for j in named if j["rule"] == "train_rocm" for p in j["output"])
+
+
+@pytest.mark.slow
+def test_check_device_refuses_a_cpu_only_torch_for_the_paper_config(tmp_path):
+    """The preflight job itself, in this (CPU-only) environment: one error naming the key and the remedy."""
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("this torch is a CUDA build")
+    res = subprocess.run([*SNAKEMAKE, "check_device", "--cores", "1", "--directory", str(tmp_path), "--configfile",
+                          str(REPO / "config/paper.yaml")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    log = (tmp_path / "logs" / "paper" / "check_device.log").read_text()
+    assert "DeviceCheckError" in log and "CPU-only build" in log and "device: cpu" in log
+    assert not (tmp_path / "results" / "paper" / "device.json").exists()
