@@ -22,11 +22,14 @@ rule check_device:
     log:
         f"{LOG}/check_device.log",
     # before any GPU job, in the jobs' own environment and (under Slurm) on a GPU node: a config asking for CUDA fails
-    # here, at once, where the jobs' torch is a CPU build or sees no device. No rerun digest: checked once per folder.
+    # here, at once, where the jobs' torch is a CPU build or sees no device. Checked once per results folder: the jobs
+    # take its output as ancient(), so neither rerunning it nor its digest reruns them.
     priority: 100
     conda:
         "../../envs/torch.yaml"
     resources:
         gpu=1,
+    params:
+        config_digest=stage_digest(pipeline.stage.check_device),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/check_device.py"
