@@ -151,12 +151,15 @@ def device_input():
 
 def gpu_job_threads(processes=1):
     """The threads of a GPU job: train.threads per process ('auto': --cores shared by the GPUs --resources gpu lets
-    run at once, rocm_rlhf.infra.devices.threads_per_gpu_process) x its processes."""
-    gpus = workflow.global_resources.get("gpu")
-    per_process = threads_per_gpu_process(
-        config["train"]["threads"], workflow.cores, getattr(gpus, "value", gpus)
-    )
-    return per_process * processes
+    run at once, rocm_rlhf.infra.devices.threads_per_gpu_process) x its processes. Without --cores (--report, a
+    cluster profile, whose set-threads decides) 'auto' counts one core."""
+    threads = config["train"]["threads"]
+    if threads == "auto":
+        gpus = workflow.global_resources.get("gpu")
+        threads = threads_per_gpu_process(
+            threads, workflow.resource_settings.cores or 1, getattr(gpus, "value", gpus)
+        )
+    return threads * processes
 
 
 def sample_eval_inputs(wildcards):
