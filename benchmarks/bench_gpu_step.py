@@ -41,7 +41,11 @@ TINY_UNET = dict(LCM_DREAMSHAPER_V7_UNET, block_out_channels=(32, 64, 64, 64), l
 TINY_VAE = dict(SD_VAE, block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8)
 
 
-def measure(unet, vae, scheduler, *, resolution, steps, batch, checkpoint, truncate, repeats, device, amp):
+FIT_GB = (24, 48, 80)  # the usual card sizes: whether a variant's peak fits each (GiB of allocated tensors)
+
+
+def measure(unet, vae, scheduler, *, resolution, steps, batch, checkpoint, truncate, repeats, device, amp,
+            beta=0.01):
     from rocm_rlhf.samplers.common import decode_latents
     from rocm_rlhf.samplers.consistency import consistency_sample, divergence_per_step, draw_noise
 
@@ -61,9 +65,11 @@ def measure(unet, vae, scheduler, *, resolution, steps, batch, checkpoint, trunc
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             traj = consistency_sample(unet, scheduler, emb, num_steps=steps, guidance_scale=7.5, latents=lat,
-                                      noise=noise, reference=True, checkpoint=checkpoint, grad_steps=truncate)
+                                      noise=noise, reference=beta > 0, checkpoint=checkpoint, grad_steps=truncate)
             image = decode_latents(vae, traj.final)
-            loss = -image.float().mean() + 0.01 * divergence_per_step(traj, "kl").sum(1).mean()
+            loss = -image.float().mean()
+            if beta > 0:  # beta = 0 runs no reference pass, as ROCM without regularisation
+                loss = loss + beta * divergence_per_step(traj, "kl").sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -72,8 +78,8 @@ def measure(unet, vae, scheduler, *, resolution, steps, batch, checkpoint, trunc
         if i > 0:  # the first step warms up kernels and the allocator
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"seconds_per_step": statistics.median(times), "peak_gpu_memory_gib": peak,
-            "fits_48gb": bool(peak < 48) if device.type == "cuda" else None}
+    fits = {f"fits_{gb}gb": (bool(peak < gb) if device.type == "cuda" else None) for gb in FIT_GB}
+    return {"seconds_per_step": statistics.median(times), "peak_gpu_memory_gib": peak, **fits}
 
 
 def main(argv=None) -> int:
@@ -83,8 +89,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--beta", type=float, default=0.01, help="KL weight; 0 = no reference pass (ROCM at beta = 0)")
+    ap.add_argument("--require-cuda", action="store_true", help="fail at once without a CUDA device (no CPU run)")
     ap.add_argument("--out", default=str(REPO / "results/benchmarks/gpu_step.json"))
     args = ap.parse_args(argv)
+    if args.beta < 0:
+        ap.error("--beta must be >= 0")
+    if args.require_cuda and not torch.cuda.is_available():
+        print(f"bench_gpu_step: --require-cuda and no CUDA device is usable (torch {torch.__version__}, "
+              f"CUDA build {torch.version.cuda})", file=sys.stderr)
+        return 2
 
     from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
 
@@ -110,13 +124,13 @@ def main(argv=None) -> int:
                 "checkpointing_truncated_4": dict(checkpoint=True, truncate=4)}
     res = {"benchmark": "gpu_step", "size": args.size, "device": torch.cuda.get_device_name(0)
            if device.type == "cuda" else "cpu", "resolution": resolution, "sampler_steps": args.steps,
-           "batch": args.batch, "lora": "rank 16, alpha 32", "dtype": "bf16 base, fp32 LoRA" if device.type == "cuda"
+           "batch": args.batch, "beta": args.beta, "lora": "rank 16, alpha 32", "dtype": "bf16 base, fp32 LoRA" if device.type == "cuda"
            else "fp32", "reward": "stand-in (mean brightness): add the reward model's own cost", "variants": {}}
     for name, kw in variants.items():
         try:
             res["variants"][name] = measure(unet, vae, scheduler, resolution=resolution, steps=args.steps,
                                             batch=args.batch, repeats=args.repeats, device=device,
-                                            amp=device.type == "cuda", **kw)
+                                            amp=device.type == "cuda", beta=args.beta, **kw)
         except torch.cuda.OutOfMemoryError as err:  # report it as a result, not a crash
             res["variants"][name] = {"error": f"out of memory: {err}".splitlines()[0]}
             torch.cuda.empty_cache()

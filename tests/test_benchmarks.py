@@ -31,6 +31,34 @@ def test_gpu_step_benchmark_runs_every_variant_at_tiny_size(tmp_path):
     for name, v in res["variants"].items():
         assert v["seconds_per_step"] > 0, name
         assert math.isnan(v["peak_gpu_memory_gib"]) and v["fits_48gb"] is None, name  # no GPU: not claimed
+        assert v["fits_24gb"] is None and v["fits_80gb"] is None, name
+
+
+def test_gpu_step_benchmark_at_beta_0_and_the_cuda_requirement(tmp_path):
+    bench = _load("bench_gpu_step")
+    out = tmp_path / "beta0.json"
+    assert bench.main(["--size", "tiny", "--steps", "2", "--repeats", "1", "--beta", "0", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["beta"] == 0 and all(v["seconds_per_step"] > 0 for v in res["variants"].values())
+    if not torch.cuda.is_available():  # --require-cuda refuses a CPU run before building anything
+        assert bench.main(["--require-cuda", "--out", str(tmp_path / "none.json")]) == 2
+        assert not (tmp_path / "none.json").exists()
+
+
+def test_gpu_all_script_parses_its_arguments_and_fails_fast_without_cuda(tmp_path):
+    import subprocess
+
+    script = REPO / "benchmarks" / "gpu_all.sh"
+    for bad in (["--bogus"], ["--repeats", "x"], ["--repeats", "0"]):
+        res = subprocess.run(["bash", str(script), *bad], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 64 and "gpu_all.sh:" in res.stderr, (bad, res.stderr)
+    assert "--skip-nccl" in subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True).stdout
+    if torch.cuda.is_available():
+        return
+    res = subprocess.run(["bash", str(script), "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 3 and "needs a usable CUDA device" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()  # nothing started
 
 
 def test_the_paper_unet_config_is_lcm_dreamshaper_v7():

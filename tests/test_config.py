@@ -189,3 +189,28 @@ def test_validate_names_the_file_without_a_traceback(tmp_path, content, words):
                           text=True)
     assert proc.returncode == 2
     assert str(path) in proc.stderr and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_output_folders_by_name_and_unnamed_configs_protect_the_default():
+    from rocm_rlhf.infra.config import check_output_name, output_dirs
+
+    default = load_config(DEFAULT)
+    assert output_dirs(default) == {"results": "results", "figures": "paper_figures", "logs": "logs"}
+    check_output_name(default, DEFAULT)  # the default config itself writes the committed folders
+    ci = load_config(DEFAULT, REPO / "config" / "ci.yaml")
+    assert output_dirs(ci) == {"results": "results/ci", "figures": "paper_figures/ci", "logs": "logs/ci"}
+    for name in ("paper.yaml", "paper-tiny.yaml", "replication.yaml"):  # every shipped config but the default
+        files = [REPO / "config" / "paper.yaml"] if name.startswith("paper") else [DEFAULT]
+        cfg = load_config(*dict.fromkeys([*files, REPO / "config" / name]))
+        assert cfg["name"] == name.removesuffix(".yaml")
+    assert output_dirs(load_config(DEFAULT, REPO / "config" / "replication.yaml"))["figures"] == \
+        "paper_figures/replication"  # where its committed Table 1 and choice are
+    unnamed = load_config(DEFAULT, overrides={"confirm": {"seeds": []}})  # the one-seed design, without a name
+    with pytest.raises(ConfigError, match=r"differs from the default config .* in confirm.seeds, but .*name: my-run"):
+        check_output_name(unnamed, DEFAULT)
+    # operational keys change no result: the default config on 4 threads and another device keeps its folders
+    check_output_name(load_config(DEFAULT, overrides={"device": "cpu", "train": {"threads": 4}}), DEFAULT)
+    with pytest.raises(ConfigError, match="config key 'name': 'runs' is reserved"):
+        load_config(DEFAULT, overrides={"name": "runs"})
+    with pytest.raises(ConfigError, match="config key 'name'"):
+        load_config(DEFAULT, overrides={"name": "../elsewhere"})

@@ -361,3 +361,33 @@ def test_an_unsafe_lock_folder_is_refused(env, tmp_path):
     os.chmod(env, 0o1777)
     with acquire_gpu(timeout_s=1, poll_s=0.05):
         pass
+
+
+def test_threads_per_gpu_process_shares_the_cores_among_the_gpus():
+    from rocm_rlhf.infra.devices import threads_per_gpu_process
+
+    assert threads_per_gpu_process("auto", 8, 2) == 4  # --cores 8 --resources gpu=2: two jobs of 4 threads
+    assert threads_per_gpu_process("auto", 16, 2) == 8
+    assert threads_per_gpu_process("auto", 8, None) == 8  # no GPU cap: one GPU's share is every core
+    assert threads_per_gpu_process("auto", 1, 4) == 1  # never 0
+    assert threads_per_gpu_process(3, 8, 2) == 3  # a number is taken as given
+
+
+def test_check_device_names_a_cpu_only_build_and_a_missing_bf16(monkeypatch):
+    import torch
+
+    from rocm_rlhf.infra import devices
+
+    assert devices.check_device("cpu")["devices"] == []
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(devices.DeviceCheckError, match="CPU-only build.*install a CUDA build.*device: cpu"):
+        devices.check_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.6")  # a CUDA build that sees a GPU without bfloat16 (a V100)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    props = type("P", (), {"name": "Tesla V100", "total_memory": 32 * 2**30, "major": 7, "minor": 0})()
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert devices.check_device("cuda")["devices"][0]["name"] == "Tesla V100"
+    with pytest.raises(devices.DeviceCheckError, match="Tesla V100 does not support it"):
+        devices.check_device("cuda", bf16=True)

@@ -20,7 +20,7 @@ from conftest import CONFIGS, SNAKEMAKE  # and the session's ci_run fixture, sha
 
 pytestmark = pytest.mark.slow
 RUN = "rocm-kl-b0.1-s0"
-TARGET = f"results/runs/{RUN}/run.json"
+TARGET = f"results/ci/runs/{RUN}/run.json"
 
 
 def _cmd(workdir, overlay, *args):
@@ -36,7 +36,7 @@ def _run(workdir, overlay, *args, check=True):
 
 
 def _job_log(workdir) -> str:
-    return (workdir / "logs" / "train" / f"{RUN}.log").read_text()
+    return (workdir / "logs" / "ci" / "train" / f"{RUN}.log").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_kill_unlock_resume_damage_and_edit(copies):
     trainer.write_bytes(trainer.read_bytes()[:100])
     _run(faulted, long, "--forcerun", "train_rocm")
     text = _job_log(faulted)
-    assert f"checkpoint results/runs/{RUN}/checkpoints/{newest.name} set aside (damaged" in text, text[-3000:]
+    assert f"checkpoint results/ci/runs/{RUN}/checkpoints/{newest.name} set aside (damaged" in text, text[-3000:]
     assert_same_adapter(faulted / "results" / "runs" / RUN, clean / "results" / "runs" / RUN)
 
     # 4. edit the config: the job reruns by itself and starts fresh, the old checkpoints set aside (not resumed)

@@ -16,7 +16,7 @@ from conftest import CONFIGS, REPO, SNAKEMAKE, smk  # the session's ci run: conf
 
 pytestmark = pytest.mark.slow
 def test_sandbox_quality(ci_run):
-    q = json.loads((ci_run / "results/models/sandbox/quality.json").read_text())
+    q = json.loads((ci_run / "results/ci/models/sandbox/quality.json").read_text())
     judge = q["judge_on_fresh_renders"]
     assert min(judge["attribute_accuracy"].values()) > 0.99 and judge["realism"] > 0.9
     assert set(q["base_lcm"]) >= {"1_steps", "2_steps", "4_steps", "8_steps"}
@@ -34,17 +34,17 @@ def test_saved_sandbox_pipeline_loads_offline_and_is_deterministic(ci_run):
         " guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type='pt').images;"
         "a, b = f(), f(); assert a.shape == (2, 3, 32, 32), a.shape; assert torch.equal(a, b); print('ok')"
     )
-    res = subprocess.run([sys.executable, "-c", code, str(ci_run / "results/models/sandbox/lcm")],
+    res = subprocess.run([sys.executable, "-c", code, str(ci_run / "results/ci/models/sandbox/lcm")],
                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
 
 
 def baseline_choice(ci_run) -> tuple[list[str], list[str]]:
     """(the baselines' tuning runs, the chosen learning rates' runs at seeds 0 and 1) of the ci run: ci.yaml tunes
-    each baseline over 1x and 2x its lr 0.003 at seed 0; the choice on validation is in results/stats/chosen.csv."""
+    each baseline over 1x and 2x its lr 0.003 at seed 0; the choice on validation is in results/ci/stats/chosen.csv."""
     from rocm_rlhf.runs import read_chosen_lrs
 
-    chosen = read_chosen_lrs(ci_run / "results/stats/chosen.csv")
+    chosen = read_chosen_lrs(ci_run / "results/ci/stats/chosen.csv")
     methods = ("rlcm", "ddpo", "d3po", "dpok")
     assert set(chosen) == set(methods) and set(chosen.values()) <= {"0.003", "0.006"}
     tuning = [f"{m}-lr{lr}-s0" for m in methods for lr in ("0.003", "0.006")]
@@ -58,18 +58,18 @@ def test_runs_and_scores(ci_run):
     reported = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1", *chosen]
     runs = list(dict.fromkeys(reported + tuning))
     for run in runs:
-        log = pd.read_csv(ci_run / f"results/runs/{run}/log.csv")
+        log = pd.read_csv(ci_run / f"results/ci/runs/{run}/log.csv")
         assert log["reward_queries"].iloc[-1] == 16, run  # every method gets ROCM's budget: 4 steps x 4 images
         assert log["reward_mean"].notna().all()
-        meta = json.loads((ci_run / f"results/runs/{run}/run.json").read_text())
+        meta = json.loads((ci_run / f"results/ci/runs/{run}/run.json").read_text())
         assert meta["run_id"] == run and meta["config"]["train"]["steps"] == 4
-        assert (ci_run / f"results/runs/{run}/adapter/pytorch_lora_weights.safetensors").exists()
+        assert (ci_run / f"results/ci/runs/{run}/adapter/pytorch_lora_weights.safetensors").exists()
         if "-lr" in run:  # a baseline trains at the learning rate of its id
             method, lr = run.split("-s")[0].split("-lr")
             assert meta["config"]["baselines"][method]["lr"] == float(lr), run
-    scores = pd.read_csv(ci_run / "results/scores/all.csv")
+    scores = pd.read_csv(ci_run / "results/ci/scores/all.csv")
     assert set(scores["run_id"]) == {"base", "base-ddim", *reported}  # the tuning runs not chosen: validation only
-    assert (ci_run / "results/runs/rocm-kl-b0.1-s1/curve.csv").exists()  # every run has its held-out probe
+    assert (ci_run / "results/ci/runs/rocm-kl-b0.1-s1/curve.csv").exists()  # every run has its held-out probe
     metrics = {"proxy_pick", "proxy_aesthetic", "gold", "gold_fidelity", "gold_realism", "diversity"}
     assert set(scores["metric"]) == metrics
     # 4 eval prompts x 2 sample seeds per run and metric, the same units in every run (paired)
@@ -77,7 +77,7 @@ def test_runs_and_scores(ci_run):
     assert units.nunique() == 1 and len(units.iloc[0]) == 8
     assert scores.loc[scores.metric != "diversity", "value"].notna().all()
     # the validation scores: the same runs and metrics on 4 validation prompts x 2 sample seeds, other prompts
-    val = pd.read_csv(ci_run / "results/scores/val.csv")
+    val = pd.read_csv(ci_run / "results/ci/scores/val.csv")
     assert set(val["run_id"]) == {"base", "base-ddim", *runs} and set(val["metric"]) == metrics
     val_units = val.groupby("run_id").apply(lambda d: frozenset(zip(d.prompt_id, d.sample_seed)), include_groups=False)
     assert val_units.nunique() == 1 and len(val_units.iloc[0]) == 8 and not val_units.iloc[0] & units.iloc[0]
@@ -87,7 +87,7 @@ def test_runs_and_scores(ci_run):
 def test_validation_prompts_are_apart_from_train_and_eval(ci_run):
     from rocm_rlhf.prompts import read_prompts
 
-    p = {name: read_prompts(ci_run / f"results/prompts/{name}.csv") for name in ("train", "eval", "val")}
+    p = {name: read_prompts(ci_run / f"results/ci/prompts/{name}.csv") for name in ("train", "eval", "val")}
     assert len(p["val"]) == 4 and p["val"]["heldout"].sum() == 2  # drawn as eval: half from the held-out pairs
     for a, b in (("train", "eval"), ("train", "val"), ("eval", "val")):
         assert not set(p[a]["prompt"]) & set(p[b]["prompt"]) and not set(p[a]["prompt_id"]) & set(p[b]["prompt_id"])
@@ -97,13 +97,13 @@ def test_samples_of_every_run_share_their_units(ci_run):
     """The base model and a trained run sample the same (prompt, sample seed) units in the same order (the noise per
     unit is fixed by rocm_rlhf.evaluation.unit_seed; see tests/test_evaluation.py)."""
     for split in ("val", "test"):
-        a = np.load(ci_run / f"results/samples/{split}/base/images.npz")
-        b = np.load(ci_run / f"results/samples/{split}/rocm-kl-b0.1-s0/images.npz")
+        a = np.load(ci_run / f"results/ci/samples/{split}/base/images.npz")
+        b = np.load(ci_run / f"results/ci/samples/{split}/rocm-kl-b0.1-s0/images.npz")
         assert list(a["prompt_id"]) == list(b["prompt_id"]) and list(a["sample_seed"]) == list(b["sample_seed"])
 
 
 def test_tables_figures_and_report(ci_run):
-    figs = ci_run / "paper_figures"
+    figs = ci_run / "paper_figures" / "ci"
     for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
         assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
     tuning = pd.read_csv(figs / "table_tuning.csv")  # the choice's candidates: KL's one beta, two lrs per baseline
@@ -114,37 +114,38 @@ def test_tables_figures_and_report(ci_run):
     assert set(t1["arm"]) == {"base", "base-ddim", "rocm-none-b0", "rocm-kl-b0.1", *baselines}
     assert "chosen per divergence on the mean gold of the validation prompts" in (figs / "table1.md").read_text()
     assert (figs / "table1.tex").read_text().count("\\toprule") == 1
-    published = {"scores_test.csv": "results/scores/all.csv", "scores_val.csv": "results/scores/val.csv",
-                 "comparisons.csv": "results/stats/comparisons.csv", "seed_summary.csv": "results/stats/seed_summary.csv",
-                 "sandbox_quality.json": "results/models/sandbox/quality.json"}
+    published = {"scores_test.csv": "results/ci/scores/all.csv", "scores_val.csv": "results/ci/scores/val.csv",
+                 "comparisons.csv": "results/ci/stats/comparisons.csv", "seed_summary.csv": "results/ci/stats/seed_summary.csv",
+                 "sandbox_quality.json": "results/ci/models/sandbox/quality.json"}
     for name, source in published.items():  # the small result files committed next to the figures
         assert (figs / "data" / name).read_bytes() == (ci_run / source).read_bytes(), name
     # the preference study: built from the test samples, answered by the simulated raters through the app
-    items = pd.read_csv(ci_run / "results/study/design/items.csv")
-    arms = {"base", "rocm-none-b0", "rocm-kl-b0.1", "rlcm"}  # study.arms: base, beta = 0, the chosen beta, RLCM
+    items = pd.read_csv(ci_run / "results/ci/study/design/items.csv")
+    rlcm = next(run.rsplit("-s", 1)[0] for run in chosen if run.startswith("rlcm"))  # its chosen learning rate
+    arms = {"base", "rocm-none-b0", "rocm-kl-b0.1", rlcm}  # study.arms: base, beta = 0, the chosen beta, RLCM
     pairs = items[items["kind"] == "pair"]
     assert set(pairs["left_arm"]) | set(pairs["right_arm"]) == arms and len(pairs) == 6 * 5
-    summary = json.loads((ci_run / "results/study/summary.json").read_text())
+    summary = json.loads((ci_run / "results/ci/study/summary.json").read_text())
     assert summary["excluded"] == ["sim-careless-0"] and summary["raters_kept"] == 3
     study = pd.read_csv(figs / "table_study.csv")
     assert set(study.loc[study["part"] == "bradley_terry", "arm"]) == arms
     assert (figs / "fig_study.png").stat().st_size > 1000 and "Bradley-Terry" in (figs / "table_study.md").read_text()
-    published["study_answers.csv"] = "results/study/answers.csv"
+    published["study_answers.csv"] = "results/ci/study/answers.csv"
     for name in ("study_answers.csv",):
         assert (figs / "data" / name).read_bytes() == (ci_run / published[name]).read_bytes(), name
-    comp = pd.read_csv(ci_run / "results/stats/comparisons.csv")
+    comp = pd.read_csv(ci_run / "results/ci/stats/comparisons.csv")
     assert {"p_value", "p_holm", "ci_low", "ci_high"} <= set(comp.columns)
     smk(ci_run, "--report", str(ci_run / "report.html"))
     assert (ci_run / "report.html").stat().st_size > 10_000
 
 
 def test_target_rule_reruns_only_its_figure(ci_run):
-    (ci_run / "paper_figures" / "fig_beta_sweep.png").unlink()
+    (ci_run / "paper_figures" / "ci" / "fig_beta_sweep.png").unlink()
     res = smk(ci_run, "fig_beta_sweep", "-n", "--quiet", "rules")
     rows = {tuple(line.split()) for line in res.stdout.splitlines()}
     assert ("fig_beta_sweep", "1") in rows and ("total", "1") in rows, res.stdout
     smk(ci_run, "fig_beta_sweep", "--cores", "1")
-    assert (ci_run / "paper_figures" / "fig_beta_sweep.png").exists()
+    assert (ci_run / "paper_figures" / "ci" / "fig_beta_sweep.png").exists()
     res = smk(ci_run, "-n", "--quiet", "rules")
     assert "Nothing to be done" in res.stdout + res.stderr
 
@@ -192,9 +193,9 @@ def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):
     from rocm_rlhf.samplers.consistency import consistency_sample, draw_noise
     from rocm_rlhf.training.run import train_run
 
-    lcm = ci_run / "results/models/sandbox/lcm"
-    reward_dir = ci_run / "results/models/sandbox/rewards/proxy_pick"
-    prompts = read_prompts(ci_run / "results/prompts/train.csv")["prompt"].tolist()
+    lcm = ci_run / "results/ci/models/sandbox/lcm"
+    reward_dir = ci_run / "results/ci/models/sandbox/rewards/proxy_pick"
+    prompts = read_prompts(ci_run / "results/ci/prompts/train.csv")["prompt"].tolist()
     cfg = load_config(REPO / "config/config.yaml", REPO / "config/ci.yaml",
                       overrides={"device": "cpu", "train": {"steps": 8, "lr": 0.01, "batch_size": 8}})
     train_run(cfg, method="rocm", run_id="t", seed=0, run_dir=tmp_path / "t", model_id=str(lcm),

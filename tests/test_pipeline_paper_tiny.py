@@ -69,7 +69,7 @@ def test_overlay_keeps_the_papers_code_path(config):
 
 
 def test_table1_has_a_row_for_every_method_and_a_column_for_every_metric(tiny_run, config):
-    t1 = pd.read_csv(tiny_run / "paper_figures" / "table1.csv")
+    t1 = pd.read_csv(tiny_run / "paper_figures" / "paper-tiny" / "table1.csv")
     rocm = ["rocm-none-b0"] + [f"rocm-{d}-b{config['rocm']['betas'][d][0]:g}" for d in config["rocm"]["divergences"]]
     arms = ["base", "base-ddim", *rocm, *BASELINES]  # base-ddim: the diffusion baselines' untrained start
     assert set(t1["arm"]) == set(arms)
@@ -77,28 +77,28 @@ def test_table1_has_a_row_for_every_method_and_a_column_for_every_metric(tiny_ru
         rows = t1[t1["arm"] == arm]
         assert set(rows["metric"]) == {*METRICS, "diversity"}, arm
         assert rows["mean"].map(math.isfinite).all(), rows
-    header = (tiny_run / "paper_figures" / "table1.md").read_text().splitlines()[0]
+    header = (tiny_run / "paper_figures" / "paper-tiny" / "table1.md").read_text().splitlines()[0]
     assert all(m in header for m in METRICS)
 
 
 def test_every_baseline_trains_with_a_nonzero_gradient_norm(tiny_run, config):
     for method in BASELINES:
-        log = pd.read_csv(tiny_run / f"results/runs/{method}-s0/log.csv")
+        log = pd.read_csv(tiny_run / f"results/paper-tiny/runs/{method}-s0/log.csv")
         assert log["grad_norm"].map(math.isfinite).all() and (log["grad_norm"] > 0).any(), (method, log)
         assert log["reward_queries"].iloc[-1] >= config["train"]["steps"] * config["train"]["batch_size"], method
-        meta = json.loads((tiny_run / f"results/runs/{method}-s0/run.json").read_text())
+        meta = json.loads((tiny_run / f"results/paper-tiny/runs/{method}-s0/run.json").read_text())
         assert meta["config"]["setting"] == "hub"
     for run in ("rocm-none-b0-s0", "rocm-kl-b0.01-s0"):
-        log = pd.read_csv(tiny_run / f"results/runs/{run}/log.csv")
+        log = pd.read_csv(tiny_run / f"results/paper-tiny/runs/{run}/log.csv")
         assert len(log) == config["train"]["steps"] and (log["reward_queries"] == log["step"]).all()  # batch 1
 
 
 def test_scores_of_every_run_and_metric(tiny_run):
-    scores = pd.read_csv(tiny_run / "results/scores/all.csv")
+    scores = pd.read_csv(tiny_run / "results/paper-tiny/scores/all.csv")
     assert set(scores["metric"]) == {*METRICS, "diversity"}
     assert scores.loc[scores.metric != "diversity", "value"].notna().all()
     for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
-        assert (tiny_run / "paper_figures" / f"{stem}.png").stat().st_size > 1000
+        assert (tiny_run / "paper_figures" / "paper-tiny" / f"{stem}.png").stat().st_size > 1000
 
 
 def test_the_stand_ins_have_the_hub_layouts(tiny_run):
@@ -126,6 +126,6 @@ def test_the_stand_ins_have_the_hub_layouts(tiny_run):
     data = root / "datasets/yuvalkirstain/pickapic_v1_no_images/data"
     for split in ("train", "validation", "test", "validation_unique", "test_unique"):
         assert pq.read_schema(data / f"{split}-00000-of-00001.parquet").names == list(PICKAPIC_COLUMNS)
-    train = pd.read_csv(tiny_run / "results/prompts/train.csv")
-    evals = pd.read_csv(tiny_run / "results/prompts/eval.csv")
+    train = pd.read_csv(tiny_run / "results/paper-tiny/prompts/train.csv")
+    evals = pd.read_csv(tiny_run / "results/paper-tiny/prompts/eval.csv")
     assert not set(train["prompt"]) & set(evals["prompt"])  # the eval captions come from test_unique

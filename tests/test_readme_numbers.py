@@ -17,7 +17,7 @@ def _results_section() -> str:
 
 
 def _committed_numbers() -> list[float]:
-    files = [*FIGS.glob("*.md"), *FIGS.glob("*.csv"), *(FIGS / "data").glob("*"), *(FIGS / "replication").glob("*")]
+    files = [*FIGS.glob("*.md"), *FIGS.glob("*.csv"), *(FIGS / "data").glob("*"), *(FIGS / "replication").rglob("*.*")]
     return [float(x) for f in files for x in NUMBER.findall(f.read_text(encoding="utf-8"))]
 
 

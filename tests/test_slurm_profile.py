@@ -18,8 +18,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
+WORKFLOW_PROFILE = REPO / "profiles" / "default"  # the per-rule needs, read by Snakemake with any --profile
 SITE_VARS = ("ROCM_RLHF_GPU_PARTITION", "ROCM_RLHF_CPU_PARTITION", "ROCM_RLHF_SLURM_ACCOUNT")
-GPU_RULES = ("train_rocm", "train_baseline", "sample_eval", "evaluate")
+GPU_RULES = ("train_rocm", "train_baseline", "sample_eval", "evaluate", "check_device")
 PENDING_RULES = {"train_baseline"}  # named by the profile, not yet written in workflow/rules (skipped until then)
 # Resource names the plugin (2.x) or Snakemake understand; a typo such as cpu_per_gpu would be silently ignored.
 KNOWN_KEYS = {"slurm_partition", "slurm_account", "gpu", "cpus_per_gpu", "cpus_per_task", "mem_mb", "runtime",
@@ -32,15 +33,15 @@ def _clean_env(**extra):
     return env
 
 
-def load_profile(env=None) -> dict:
-    """The profile as Snakemake reads it (YAML with YTE expressions evaluated under ``env``)."""
+def load_profile(env=None, folder=PROFILE) -> dict:
+    """A profile as Snakemake reads it (YAML with YTE expressions evaluated under ``env``)."""
     import yte
 
     saved = dict(os.environ)
     try:
         os.environ.clear()
         os.environ.update(_clean_env() if env is None else env)
-        with open(PROFILE / "config.yaml") as f:
+        with open(folder / "config.yaml") as f:
             return yte.process_yaml(f, require_use_yte=True)
     finally:
         os.environ.clear()
@@ -62,31 +63,35 @@ def workflow_rules() -> dict[str, str]:
 def test_profile_parses_with_plugin_resource_names():
     raw = yaml.safe_load((PROFILE / "config.yaml").read_text())
     assert raw["__use_yte__"] is True
-    prof = load_profile()
+    prof, wf = load_profile(), load_profile(folder=WORKFLOW_PROFILE)
     assert prof["executor"] == "slurm" and prof["jobs"] >= 1 and prof["retries"] >= 1
     assert prof["slurm-requeue"] is True and prof["rerun-incomplete"] is True
     defaults = prof["default-resources"]
     # no site variables: CPU jobs go to Slurm's default partition, no account is forced
     assert set(defaults) == {"mem_mb", "runtime"}
-    assert set(prof["set-resources"]) == set(GPU_RULES)
-    for rule, res in prof["set-resources"].items():
+    # the layers hold different top-level keys, so that Snakemake 9 (which overrides per key) keeps both
+    assert "set-resources" not in prof and set(wf) == {"set-resources"}
+    assert set(wf["set-resources"]) == set(GPU_RULES)
+    for rule, res in wf["set-resources"].items():
         assert set(res) <= KNOWN_KEYS, (rule, set(res) - KNOWN_KEYS)
         assert res["slurm_partition"] == "gpu", rule
-        assert "gres" not in res, rule  # gres beside gpu would request GPUs twice
-        # train_rocm takes its GPU count from the rule (train.num_processes); the other GPU rules ask for one
-        assert res.get("gpu") == (None if rule == "train_rocm" else 1), rule
+        assert "gres" not in res and "gpu" not in res, rule  # the rules declare gpu; gres beside it would double it
         assert isinstance(res["cpus_per_gpu"], int) and res["cpus_per_gpu"] >= 1, rule
         assert isinstance(res["mem_mb"], int) and isinstance(res["runtime"], int), rule
-    assert prof["set-resources"]["train_baseline"] == {**prof["set-resources"]["train_rocm"], "gpu": 1}
-    assert prof["set-resources"]["evaluate"] == prof["set-resources"]["sample_eval"]
+        if rule in prof["set-threads"]:  # torch threads inside the job = the CPUs it is given per GPU
+            assert prof["set-threads"][rule] == res["cpus_per_gpu"], rule
+    assert set(prof["set-threads"]) == set(GPU_RULES) - {"check_device"}
+    assert wf["set-resources"]["train_baseline"] == wf["set-resources"]["train_rocm"]
+    assert wf["set-resources"]["evaluate"] == wf["set-resources"]["sample_eval"]
 
 
 def test_site_variables_fill_partitions_and_account():
-    prof = load_profile(_clean_env(ROCM_RLHF_GPU_PARTITION="a100", ROCM_RLHF_CPU_PARTITION="short",
-                                   ROCM_RLHF_SLURM_ACCOUNT="proj1"))
+    env = _clean_env(ROCM_RLHF_GPU_PARTITION="a100", ROCM_RLHF_CPU_PARTITION="short", ROCM_RLHF_SLURM_ACCOUNT="proj1")
+    prof = load_profile(env)
     assert prof["default-resources"]["slurm_partition"] == "short"
     assert prof["default-resources"]["slurm_account"] == "proj1"
-    assert {r["slurm_partition"] for r in prof["set-resources"].values()} == {"a100"}
+    wf = load_profile(env, folder=WORKFLOW_PROFILE)
+    assert {r["slurm_partition"] for r in wf["set-resources"].values()} == {"a100"}
 
 
 @pytest.mark.parametrize("rule", GPU_RULES)
@@ -101,8 +106,8 @@ def test_profile_rules_exist_in_workflow(rule):
 def test_every_gpu_rule_of_the_workflow_has_gpu_resources_in_profile():
     gpu_rules = {name for name, block in workflow_rules().items() if re.search(r"\bgpu\s*=\s*(?!0\b)\S", block)}
     assert "train_rocm" in gpu_rules
-    missing = gpu_rules - set(load_profile()["set-resources"])
-    assert not missing, f"rules declaring gpu resources without a GPU partition in profiles/slurm: {missing}"
+    missing = gpu_rules - set(load_profile(folder=WORKFLOW_PROFILE)["set-resources"])
+    assert not missing, f"rules declaring gpu resources without a GPU partition in profiles/default: {missing}"
 
 
 def test_dry_run_of_the_workflow_with_profile():
@@ -113,8 +118,12 @@ def test_dry_run_of_the_workflow_with_profile():
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M)
     assert any(rule == "train_rocm" for rule, _ in jobs) or "Nothing to be done" in out
     for rule, resources in jobs:
-        if "gpu=1" in resources:
+        if "gpu=1" in resources:  # the rule's gpu, the workflow profile's partition and needs, all in one job
             assert "slurm_partition=gpu" in resources, (rule, resources)
+        if rule == "train_rocm":
+            assert "mem_mb=64000" in resources and "runtime=720" in resources and "cpus_per_gpu=8" in resources
+        if rule == "prepare_prompts":  # the site profile's default-resources
+            assert "mem_mb=4000" in resources and "runtime=120" in resources
 
 
 # ---- stand-in Slurm ---------------------------------------------------------------------------------------------
@@ -214,7 +223,7 @@ def test_submission_through_fake_slurm_requests_gpu_partition_cpus_memory(tmp_pa
                      FAKE_SLURM_DIR=str(state), ROCM_RLHF_GPU_PARTITION="testgpu",
                      ROCM_RLHF_CPU_PARTITION="testcpu", ROCM_RLHF_SLURM_ACCOUNT="proj1")
     res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", str(PROFILE),
-                          "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"],
+                          "--workflow-profile", str(WORKFLOW_PROFILE), "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"],
                          cwd=work, env=env, capture_output=True, text=True, timeout=180)
     logs = "\n".join(p.read_text() for p in work.glob(".snakemake/slurm_logs/**/*.log"))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:] + logs[-4000:]

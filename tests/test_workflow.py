@@ -85,28 +85,28 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
     assert by_rule["prepare_prompts"][0]["output"] == [
-        "results/prompts/train.csv", "results/prompts/eval.csv", "results/prompts/val.csv"]
+        "results/ci/prompts/train.csv", "results/ci/prompts/eval.csv", "results/ci/prompts/val.csv"]
     runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1"}
     lrs = {"rlcm": (0.003, 0.006), "ddpo": (0.003, 0.006), "d3po": (0.003, 0.006), "dpok": (0.003, 0.006)}
     tuning = [f"{m}-lr{lr:g}-s0" for m, pair in lrs.items() for lr in pair]  # ci.yaml: lr_factors [1, 2]
     runs |= set(tuning)
     assert len(by_rule["sample_eval"]) == len(by_rule["evaluate"]) == len(runs)  # one job per run does both splits
-    for split, prompts in (("val", "results/prompts/val.csv"), ("test", "results/prompts/eval.csv")):
+    for split, prompts in (("val", "results/ci/prompts/val.csv"), ("test", "results/ci/prompts/eval.csv")):
         sampled = {o for j in by_rule["sample_eval"] for o in j["output"] if o.endswith(".npz") and f"/{split}/" in o}
-        assert sampled == {f"results/samples/{split}/{r}/images.npz" for r in runs}
+        assert sampled == {f"results/ci/samples/{split}/{r}/images.npz" for r in runs}
         assert all(prompts in j["input"] for j in by_rule["sample_eval"])
         scored = {o for j in by_rule["evaluate"] for o in j["output"] if f"/{split}/" in o}
-        assert scored == {f"results/scores/{split}/{r}.csv" for r in runs}
+        assert scored == {f"results/ci/scores/{split}/{r}.csv" for r in runs}
     # the sweep and the baselines' tuning runs, seed 0
-    assert by_rule["choose_settings"][0]["input"] == ["results/scores/val/rocm-kl-b0.1-s0.csv"] + [
-        f"results/scores/val/{r}.csv" for r in tuning]
-    assert by_rule["choose_settings"][0]["output"] == ["results/stats/chosen.csv"]
+    assert by_rule["choose_settings"][0]["input"] == ["results/ci/scores/val/rocm-kl-b0.1-s0.csv"] + [
+        f"results/ci/scores/val/{r}.csv" for r in tuning]
+    assert by_rule["choose_settings"][0]["output"] == ["results/ci/stats/chosen.csv"]
     for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that show the chosen beta
-        assert "results/stats/chosen.csv" in by_rule[rule][0]["input"], rule
-        assert "results/scores/val.csv" not in by_rule[rule][0]["input"], rule
+        assert "results/ci/stats/chosen.csv" in by_rule[rule][0]["input"], rule
+        assert "results/ci/scores/val.csv" not in by_rule[rule][0]["input"], rule
     for rule in ("stats", "table_divergence_beta", "fig_beta_sweep"):  # they report on the test prompts only
-        assert by_rule[rule][0]["input"] == ["results/scores/all.csv"], rule
-    assert by_rule["table1"][0]["input"][0] == "results/scores/all.csv"
+        assert by_rule[rule][0]["input"] == ["results/ci/scores/all.csv"], rule
+    assert by_rule["table1"][0]["input"][0] == "results/ci/scores/all.csv"
     assert all(job["input"] == ["<TBD>"] for job in by_rule["collect_scores"])  # every run, after the choice
 
 
@@ -133,3 +133,92 @@ def test_conda_files_named_by_rules_exist_and_parse():
         assert path.exists(), rel
         env = yaml.safe_load(path.read_text())
         assert "dependencies" in env and "channels" in env
+
+
+def _planned(*args: str) -> list[dict]:
+    """Rule, threads, resources, input and output of every planned job of a dry run (``snakemake -n``)."""
+    res = subprocess.run([*SNAKEMAKE, "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = []
+    for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:    .*\n)*)", res.stdout, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
+        jobs.append({"rule": m.group(1), "threads": int(fields.get("threads", 1)),  # printed only when > 1
+                     "resources": dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv),
+                     "input": fields.get("input", "").split(", "), "output": fields.get("output", "").split(", "),
+                     "log": fields.get("log", "")})
+    return jobs
+
+
+def test_the_documented_two_gpu_command_runs_two_training_jobs_at_once(tmp_path):
+    """`snakemake --cores 8 --resources gpu=2 --configfile config/paper.yaml`: every training job takes one GPU and at
+    most half the cores (train.threads: auto = cores // gpus), so the scheduler can run two side by side; with the
+    paper's former 8 threads it could run only one."""
+    cores, gpus = 8, 2
+    jobs = _planned("--cores", str(cores), "--resources", f"gpu={gpus}", "--directory", str(tmp_path),
+                    "--configfile", str(REPO / "config/paper.yaml"))
+    training = [j for j in jobs if j["rule"] in ("train_rocm", "train_baseline")]
+    assert len(training) == 39 + 12
+    for job in training:
+        assert job["resources"]["gpu"] == "1", job
+        assert job["threads"] == cores // gpus, job  # two fit: 2 x 4 <= 8 cores and 2 x 1 <= 2 GPUs
+    # 16 cores: 8 threads each, still two at once
+    jobs16 = _planned("--cores", "16", "--resources", f"gpu={gpus}", "--directory", str(tmp_path),
+                      "--configfile", str(REPO / "config/paper.yaml"))
+    assert {j["threads"] for j in jobs16 if j["rule"] == "train_rocm"} == {8}
+
+
+def test_hub_jobs_run_after_staging_and_the_device_preflight(tmp_path):
+    """In the hub setting `all` stages the models first (every job that loads one depends on stage_models' record)
+    and checks the device before any GPU job (check_device, first by priority); the sandbox has neither."""
+    jobs = _planned("--cores", "2", "--directory", str(tmp_path), "--configfile", str(REPO / "config/paper.yaml"))
+    rules = {j["rule"] for j in jobs}
+    assert {"stage_models", "check_device"} <= rules
+    for job in jobs:
+        if job["rule"] in ("train_rocm", "train_baseline", "sample_eval", "evaluate"):
+            assert {"results/paper/staged.json", "results/paper/device.json"} <= set(job["input"]), job
+        if job["rule"] == "prepare_prompts":
+            assert "results/paper/staged.json" in job["input"]
+    sandbox = _planned("--cores", "2", "--directory", str(tmp_path / "sbx"), "--configfile",
+                       str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
+    assert not {"stage_models", "check_device"} & {j["rule"] for j in sandbox}
+
+
+def test_a_named_config_writes_only_its_own_folders(tmp_path):
+    """ci.yaml (name: ci): every output and log of the plan under results/ci/, paper_figures/ci/ or logs/ci/, so a
+    ci run never overwrites the default run's results or the committed paper_figures/."""
+    jobs = _planned("--cores", "2", "--directory", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"),
+                    str(REPO / "config/ci.yaml"))
+    paths = [p for j in jobs for p in j["output"] + [j["log"]] if p]
+    assert len(paths) > 100
+    outside = [p for p in paths if not p.startswith(("results/ci/", "paper_figures/ci/", "logs/ci/"))]
+    assert not outside, outside[:5]
+    assert "paper_figures/ci/table1.md" in paths
+
+
+def test_an_unnamed_config_that_is_not_the_default_is_refused_before_any_job(tmp_path):
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("train: {lr: 0.01}\n")
+    res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--directory", str(tmp_path / "wd"), "--configfile",
+                          str(REPO / "config/config.yaml"), str(custom)], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "differs from the default config" in out and "train.lr" in out and "--config name=" in out
+    assert not (tmp_path / "wd" / "results").exists()
+    named = _planned("--cores", "1", "--directory", str(tmp_path / "wd2"), "--configfile",
+                     str(REPO / "config/config.yaml"), str(custom), "--config", "name=lr01")
+    assert all(p.startswith("results/lr01/") for j in named if j["rule"] == "train_rocm" for p in j["output"])
+
+
+@pytest.mark.slow
+def test_check_device_refuses_a_cpu_only_torch_for_the_paper_config(tmp_path):
+    """The preflight job itself, in this (CPU-only) environment: one error naming the key and the remedy."""
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("this torch is a CUDA build")
+    res = subprocess.run([*SNAKEMAKE, "check_device", "--cores", "1", "--directory", str(tmp_path), "--configfile",
+                          str(REPO / "config/paper.yaml")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    log = (tmp_path / "logs" / "paper" / "check_device.log").read_text()
+    assert "DeviceCheckError" in log and "CPU-only build" in log and "device: cpu" in log
+    assert not (tmp_path / "results" / "paper" / "device.json").exists()

@@ -9,13 +9,26 @@ sys.path.insert(
 
 from rocm_rlhf import pipeline, runs  # noqa: E402
 from rocm_rlhf.study import design as study_design  # noqa: E402
-from rocm_rlhf.infra.config import config_digest, validate_config  # noqa: E402
+from rocm_rlhf.infra.config import (  # noqa: E402
+    check_output_name,
+    config_digest,
+    output_dirs,
+    validate_config,
+)
+from rocm_rlhf.infra.devices import threads_per_gpu_process  # noqa: E402
 from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
 validate_config(
     config, str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 )
+# A config other than the default one needs a name: its outputs go to results/<name>/, paper_figures/<name>/ and
+# logs/<name>/, never over the committed figures (rocm_rlhf.infra.config.output_dirs; config/README.md, 'name').
+check_output_name(config, Path(workflow.basedir) / "config" / "config.yaml")
+OUT = output_dirs(config)
+RES = OUT["results"]  # every pipeline output but the figures
+FIG = OUT["figures"]  # the tables and figures (paper_figures/ for the default config)
+LOG = OUT["logs"]  # the jobs' logs
 
 
 def stage_digest(stage):
@@ -29,16 +42,16 @@ def stage_digest(stage):
 
 
 SANDBOX = config["setting"] == "sandbox"
-SBX = "results/models/sandbox"
+SBX = f"{RES}/models/sandbox"
 TINY_HUB = "results/tiny_hub"  # tiny stand-ins of the hub models, built by the tiny_hub rule (paper-tiny.yaml)
 PROXIES = ["proxy_pick", "proxy_aesthetic"]
 SPLITS = list(runs.SPLITS)
 PROMPT_FILES = {
-    "train": "results/prompts/train.csv",
-    "val": "results/prompts/val.csv",
-    "test": "results/prompts/eval.csv",
+    "train": f"{RES}/prompts/train.csv",
+    "val": f"{RES}/prompts/val.csv",
+    "test": f"{RES}/prompts/eval.csv",
 }
-SCORE_TABLES = {"test": "results/scores/all.csv", "val": "results/scores/val.csv"}
+SCORE_TABLES = {"test": f"{RES}/scores/all.csv", "val": f"{RES}/scores/val.csv"}
 """Each split's score table of all runs, written by collect_scores; all.csv keeps its name and holds the test scores."""
 FIGURES = [
     "fig_beta_sweep",
@@ -72,7 +85,7 @@ def sandbox_input(name):
     return f"{SBX}/{name}" if SANDBOX else []
 
 
-CHOSEN = "results/stats/chosen.csv"
+CHOSEN = f"{RES}/stats/chosen.csv"
 """Beta per divergence and the tuned baselines' learning rates, chosen on the validation prompts of the sweep and the
 tuning runs (checkpoint choose_settings)."""
 
@@ -122,12 +135,12 @@ def run_files(pattern):
 
 def curve_files(wildcards):
     """An input function: the held-out probe curve of every reported trained run."""
-    return expand("results/runs/{run}/curve.csv", run=reported_trained_runs())
+    return expand(f"{RES}/runs/{{run}}/curve.csv", run=reported_trained_runs())
 
 
 def log_files(wildcards):
     """An input function: the training log of every reported trained run."""
-    return expand("results/runs/{run}/log.csv", run=reported_trained_runs())
+    return expand(f"{RES}/runs/{{run}}/log.csv", run=reported_trained_runs())
 
 
 def reported_trained_runs():
@@ -144,24 +157,52 @@ def tiny_hub_input():
     return TINY_HUB if inside else []
 
 
+def staged_input():
+    """Hub setting: the staging record (rule stage_models), so that every job that loads a hub model or dataset runs
+    after it and `all` stages first; ancient: re-staging reruns nothing that is done."""
+    return ancient(f"{RES}/staged.json") if not SANDBOX else []
+
+
+def device_input():
+    """Hub setting: the device preflight (rule check_device), so that a config asking for CUDA fails before any GPU
+    job where the jobs' torch cannot give it; ancient: it is checked once per results folder (each job checks its own
+    device again when it starts)."""
+    return ancient(f"{RES}/device.json") if not SANDBOX else []
+
+
+def gpu_job_threads(processes=1):
+    """The threads of a GPU job: train.threads per process ('auto': --cores shared by the GPUs --resources gpu lets
+    run at once, rocm_rlhf.infra.devices.threads_per_gpu_process) x its processes. Without --cores (--report, a
+    cluster profile, whose set-threads decides) 'auto' counts one core."""
+    threads = config["train"]["threads"]
+    if threads == "auto":
+        gpus = workflow.global_resources.get("gpu")
+        threads = threads_per_gpu_process(
+            threads, workflow.resource_settings.cores or 1, getattr(gpus, "value", gpus)
+        )
+    return threads * processes
+
+
 def sample_eval_inputs(wildcards):
     inputs = {f"prompts_{s}": PROMPT_FILES[s] for s in SPLITS}
     inputs["tiny_hub"] = tiny_hub_input()
+    inputs["staged"] = staged_input()
+    inputs["device"] = device_input()
     if SANDBOX:
         inputs["model"] = generator_input(wildcards)
     if wildcards.run not in runs.UNTRAINED:
-        inputs["adapter"] = f"results/runs/{wildcards.run}/adapter"
+        inputs["adapter"] = f"{RES}/runs/{wildcards.run}/adapter"
     return inputs
 
 
 def split_scores(wildcards):
     """The per-run score files of the split whose table collect_scores writes: all.csv the test split, val.csv val."""
-    table = f"results/scores/{wildcards.table}.csv"
+    table = f"{RES}/scores/{wildcards.table}.csv"
     split = next(s for s, path in SCORE_TABLES.items() if path == table)
     shown = (
         eval_runs() if split == "val" else reported_runs()
     )  # val: every run, the choice's candidates too
-    return expand("results/scores/{split}/{run}.csv", split=split, run=shown)
+    return expand(f"{RES}/scores/{{split}}/{{run}}.csv", split=split, run=shown)
 
 
 def all_targets():
@@ -170,29 +211,27 @@ def all_targets():
     if SANDBOX:
         targets.append(f"{SBX}/quality.json")
     targets += expand(
-        "results/scores/{split}/{run}.csv", split=SPLITS, run=runs.eval_runs(config)
+        f"{RES}/scores/{{split}}/{{run}}.csv", split=SPLITS, run=runs.eval_runs(config)
     )
     targets += list(SCORE_TABLES.values())
     targets += [
         CHOSEN,
-        "results/stats/comparisons.csv",
-        "results/stats/seed_summary.csv",
+        f"{RES}/stats/comparisons.csv",
+        f"{RES}/stats/seed_summary.csv",
     ]
     tables = ["table1", "table_tuning", "table_divergence_beta"]
     if config["train"]["probe"]["prompts"]:
         tables.append("table_efficiency")
-    targets += [f"paper_figures/{t}.md" for t in tables]
+    targets += [f"{FIG}/{t}.md" for t in tables]
     probed = bool(
         config["train"]["probe"]["prompts"]
     )  # fig_efficiency plots the probe's curves
-    targets += [
-        f"paper_figures/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"
-    ]
+    targets += [f"{FIG}/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"]
     if config["study"]["enabled"]:
         targets.append(STUDY)
     if study_results_in_all():
-        targets += ["paper_figures/table_study.md", "paper_figures/fig_study.png"]
-    targets += [f"paper_figures/data/{name}" for name in published()]
+        targets += [f"{FIG}/table_study.md", f"{FIG}/fig_study.png"]
+    targets += [f"{FIG}/data/{name}" for name in published()]
     return targets
 
 
@@ -200,7 +239,7 @@ def confirm_targets(wildcards):
     """Rule all's inputs known once choose_settings has run: the scores of the chosen settings' confirmatory runs."""
     known = set(runs.eval_runs(config))
     return expand(
-        "results/scores/{split}/{run}.csv",
+        f"{RES}/scores/{{split}}/{{run}}.csv",
         split=SPLITS,
         run=[r for r in eval_runs() if r not in known],
     )
@@ -212,23 +251,23 @@ def published():
     files = {
         "scores_test.csv": SCORE_TABLES["test"],
         "scores_val.csv": SCORE_TABLES["val"],
-        "comparisons.csv": "results/stats/comparisons.csv",
-        "seed_summary.csv": "results/stats/seed_summary.csv",
+        "comparisons.csv": f"{RES}/stats/comparisons.csv",
+        "seed_summary.csv": f"{RES}/stats/seed_summary.csv",
         "chosen.csv": CHOSEN,
     }
     if config["train"]["probe"]["prompts"]:
-        files["curves.csv"] = "results/stats/curves.csv"
+        files["curves.csv"] = f"{RES}/stats/curves.csv"
     if SANDBOX:
         files["sandbox_quality.json"] = f"{SBX}/quality.json"
     if study_results_in_all():
-        files["study_answers.csv"] = "results/study/answers.csv"
-        files["study_summary.json"] = "results/study/summary.json"
+        files["study_answers.csv"] = f"{RES}/study/answers.csv"
+        files["study_summary.json"] = f"{RES}/study/summary.json"
     return files
 
 
-STUDY = "results/study/design"
+STUDY = f"{RES}/study/design"
 """The study folder (study.json, items.csv, images/) that the app serves (rocm_rlhf.study.design)."""
-STUDY_SIMULATED = "results/study/simulated.sqlite"
+STUDY_SIMULATED = f"{RES}/study/simulated.sqlite"
 """The simulated raters' answers (sandbox)."""
 
 
@@ -254,7 +293,7 @@ def study_inputs(wildcards):
     ]
     inputs = {
         "samples": expand(
-            f"results/samples/{config['study']['split']}/{{run}}/images.npz",
+            f"{RES}/samples/{config['study']['split']}/{{run}}/images.npz",
             run=run_ids,
         )
     }

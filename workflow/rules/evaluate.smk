@@ -8,12 +8,12 @@ rule sample_eval:
         unpack(sample_eval_inputs),
     output:
         **{
-            f"images_{split}": f"results/samples/{split}/{{run}}/images.npz"
+            f"images_{split}": f"{RES}/samples/{split}/{{run}}/images.npz"
             for split in SPLITS
         },
         **{
             f"grid_{split}": report(
-                f"results/samples/{split}/{{run}}/grid.png",
+                f"{RES}/samples/{split}/{{run}}/grid.png",
                 caption="../report/samples.rst",
                 category="Samples",
                 subcategory=split,
@@ -22,9 +22,9 @@ rule sample_eval:
             for split in SPLITS
         },
     log:
-        "logs/sample_eval/{run}.log",
+        f"{LOG}/sample_eval/{{run}}.log",
     benchmark:
-        "results/benchmarks/sample_eval/{run}.tsv"
+        f"{RES}/benchmarks/sample_eval/{{run}}.tsv"
     wildcard_constraints:
         run=runs.RUN_PATTERN,
     conda:
@@ -41,19 +41,21 @@ rule sample_eval:
 rule evaluate:
     input:
         **{
-            f"images_{split}": f"results/samples/{split}/{{run}}/images.npz"
+            f"images_{split}": f"{RES}/samples/{split}/{{run}}/images.npz"
             for split in SPLITS
         },
         rewards=[
             reward_input(m) for m in config["evaluation"]["metrics"] if reward_input(m)
         ],
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: after stage_models
+        device=device_input(),  # hub setting: after the device preflight
     output:
-        **{f"scores_{split}": f"results/scores/{split}/{{run}}.csv" for split in SPLITS},
+        **{f"scores_{split}": f"{RES}/scores/{split}/{{run}}.csv" for split in SPLITS},
     log:
-        "logs/evaluate/{run}.log",
+        f"{LOG}/evaluate/{{run}}.log",
     benchmark:
-        "results/benchmarks/evaluate/{run}.tsv"
+        f"{RES}/benchmarks/evaluate/{{run}}.tsv"
     wildcard_constraints:
         run=runs.RUN_PATTERN,
     conda:

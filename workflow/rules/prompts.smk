@@ -1,12 +1,13 @@
 rule prepare_prompts:
     input:
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: the Pick-a-Pic captions after stage_models
     output:
-        train="results/prompts/train.csv",
-        eval="results/prompts/eval.csv",
-        val="results/prompts/val.csv",
+        train=f"{RES}/prompts/train.csv",
+        eval=f"{RES}/prompts/eval.csv",
+        val=f"{RES}/prompts/val.csv",
     log:
-        "logs/prepare_prompts.log",
+        f"{LOG}/prepare_prompts.log",
     conda:
         "../../envs/torch.yaml"
     params:

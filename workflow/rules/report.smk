@@ -8,9 +8,9 @@ rule collect_scores:
     input:
         scores=split_scores,
     output:
-        "results/scores/{table}.csv",  # all.csv: the test scores of every run; val.csv: the validation scores
+        f"{RES}/scores/{{table}}.csv",  # all.csv: the test scores of every run; val.csv: the validation scores
     log:
-        "logs/collect_scores/{table}.log",
+        f"{LOG}/collect_scores/{{table}}.log",
     wildcard_constraints:
         table="all|val",
     conda:
@@ -22,13 +22,13 @@ rule collect_scores:
 checkpoint choose_settings:
     input:
         scores=expand(
-            "results/scores/val/{run}.csv",
+            f"{RES}/scores/val/{{run}}.csv",
             run=runs.sweep_runs(config) + runs.tuning_runs(config),
         ),
     output:
-        CHOSEN,  # the confirmatory runs of the chosen betas are planned once it exists
+        CHOSEN,  # the confirmatory runs of the chosen settings are planned once it exists
     log:
-        "logs/choose_settings.log",
+        f"{LOG}/choose_settings.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -41,10 +41,10 @@ rule stats:
     input:
         scores=SCORE_TABLES["test"],
     output:
-        comparisons="results/stats/comparisons.csv",
-        summary="results/stats/seed_summary.csv",
+        comparisons=f"{RES}/stats/comparisons.csv",
+        summary=f"{RES}/stats/seed_summary.csv",
     log:
-        "logs/stats.log",
+        f"{LOG}/stats.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -57,17 +57,17 @@ rule table1:
     input:
         scores=SCORE_TABLES["test"],
         chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
-        comparisons="results/stats/comparisons.csv",  # the daggers: the stats stage's one family
+        comparisons=f"{RES}/stats/comparisons.csv",  # the daggers: the stats stage's one family
     output:
         md=report(
-            "paper_figures/table1.md",
+            f"{FIG}/table1.md",
             caption="../report/table1.rst",
             category="Tables",
         ),
-        tex="paper_figures/table1.tex",
-        csv="paper_figures/table1.csv",
+        tex=f"{FIG}/table1.tex",
+        csv=f"{FIG}/table1.csv",
     log:
-        "logs/table1.log",
+        f"{LOG}/table1.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -82,14 +82,14 @@ rule table_tuning:
         chosen=CHOSEN,
     output:
         md=report(
-            "paper_figures/table_tuning.md",
+            f"{FIG}/table_tuning.md",
             caption="../report/table_tuning.rst",
             category="Tables",
         ),
-        tex="paper_figures/table_tuning.tex",
-        csv="paper_figures/table_tuning.csv",
+        tex=f"{FIG}/table_tuning.tex",
+        csv=f"{FIG}/table_tuning.csv",
     log:
-        "logs/table_tuning.log",
+        f"{LOG}/table_tuning.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -103,14 +103,14 @@ rule table_divergence_beta:
         scores=SCORE_TABLES["test"],
     output:
         md=report(
-            "paper_figures/table_divergence_beta.md",
+            f"{FIG}/table_divergence_beta.md",
             caption="../report/table_divergence_beta.rst",
             category="Tables",
         ),
-        tex="paper_figures/table_divergence_beta.tex",
-        csv="paper_figures/table_divergence_beta.csv",
+        tex=f"{FIG}/table_divergence_beta.tex",
+        csv=f"{FIG}/table_divergence_beta.csv",
     log:
-        "logs/table_divergence_beta.log",
+        f"{LOG}/table_divergence_beta.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -123,14 +123,14 @@ rule fig_beta_sweep:
     input:
         scores=SCORE_TABLES["test"],
     output:
-        pdf="paper_figures/fig_beta_sweep.pdf",
+        pdf=f"{FIG}/fig_beta_sweep.pdf",
         png=report(
-            "paper_figures/fig_beta_sweep.png",
+            f"{FIG}/fig_beta_sweep.png",
             caption="../report/fig_beta_sweep.rst",
             category="Figures",
         ),
     log:
-        "logs/fig_beta_sweep.log",
+        f"{LOG}/fig_beta_sweep.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -144,14 +144,14 @@ rule fig_efficiency:
         chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
         curves=curve_files,  # each run's held-out probe at its checkpoints (train.probe)
     output:
-        pdf="paper_figures/fig_efficiency.pdf",
+        pdf=f"{FIG}/fig_efficiency.pdf",
         png=report(
-            "paper_figures/fig_efficiency.png",
+            f"{FIG}/fig_efficiency.png",
             caption="../report/fig_efficiency.rst",
             category="Figures",
         ),
     log:
-        "logs/fig_efficiency.log",
+        f"{LOG}/fig_efficiency.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -166,22 +166,22 @@ rule table_efficiency:
         curves=curve_files,
     output:
         md=report(
-            "paper_figures/table_efficiency.md",
+            f"{FIG}/table_efficiency.md",
             caption="../report/table_efficiency.rst",
             category="Tables",
         ),
-        tex="paper_figures/table_efficiency.tex",
-        csv="paper_figures/table_efficiency.csv",
+        tex=f"{FIG}/table_efficiency.tex",
+        csv=f"{FIG}/table_efficiency.csv",
         learning_md=report(
-            "paper_figures/table_learning.md",
+            f"{FIG}/table_learning.md",
             caption="../report/table_learning.rst",
             category="Tables",
         ),
-        learning_tex="paper_figures/table_learning.tex",
-        learning_csv="paper_figures/table_learning.csv",
-        curves="results/stats/curves.csv",  # every run's probe rows, published with the figures
+        learning_tex=f"{FIG}/table_learning.tex",
+        learning_csv=f"{FIG}/table_learning.csv",
+        curves=f"{RES}/stats/curves.csv",  # every run's probe rows, published with the figures
     log:
-        "logs/table_efficiency.log",
+        f"{LOG}/table_efficiency.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -194,14 +194,14 @@ rule fig_training_curves:
     input:
         logs=log_files,
     output:
-        pdf="paper_figures/fig_training_curves.pdf",
+        pdf=f"{FIG}/fig_training_curves.pdf",
         png=report(
-            "paper_figures/fig_training_curves.png",
+            f"{FIG}/fig_training_curves.png",
             caption="../report/fig_training_curves.rst",
             category="Figures",
         ),
     log:
-        "logs/fig_training_curves.log",
+        f"{LOG}/fig_training_curves.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -213,16 +213,16 @@ rule fig_training_curves:
 rule fig_divergence_gallery:
     input:
         chosen=CHOSEN,  # beta per divergence, chosen on the validation prompts
-        samples=run_files("results/samples/test/{run}/images.npz"),
+        samples=run_files(f"{RES}/samples/test/{{run}}/images.npz"),
     output:
-        pdf="paper_figures/fig_divergence_gallery.pdf",
+        pdf=f"{FIG}/fig_divergence_gallery.pdf",
         png=report(
-            "paper_figures/fig_divergence_gallery.png",
+            f"{FIG}/fig_divergence_gallery.png",
             caption="../report/fig_divergence_gallery.rst",
             category="Figures",
         ),
     log:
-        "logs/fig_divergence_gallery.log",
+        f"{LOG}/fig_divergence_gallery.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -235,9 +235,9 @@ rule publish_results:
     input:
         lambda wildcards: published()[wildcards.name],
     output:
-        "paper_figures/data/{name}",
+        f"{FIG}/data/{{name}}",
     log:
-        "logs/publish_results/{name}.log",
+        f"{LOG}/publish_results/{{name}}.log",
     wildcard_constraints:
         name="|".join(re.escape(n) for n in published()),
     conda:

@@ -6,9 +6,9 @@ rule sandbox_vae:
         model=directory(f"{SBX}/vae"),
         stats=f"{SBX}/vae.json",
     log:
-        "logs/sandbox/vae.log",
+        f"{LOG}/sandbox/vae.log",
     benchmark:
-        "results/benchmarks/sandbox/vae.tsv"
+        f"{RES}/benchmarks/sandbox/vae.tsv"
     conda:
         "../../envs/torch.yaml"
     # nothing else can run beside it (every later stage needs it); 2 threads train it 1.2-1.3x faster than 1 on
@@ -27,9 +27,9 @@ rule sandbox_teacher:
         model=directory(f"{SBX}/teacher"),
         stats=f"{SBX}/teacher.json",
     log:
-        "logs/sandbox/teacher.log",
+        f"{LOG}/sandbox/teacher.log",
     benchmark:
-        "results/benchmarks/sandbox/teacher.tsv"
+        f"{RES}/benchmarks/sandbox/teacher.tsv"
     conda:
         "../../envs/torch.yaml"
     # nothing else can run beside it (every later stage needs it); 2 threads train it 1.2-1.3x faster than 1 on
@@ -48,9 +48,9 @@ rule sandbox_lcm:
         model=directory(f"{SBX}/lcm"),
         stats=f"{SBX}/lcm.json",
     log:
-        "logs/sandbox/lcm.log",
+        f"{LOG}/sandbox/lcm.log",
     benchmark:
-        "results/benchmarks/sandbox/lcm.tsv"
+        f"{RES}/benchmarks/sandbox/lcm.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
@@ -66,9 +66,9 @@ rule sandbox_proxy:
         model=directory(f"{SBX}/rewards/{{proxy}}"),
         stats=f"{SBX}/rewards/{{proxy}}.json",
     log:
-        "logs/sandbox/{proxy}.log",
+        f"{LOG}/sandbox/{{proxy}}.log",
     benchmark:
-        "results/benchmarks/sandbox/{proxy}.tsv"
+        f"{RES}/benchmarks/sandbox/{{proxy}}.tsv"
     wildcard_constraints:
         proxy="|".join(PROXIES),
     conda:
@@ -88,7 +88,7 @@ rule sandbox_quality:
     output:
         f"{SBX}/quality.json",
     log:
-        "logs/sandbox/quality.log",
+        f"{LOG}/sandbox/quality.log",
     conda:
         "../../envs/torch.yaml"
     params:

@@ -15,7 +15,7 @@ rule build_study:
     output:
         study=directory(STUDY),
     log:
-        "logs/study/build_study.log",
+        f"{LOG}/study/build_study.log",
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -30,9 +30,9 @@ rule simulate_study:
     output:
         db=STUDY_SIMULATED,
     log:
-        "logs/study/simulate_study.log",
+        f"{LOG}/study/simulate_study.log",
     benchmark:
-        "results/benchmarks/simulate_study.tsv"
+        f"{RES}/benchmarks/simulate_study.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
@@ -47,22 +47,22 @@ rule analyze_study:
         db=study_answers_db,  # the simulated raters' database, or study.database (people's answers)
     output:
         md=report(
-            "paper_figures/table_study.md",
+            f"{FIG}/table_study.md",
             caption="../report/table_study.rst",
             category="Tables",
         ),
-        tex="paper_figures/table_study.tex",
-        csv="paper_figures/table_study.csv",
-        pdf="paper_figures/fig_study.pdf",
+        tex=f"{FIG}/table_study.tex",
+        csv=f"{FIG}/table_study.csv",
+        pdf=f"{FIG}/fig_study.pdf",
         png=report(
-            "paper_figures/fig_study.png",
+            f"{FIG}/fig_study.png",
             caption="../report/fig_study.rst",
             category="Figures",
         ),
-        answers="results/study/answers.csv",  # every answer with its item, published with the figures
-        summary="results/study/summary.json",
+        answers=f"{RES}/study/answers.csv",  # every answer with its item, published with the figures
+        summary=f"{RES}/study/summary.json",
     log:
-        "logs/study/analyze_study.log",
+        f"{LOG}/study/analyze_study.log",
     conda:
         "../../envs/analysis.yaml"
     params:

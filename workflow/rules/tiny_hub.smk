@@ -8,7 +8,7 @@ rule tiny_hub:
         models=directory(TINY_HUB),
         manifest=f"{TINY_HUB}.json",
     log:
-        "logs/tiny_hub.log",
+        f"{LOG}/tiny_hub.log",
     conda:
         "../../envs/torch.yaml"
     params:

@@ -4,26 +4,28 @@
 
 rule train_rocm:
     input:
-        prompts="results/prompts/train.csv",
+        prompts=f"{RES}/prompts/train.csv",
         model=sandbox_input("lcm"),
         reward=reward_input(config["train"]["reward"]),
         val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
         probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: after stage_models
+        device=device_input(),  # hub setting: after the device preflight
     output:
-        run_json="results/runs/{run}/run.json",
-        log_csv="results/runs/{run}/log.csv",
-        curve_csv="results/runs/{run}/curve.csv",
-        adapter=directory("results/runs/{run}/adapter"),
+        run_json=f"{RES}/runs/{{run}}/run.json",
+        log_csv=f"{RES}/runs/{{run}}/log.csv",
+        curve_csv=f"{RES}/runs/{{run}}/curve.csv",
+        adapter=directory(f"{RES}/runs/{{run}}/adapter"),
     log:
-        "logs/train/{run}.log",
+        f"{LOG}/train/{{run}}.log",
     benchmark:
-        "results/benchmarks/train/{run}.tsv"
+        f"{RES}/benchmarks/train/{{run}}.tsv"
     wildcard_constraints:
         run=runs.ROCM_RUN_PATTERN,
     conda:
         "../../envs/torch.yaml"
-    threads: config["train"]["threads"] * config["train"]["num_processes"]  # per process x processes
+    threads: gpu_job_threads(config["train"]["num_processes"])  # per process x processes
     resources:
         gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
     params:
@@ -35,28 +37,30 @@ rule train_rocm:
 
 rule train_baseline:
     input:
-        prompts="results/prompts/train.csv",
+        prompts=f"{RES}/prompts/train.csv",
         model=generator_input,
         reward=reward_input(config["train"]["reward"]),
         val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
         probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
+        staged=staged_input(),  # hub setting: after stage_models
+        device=device_input(),  # hub setting: after the device preflight
     output:
-        run_json="results/runs/{run}/run.json",
-        log_csv="results/runs/{run}/log.csv",
-        curve_csv="results/runs/{run}/curve.csv",
-        adapter=directory("results/runs/{run}/adapter"),
+        run_json=f"{RES}/runs/{{run}}/run.json",
+        log_csv=f"{RES}/runs/{{run}}/log.csv",
+        curve_csv=f"{RES}/runs/{{run}}/curve.csv",
+        adapter=directory(f"{RES}/runs/{{run}}/adapter"),
     log:
-        "logs/train/{run}.log",
+        f"{LOG}/train/{{run}}.log",
     benchmark:
-        "results/benchmarks/train/{run}.tsv"
+        f"{RES}/benchmarks/train/{{run}}.tsv"
     wildcard_constraints:
         run=runs.BASELINE_RUN_PATTERN,
     # the baselines are the longest jobs: start them first so that they do not trail the ROCM grid
     priority: 1
     conda:
         "../../envs/torch.yaml"
-    threads: config["train"]["threads"]
+    threads: gpu_job_threads()
     resources:
         gpu=1,
     params:

@@ -126,6 +126,9 @@ def _check_semantics(config: dict) -> None:
     if bad:
         problems.append(f"config key 'sandbox.models.unet_channels': {bad} not a multiple of "
                         f"sandbox.models.attention_head_dim = {m['attention_head_dim']}")
+    if config["name"] in RESERVED_NAMES:
+        problems.append(f"config key 'name': '{config['name']}' is reserved (it would put this config's outputs "
+                        f"among another's folders: {', '.join(RESERVED_NAMES)}); choose another name")
     if config["setting"] == "hub" and not config["model"]["lcm"]:
         problems.append("config key 'model.lcm': the hub setting needs an LCM hub id or folder")
     for g in ("lcm", "diffusion"):
@@ -162,6 +165,58 @@ def _check_semantics(config: dict) -> None:
 #: keys that change how a job runs, not what it computes: never a reason to rerun a finished job
 OPERATIONAL_KEYS = ("device", "train.threads", "train.num_processes", "train.checkpoint_every", "train.log_every",
                     "evaluation.batch_size")
+
+
+#: the default config: the only one whose outputs go to results/ and paper_figures/ themselves (no ``name``)
+DEFAULT_CONFIG_PATH = SCHEMA_PATH.parents[2] / "config" / "config.yaml"
+
+#: names a config cannot take: they would put its outputs among another config's folders (results/<name>/ beside
+#: results/runs/, paper_figures/<name>/ beside paper_figures/data/)
+RESERVED_NAMES = ("data", "runs", "models", "prompts", "samples", "scores", "stats", "benchmarks", "tiny_hub",
+                  "staged.json", "checkpoints", "default")
+
+
+def output_dirs(config: dict) -> dict[str, str]:
+    """Where a config's outputs go, relative to the working directory: ``results``, ``figures`` and ``logs`` folders.
+
+    The default config (``name`` empty) writes ``results/``, ``paper_figures/`` and ``logs/``, the committed figures;
+    any other config writes ``results/<name>/``, ``paper_figures/<name>/`` and ``logs/<name>/``, so that it never
+    overwrites them (:func:`check_output_name` refuses an unnamed config that is not the default one)."""
+    name = config.get("name") or ""
+    if not name:
+        return {"results": "results", "figures": "paper_figures", "logs": "logs"}
+    return {"results": f"results/{name}", "figures": f"paper_figures/{name}", "logs": f"logs/{name}"}
+
+
+def config_differences(config: dict, reference: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two validated configs, leaving out :data:`OPERATIONAL_KEYS` and
+    ``name`` (they change how jobs run or where outputs go, not what is computed)."""
+    out = []
+    for key in sorted(set(config) | set(reference)):
+        path = f"{prefix}{key}"
+        if path in OPERATIONAL_KEYS or path == "name":
+            continue
+        a, b = config.get(key), reference.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{path}.")
+        elif a != b:
+            out.append(path)
+    return out
+
+
+def check_output_name(config: dict, default_path: str | Path = DEFAULT_CONFIG_PATH) -> None:
+    """Refuse a config without a ``name`` that computes something else than the default config: its outputs would
+    overwrite the default run's ``results/`` and the committed ``paper_figures/``. ``config`` is validated."""
+    if config.get("name"):
+        return
+    differ = config_differences(config, load_config(default_path))
+    if differ:
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        raise ConfigError(
+            f"this config differs from the default config ({default_path}) in {shown}, but has no 'name': its outputs "
+            f"would overwrite the default run's results/ and the committed paper_figures/. Give it a name, in the "
+            f"config file (name: my-run) or on the command line (--config name=my-run); its outputs then go to "
+            f"results/<name>/, paper_figures/<name>/ and logs/<name>/ (config/README.md, 'name')")
 
 
 def config_digest(config: dict, *keys: str) -> str:

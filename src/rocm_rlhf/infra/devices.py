@@ -329,3 +329,51 @@ def acquire_gpus(
                 os.environ[k] = v
         for _, fd in held:
             os.close(fd)  # releases the flocks
+
+
+def threads_per_gpu_process(threads: int | str, cores: int, gpus: int | None) -> int:
+    """CPU threads of each process of a GPU job (``train.threads``): a number as given; ``"auto"``: the cores shared
+    evenly by the GPUs the run may use at once, ``cores // gpus`` (at least 1), so that ``--cores 8 --resources gpu=2``
+    runs two one-GPU jobs of 4 threads side by side. ``gpus`` None (no ``--resources gpu`` cap) counts as one GPU."""
+    if threads != "auto":
+        return max(1, int(threads))
+    return max(1, int(cores) // max(1, int(gpus or 1)))
+
+
+class DeviceCheckError(RuntimeError):
+    """The config asks for CUDA and this machine's torch cannot give it (the preflight of ``check_device``)."""
+
+
+def check_device(device: str, bf16: bool = False) -> dict:
+    """The preflight of a config's ``device``, run once before any GPU job (rule ``check_device``), in the jobs' own
+    environment: for ``cuda``, torch must be a CUDA build, see a usable device and, where the config computes in
+    bfloat16 (``bf16``), support it. Returns what it found (torch version, CUDA build, devices); raises
+    :class:`DeviceCheckError` naming what is missing and how to fix it. ``auto`` and ``cpu`` only report."""
+    import torch
+
+    found = {"device": device, "torch": torch.__version__, "cuda_build": torch.version.cuda,
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "devices": []}
+    if device != "cuda":
+        return found
+    if torch.version.cuda is None:
+        raise DeviceCheckError(
+            f"config key 'device' is 'cuda' but this environment's torch {torch.__version__} is a CPU-only build "
+            f"({sys.executable}): install a CUDA build (pip: `pip install torch --index-url "
+            f"https://download.pytorch.org/whl/cu126`, before the rest; --sdm conda: create envs/torch.yaml on a GPU "
+            f"node, or with CONDA_OVERRIDE_CUDA=12.6 where there is none), or set device: cpu for a toy run")
+    from .utils import pick_device
+
+    try:
+        pick_device("cuda")
+    except RuntimeError as err:
+        raise DeviceCheckError(str(err)) from None
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        found["devices"].append({"index": i, "name": p.name, "memory_gb": round(p.total_memory / 2**30, 1),
+                                 "capability": f"{p.major}.{p.minor}"})
+    if bf16 and not torch.cuda.is_bf16_supported():
+        raise DeviceCheckError(
+            f"the config computes in bfloat16 (train.mixed_precision: bf16 or model.dtype: bfloat16) but "
+            f"{found['devices'][0]['name']} does not support it: set train.mixed_precision: 'no' and model.dtype: "
+            f"float32 in a config of your own, or use a GPU of compute capability 8.0 or newer")
+    return found

@@ -91,10 +91,29 @@ def preflight(assets: Iterable[Asset]) -> None:
             + stage_hint(missing))
 
 
+OFFLINE_STAGING = ("HF_HUB_OFFLINE=1 is set, so stage_models can only find what is already in the Hugging Face cache "
+                   "({cache}), which lacks {missing}. Run `snakemake --cores 1 stage_models --configfile <your "
+                   "config files>` once without HF_HUB_OFFLINE, on a machine with network access (a cluster's login "
+                   "node) and with the same HF_HOME as the jobs (on shared storage), then run the workflow again")
+
+
+def _offline_staging_error(missing: str) -> ModelNotAvailableError:
+    from huggingface_hub import constants
+
+    return ModelNotAvailableError(OFFLINE_STAGING.format(cache=constants.HF_HUB_CACHE, missing=missing))
+
+
 def stage(config: dict) -> dict:
-    """Download every model, reward checkpoint and dataset the config names; return what was staged."""
+    """Download every model, reward checkpoint and dataset the config names; return what was staged. Offline
+    (HF_HUB_OFFLINE=1) it only checks the cache, and fails at once naming what is missing and how to stage it."""
     from huggingface_hub import hf_hub_download, snapshot_download
 
+    from .hub import is_offline
+
+    if is_offline():
+        missing = [repo + (f" ({f})" if f else "") for repo, f in model_assets(config) if not _cached(repo, f)]
+        if missing:
+            raise _offline_staging_error(", ".join(missing))
     out = {"models": [], "datasets": []}
     for repo, filename in model_assets(config):
         if filename is None:
@@ -110,7 +129,12 @@ def stage(config: dict) -> dict:
 
         p = config["prompts"]["pickapic"]
         for split in dict.fromkeys((p["split"], p["eval_split"], p["val_split"] or p["eval_split"])):
-            load_dataset(ds, split=split)
+            try:
+                load_dataset(ds, split=split)
+            except Exception as err:
+                if is_offline():
+                    raise _offline_staging_error(f"dataset {ds} (split {split})") from err
+                raise
         out["datasets"].append(ds)
         print(f"staged dataset {ds}", flush=True)
     return out

@@ -21,7 +21,7 @@ STAGES = {
         report.fig_divergence_gallery,
         report.publish_results,
         study.build_study, study.simulate_study, study.analyze_study,
-        stage.stage_models,
+        stage.stage_models, stage.check_device,
         tiny_hub.tiny_hub,
     )
 }
