@@ -776,3 +776,7 @@ def test_cells_never_print_minus_zero():
 
     assert cell_text(0.0, 0.0, 3, ci=(-1e-9, 1e-9)) == "0.000 [0.000, 0.000]"
     assert cell_text(-0.0004, float("nan"), 1) == "0.000" and cell_text(-0.002, float("nan"), 1) == "-0.002"
+    from rocm_rlhf.analysis.render import signed  # the learning table's signed changes (it printed -0.000)
+
+    assert signed(-0.0002, 3) == "+0.000" and signed(0.0, 3) == "+0.000" and signed(-0.0106, 3) == "-0.011"
+    assert signed(0.0106, 3) == "+0.011"

@@ -50,6 +50,13 @@ def _num(x: float, decimals: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
+def signed(x: float, decimals: int) -> str:
+    """``x`` with its sign at ``decimals`` places (+0.012, -0.104); a value that rounds to zero prints as +0.000,
+    never as -0.000."""
+    text = f"{x:+.{decimals}f}"
+    return "+" + text[1:] if float(text) == 0 else text
+
+
 def cell_text(
     mean: float,
     std: float,

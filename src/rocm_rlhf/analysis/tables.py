@@ -18,7 +18,8 @@ import pandas as pd
 
 from .. import runs
 from .arms import arm_table, choose_arms, is_arm_id, regularised, sweep_arms
-from .render import DAGGER, MISSING, best_flags, cell_text, latex, markdown, md_escape, tex_escape, write_table
+from .render import (DAGGER, MISSING, best_flags, cell_text, latex, markdown, md_escape, signed, tex_escape,
+                     write_table)
 from .scores import check_scores, name_list
 from .stats import N_FLIPS, comparison_family, seed_summary
 
@@ -356,9 +357,9 @@ def learning_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
         for m in metrics:
             c = cells.loc[(arm, m)]
             ends.append(f"{c['start']:.{decimals}f} → {c['end']:.{decimals}f}")
-            ci = (f" [{c['change_ci_low']:+.{decimals}f}, {c['change_ci_high']:+.{decimals}f}]"
+            ci = (f" [{signed(c['change_ci_low'], decimals)}, {signed(c['change_ci_high'], decimals)}]"
                   if np.isfinite(c["change_ci_low"]) else "")
-            changes.append(f"{c['change']:+.{decimals}f}{ci} ({int(c['n_improved'])}/{int(c['n_runs'])})")
+            changes.append(f"{signed(c['change'], decimals)}{ci} ({int(c['n_improved'])}/{int(c['n_runs'])})")
         label = cells.loc[(arm, metrics[0]), "label"]
         md_rows.append([md_escape(label), *ends, *changes])
         tex_rows.append([tex_escape(label), *(tex_escape(e).replace("→", r"$\to$") for e in ends),
