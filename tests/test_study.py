@@ -11,7 +11,8 @@ import pytest
 
 from rocm_rlhf.sandbox.captions import caption
 from rocm_rlhf.sandbox.render import World, all_attributes
-from rocm_rlhf.study.analysis import analyse, attention, bradley_terry, fig_study, join_answers, study_text
+from rocm_rlhf.study.analysis import (RIDGE, analyse, attention, bradley_terry, fig_study, join_answers, separated,
+                                     study_text)
 from rocm_rlhf.study.app import create_app, serving
 from rocm_rlhf.study.db import read_answers
 from rocm_rlhf.study.design import build_study, load_study, needs_chosen, resolve_arms, runs_of_arms
@@ -207,6 +208,55 @@ def test_bradley_terry_recovers_known_strengths_and_stays_finite_under_separatio
     assert np.all(np.isfinite(sep)) and sep[0] - sep[1] > 3
     batch = bradley_terry(np.stack([wins, wins.T]))  # batched, and the mirror image flips the order
     assert np.allclose(batch[0], fit) and np.allclose(batch[1], -fit, atol=1e-6)
+
+
+def _near_separated_answers(study, tie_items):
+    """Three raters answer every comparison: rocm-none-b0 loses every one, except one rater's tie on ``tie_items``
+    of its pairs; kl and base split theirs (kl ahead)."""
+    rng = np.random.default_rng(1)
+    rows, seen = [], 0
+    for it in study["items"]:
+        if it["kind"] != "pair":
+            continue
+        none_side = "left" if it["left_arm"] == "rocm-none-b0" else "right" if it["right_arm"] == "rocm-none-b0" else ""
+        for r in ("r0", "r1", "r2"):
+            if none_side:
+                choice = "tie" if (r == "r0" and seen < tie_items) else ("right" if none_side == "left" else "left")
+            else:
+                kl_side = "left" if it["left_arm"] == "rocm-kl-b10" else "right"
+                choice = rng.choice([kl_side, "left" if kl_side == "right" else "right", "tie"], p=[0.5, 0.3, 0.2])
+            rows.append((r, it["item_id"], str(choice)))
+        seen += bool(none_side)
+    return pd.DataFrame(rows, columns=["rater_id", "item_id", "choice"]).assign(answered_at="", response_ms=0)
+
+
+def test_bradley_terry_ci_holds_its_estimate_under_near_separation(study_dir):
+    """An arm that loses every comparison but one tie: the fit converges (gradient 0), the bootstrap replicates
+    are fitted on the data's scale (the ridge weighs the same), so the estimate lies inside its CI; with no tie the
+    answers separate the arm and its strength is -inf."""
+    study = load_study(study_dir)
+    res = analyse(study, _near_separated_answers(study, tie_items=1), max_failed=0.25, n_boot=400, rng_seed=0)
+    st = res.strengths.set_index("arm")
+    none = st.loc["rocm-none-b0"]
+    assert np.isfinite(none["strength"]) and none["strength"] < -4
+    assert (st["ci_low"] <= st["strength"]).all() and (st["strength"] <= st["ci_high"]).all(), st
+    k = list(study["arms"])
+    wins = np.zeros((len(k), len(k)))
+    for r in res.comparisons.itertuples():
+        a, b = k.index(r.arm_a), k.index(r.arm_b)
+        wins[a, b] += r.score_a
+        wins[b, a] += 1 - r.score_a
+    theta = bradley_terry(wins)
+    p = 1 / (1 + np.exp(-(theta[:, None] - theta[None, :])))
+    grad = (wins - (wins + wins.T) * p).sum(1) - RIDGE * theta
+    assert np.abs(grad).max() < 1e-8
+    assert np.allclose(theta - theta[k.index("base")], st.loc[k, "strength"])
+    assert separated(wins)[k.index("rocm-none-b0"), k.index("base")] == 0
+    sep = analyse(study, _near_separated_answers(study, tie_items=0), max_failed=0.25, n_boot=50).strengths
+    row = sep.set_index("arm").loc["rocm-none-b0"]
+    assert row["strength"] == row["ci_low"] == row["ci_high"] == -np.inf
+    md, _, _ = study_text(analyse(study, _near_separated_answers(study, 0), max_failed=0.25, n_boot=50), "simulated")
+    assert "−∞ [−∞, −∞]" in md and "maximum-likelihood strength is infinite" in md
 
 
 def test_attention_and_agreement_count_what_they_say(study_dir):

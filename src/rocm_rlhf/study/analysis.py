@@ -10,7 +10,12 @@
 - Bradley-Terry: ``P(i preferred to j) = sigmoid(theta_i - theta_j)``, fitted by Newton's method to all comparisons
   at once (a tie is half a win each way), with a small ridge ``RIDGE`` that keeps the fit finite when an arm wins or
   loses every comparison; strengths relative to the reference arm (the first of ``study.arms``), CI from the same
-  bootstrap (the fit repeated per replicate).
+  bootstrap (the fit repeated per replicate, each answer weighted by how many times the replicate holds it, so that
+  the ridge weighs the same against a replicate as against the data). Where the answers separate an arm from the
+  reference (:func:`separated`: it beat a chain of arms ending at the reference and never lost back along one, or
+  the other way round), its maximum-likelihood strength is infinite and the ridge's finite value only reflects the
+  ridge: such an arm's strength (or replicate) counts as +-inf, so a CI limit is infinite when more than
+  ``(1 - ci) / 2`` of the replicates are separated.
 - Agreement: on the comparison items answered by at least two kept raters, the share of rater pairs that gave the
   same answer and Krippendorff's alpha (nominal: left, right, tie).
 
@@ -93,6 +98,27 @@ def bradley_terry(wins: np.ndarray, ridge: float = RIDGE, iterations: int = 100)
     return theta - theta.mean(-1, keepdims=True)
 
 
+def separated(wins: np.ndarray) -> np.ndarray:
+    """(..., K, K) signs from ``wins`` (..., K, K) as in :func:`bradley_terry`: +1 where ``theta_i - theta_j`` is
+    +inf at the maximum likelihood (i beat a chain of arms ending at j, ``wins > 0`` along it, and j never reaches
+    back to i: the answers separate them), -1 for the reverse, 0 where both reach each other (finite) or neither does."""
+    reach = np.asarray(wins, dtype=float) > 0
+    k = reach.shape[-1]
+    reach = reach | np.eye(k, dtype=bool)
+    for m in range(k):  # transitive closure (Floyd-Warshall), batched
+        reach = reach | (reach[..., :, m, None] & reach[..., None, m, :])
+    back = np.swapaxes(reach, -1, -2)
+    return (reach & ~back).astype(int) - (back & ~reach).astype(int)
+
+
+def _percentile_ci_inf(boot: np.ndarray, ci: float) -> tuple[float, float]:
+    """:func:`~rocm_rlhf.analysis.stats._percentile_ci` of replicates that may be +-inf: a limit that falls among
+    infinite replicates is infinite."""
+    big = 1e300
+    lo, hi = _percentile_ci(np.clip(boot, -big, big), ci)
+    return tuple(float(np.sign(v) * np.inf) if abs(v) > 1e299 else v for v in (lo, hi))
+
+
 class StudyResults(NamedTuple):
     """What :func:`analyse` returns: the per-pair win rates, the Bradley-Terry strengths, the raters (with their
     attention checks), the kept comparisons (one row per answer) and a summary dict."""
@@ -168,8 +194,11 @@ def analyse(study: dict, answers: pd.DataFrame, *, max_failed: float, n_boot: in
         """(win rate per arm pair, strengths relative to arms[0]) for answer weights (B, n_answers)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = (weights * score_a) @ onehot / (weights @ onehot)
-        theta = bradley_terry((weights @ to_wins).reshape(-1, k, k))
-        return rate, theta - theta[:, :1]
+        wins = (weights @ to_wins).reshape(-1, k, k)
+        theta = bradley_terry(wins)
+        rel = theta - theta[:, :1]
+        sep = separated(wins)[:, :, 0]  # each arm against the reference
+        return rate, np.where(sep > 0, np.inf, np.where(sep < 0, -np.inf, rel))
 
     rate, theta = stats(np.ones((1, len(pairs))))
     rng = np.random.default_rng(rng_seed)
@@ -177,7 +206,11 @@ def analyse(study: dict, answers: pd.DataFrame, *, max_failed: float, n_boot: in
     block = max(1, 2_000_000 // max(1, len(pairs)))
     for start in range(0, int(n_boot), block):
         b = min(int(n_boot), start + block) - start
-        w = _run_weights(len(rater_codes), rng, b)[:, rater_idx] * _run_weights(len(item_codes), rng, b)[:, item_idx]
+        # how many times each answer is in the replicate (its rater's draws x its item's draws), not a share: the
+        # ridge is in answers' units, and weights summing to 1 instead of len(pairs) would make it len(pairs) times
+        # stronger in the replicates than in the estimate (pulling their strengths towards 0)
+        w = (_run_weights(len(rater_codes), rng, b)[:, rater_idx] * len(rater_codes)
+             * _run_weights(len(item_codes), rng, b)[:, item_idx] * len(item_codes))
         r, t = stats(w)
         boot_rate.append(r)
         boot_theta.append(t)
@@ -197,8 +230,9 @@ def analyse(study: dict, answers: pd.DataFrame, *, max_failed: float, n_boot: in
     counts = pd.concat([comparisons["arm_a"], comparisons["arm_b"]]).value_counts()
     strengths = pd.DataFrame({
         "arm": arms, "label": [label_of(a) for a in arms], "strength": theta[0],
-        "ci_low": [_percentile_ci(boot_theta[:, i], ci)[0] if i else 0.0 for i in range(k)],
-        "ci_high": [_percentile_ci(boot_theta[:, i], ci)[1] if i else 0.0 for i in range(k)],
+        "ci_low": [_percentile_ci_inf(boot_theta[:, i], ci)[0] if i else 0.0 for i in range(k)],
+        "ci_high": [_percentile_ci_inf(boot_theta[:, i], ci)[1] if i else 0.0 for i in range(k)],
+        "separated_share": (~np.isfinite(boot_theta)).mean(0),
         "p_beats_reference": 1.0 / (1.0 + np.exp(-theta[0])), "n_answers": [int(counts.get(a, 0)) for a in arms],
         "reference": arms[0], "ci": ci})
     strengths["rank"] = strengths["strength"].rank(ascending=False, method="min").astype(int)
@@ -215,9 +249,11 @@ def analyse(study: dict, answers: pd.DataFrame, *, max_failed: float, n_boot: in
 
 
 def _ci_text(mean: float, lo: float, hi: float, decimals: int) -> str:
-    if not np.isfinite(mean):
+    if np.isnan(mean):
         return "–"
-    return f"{mean:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+    def num(v: float) -> str:
+        return f"{v:.{decimals}f}" if np.isfinite(v) else ("∞" if v > 0 else "−∞")
+    return f"{num(mean)} [{num(lo)}, {num(hi)}]"
 
 
 def study_text(res: StudyResults, source: str) -> tuple[str, str, pd.DataFrame]:
@@ -240,7 +276,10 @@ def study_text(res: StudyResults, source: str) -> tuple[str, str, pd.DataFrame]:
               f"kept raters); {s['comparisons_analysed']} comparisons analysed, {s['comparisons_excluded']} excluded. "
               f"Win rate: share of answers preferring A, a tie counting 1/2. Bradley-Terry strengths on the log-odds "
               f"scale relative to {ref}, fitted to all comparisons (ridge {s['ridge']}). CIs: percentile bootstrap "
-              f"over raters and items ({s['n_boot']} resamples). Agreement on the {s['items_rated_twice']} items "
+              f"over raters and items ({s['n_boot']} resamples); ±∞: the answers (or more than "
+              f"{(1 - s['ci']) / 2:.1%} of the resamples) separate the arm from {ref} (it never lost, or never won or "
+              f"tied, along any chain of comparisons to {ref}), so its maximum-likelihood strength is infinite. "
+              f"Agreement on the {s['items_rated_twice']} items "
               f"rated by two or more raters: {s['pairwise_agreement']:.2f} of rater pairs agree, Krippendorff's "
               f"alpha {s['krippendorff_alpha']:.2f}.")
     md = ("**Bradley-Terry fit**\n\n" + markdown(bt_head, [[md_escape(c) for c in r] for r in bt_rows], "lcccc")
@@ -270,10 +309,13 @@ def fig_study(res: StudyResults, out_stem: str | os.PathLike):
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(TEXT_WIDTH, max(2.2, 0.9 + 0.22 * max(len(st), len(wr)))), layout="constrained")
         ax_bt, ax_wr = fig.subplots(1, 2, width_ratios=[1, 1.3])
+        vals = st[["strength", "ci_low", "ci_high"]].to_numpy()
+        edge = np.abs(vals[np.isfinite(vals)]).max(initial=1.0) + 1.0  # +-inf drawn at the plot's edge
         for y, r in enumerate(st.itertuples()):
             run = runs.parse_arm(r.arm)
             sty = arm_style(run.method, run.divergence, run.beta_value)
-            ax_bt.errorbar([r.strength], [y], xerr=[[max(0.0, r.strength - r.ci_low)], [max(0.0, r.ci_high - r.strength)]],
+            x, lo, hi = np.clip([r.strength, r.ci_low, r.ci_high], -edge, edge)
+            ax_bt.errorbar([x], [y], xerr=[[max(0.0, x - lo)], [max(0.0, hi - x)]],
                            capsize=2, **{**sty, "linestyle": "none"})
         ax_bt.axvline(0, color="#999999", linewidth=0.8, linestyle=":")
         ax_bt.set_yticks(range(len(st)), list(st["label"]))
