@@ -71,7 +71,7 @@ def _cpu_name() -> str:
 
 class Monitor:
     """The trackers of one run (process 0 only). ``trackers``: names from :data:`TRACKERS`; ``hparams``: plain
-    values stored with the run (its settings); ``start_step``: the step the run resumes after (TensorBoard then hides
+    values stored with a W&B or MLflow run (its settings; run.json has them for TensorBoard); ``start_step``: the step the run resumes after (TensorBoard then hides
     the events a killed session wrote past it, so a resumed run's curves have no doubled steps)."""
 
     def __init__(self, run_dir: str | Path, run_name: str, trackers, *, project: str = "rocm-rlhf",
@@ -86,7 +86,7 @@ class Monitor:
             self.trackers.append(self._make(name, run_name, project, start_step))
         for t in self.trackers:
             t.start()
-            if hparams:
+            if hparams and t.name != "tensorboard":  # TensorBoard's hparams would add a run per session to the list
                 try:
                     t.store_init_configuration(hparams)
                 except Exception as err:  # noqa: BLE001 -- a tracker that rejects a value must not stop training
