@@ -49,13 +49,13 @@ def test_the_probe_time_is_not_counted_as_training(tmp_path, tiny_lcm_dir, monke
     """A probe made slow (2 s of sleep each) leaves the run's wall clock and device-hours where a run without it is."""
     import time
 
-    slow = HeldOutProbe.__call__
+    slow = HeldOutProbe.sample
 
-    def sleepy(self, pipe, device):
+    def sleepy(self, pipe):
         time.sleep(2.0)
-        return slow(self, pipe, device)
+        return slow(self, pipe)
 
-    monkeypatch.setattr(HeldOutProbe, "__call__", sleepy)
+    monkeypatch.setattr(HeldOutProbe, "sample", sleepy)
     _train(tmp_path, "slow", tiny_lcm_dir)  # 4 probes: 8 s of sleep, counted or not
     log = pd.read_csv(tmp_path / "slow" / "log.csv")
     assert log["wall_s"].iloc[-1] < 8.0  # the six tiny steps alone: about a second here

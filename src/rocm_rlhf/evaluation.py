@@ -82,6 +82,23 @@ def from_uint8(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 
+def sample_grid(images: torch.Tensor, units: pd.DataFrame, scale: int = 2) -> np.ndarray:
+    """One picture of a set of samples, (H, W, 3) uint8: a row per prompt, a column per sample seed, white gaps;
+    ``scale`` enlarges it (nearest neighbour). The evaluation's ``grid.png`` and the training runs' sample grids
+    (rocm_rlhf.training.monitor) alike."""
+    arr = to_uint8(images)
+    n_seeds = int(units["sample_seed"].max()) + 1
+    n_prompts = math.ceil(len(arr) / n_seeds)
+    h, w = arr.shape[1:3]
+    pad = 2
+    grid = np.full((n_prompts * (h + pad) + pad, n_seeds * (w + pad) + pad, 3), 255, np.uint8)
+    for i, (r, c) in enumerate(zip(np.arange(len(arr)) // n_seeds, units["sample_seed"].to_numpy())):
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = arr[i]
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid
+
+
 def save_samples(images: torch.Tensor, units: pd.DataFrame, out_npz: str | Path, out_grid: str | Path,
                  scale: int = 2) -> None:
     arr = to_uint8(images)
@@ -90,18 +107,8 @@ def save_samples(images: torch.Tensor, units: pd.DataFrame, out_npz: str | Path,
             np.savez_compressed(fh, images=arr, prompt_id=units["prompt_id"].to_numpy(str),
                                 sample_seed=units["sample_seed"].to_numpy(np.int64),
                                 prompt=units["prompt"].to_numpy(str))
-    n_seeds = int(units["sample_seed"].max()) + 1
-    n_prompts = math.ceil(len(arr) / n_seeds)
-    h, w = arr.shape[1:3]
-    pad = 2
-    grid = np.full((n_prompts * (h + pad) + pad, n_seeds * (w + pad) + pad, 3), 255, np.uint8)
-    for i, (r, c) in enumerate(zip(np.arange(len(arr)) // n_seeds, units["sample_seed"].to_numpy())):
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = arr[i]
-    img = Image.fromarray(grid)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     with atomic_path(out_grid) as tmp:
-        img.save(tmp, format="PNG")
+        Image.fromarray(sample_grid(images, units, scale)).save(tmp, format="PNG")
 
 
 def load_samples(path: str | Path) -> tuple[torch.Tensor, pd.DataFrame]:

@@ -9,6 +9,7 @@ sys.path.insert(
 
 from rocm_rlhf import pipeline, runs  # noqa: E402
 from rocm_rlhf.study import design as study_design  # noqa: E402
+from rocm_rlhf.infra import scorer_catalogue  # noqa: E402
 from rocm_rlhf.infra.config import (  # noqa: E402
     check_output_name,
     config_digest,
@@ -328,3 +329,9 @@ def probe_reward_inputs():
 def reward_input(name):
     """The sandbox proxy folder a reward needs (nothing for hub rewards)."""
     return f"{SBX}/rewards/{name}" if SANDBOX and name in PROXIES else []
+
+
+def training_reward_inputs():
+    """The sandbox proxy folders of train.reward: one scorer, or each term of a weighted sum."""
+    terms = scorer_catalogue.reward_terms(config["train"]["reward"])
+    return [reward_input(name) for name in terms if reward_input(name)]

@@ -6,7 +6,7 @@ rule train_rocm:
     input:
         prompts=f"{RES}/prompts/train.csv",
         model=sandbox_input("lcm"),
-        reward=reward_input(config["train"]["reward"]),
+        reward=training_reward_inputs(),
         val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
         probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),
@@ -39,7 +39,7 @@ rule train_baseline:
     input:
         prompts=f"{RES}/prompts/train.csv",
         model=generator_input,
-        reward=reward_input(config["train"]["reward"]),
+        reward=training_reward_inputs(),
         val_prompts=PROMPT_FILES["val"],  # the held-out probe at the checkpoints (train.probe)
         probe_rewards=probe_reward_inputs(),
         tiny_hub=tiny_hub_input(),

@@ -83,6 +83,9 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
                 lines.append(f"config key '{_path(e)}': {e.message}: YAML reads {e.instance} as text (a number in "
                              f"exponent form needs a decimal point and a signed exponent, e.g. 1.0e-5), or write it "
                              f"without an exponent (0.00001)")
+            elif e.validator == "oneOf" and e.schema.get("description"):
+                lines.append(f"config key '{_path(e)}': {e.instance!r} is none of the forms it takes: "
+                             f"{e.schema['description']}")
             else:
                 lines.append(f"config key '{_path(e)}': {e.message}")
         raise ConfigError(
@@ -151,10 +154,15 @@ def _check_semantics(config: dict) -> None:
     if unknown:
         problems.append(f"config key 'train.lora.target_modules': {unknown} name no layer of a diffusers UNet; known: "
                         f"{', '.join(UNET_LORA_TARGETS)}")
+    if t["sample_every"] and t["trackers"] and not t["probe"]["prompts"]:
+        problems.append("config key 'train.sample_every': the sample grids are the held-out probe's images, and "
+                        "train.probe.prompts is 0; set train.probe.prompts > 0, or sample_every: 0")
+    from ..training.monitor import tracker_problems  # torch-free: unknown trackers, packages not installed
     from .scorer_catalogue import scorer_problems  # torch-free: names against the built-in scorers
     from ..training.batching import batch_problems  # torch-free: the methods check the same rules
 
     problems += scorer_problems(config)
+    problems += tracker_problems(t["trackers"])
 
     for method in config["baselines"]["methods"]:
         problems += batch_problems(method, config["baselines"][method])
@@ -164,7 +172,7 @@ def _check_semantics(config: dict) -> None:
 
 #: keys that change how a job runs, not what it computes: never a reason to rerun a finished job
 OPERATIONAL_KEYS = ("device", "train.threads", "train.num_processes", "train.checkpoint_every", "train.log_every",
-                    "evaluation.batch_size")
+                    "train.trackers", "train.tracker_project", "train.sample_every", "evaluation.batch_size")
 
 
 #: the default config: the only one whose outputs go to results/ and paper_figures/ themselves (no ``name``)

@@ -22,6 +22,7 @@ def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion
                  metrics: Iterable[str] | None = None, reward: bool = True) -> list[Asset]:
     """The hub assets a job of this config needs (local folders are skipped)."""
     from ..rewards import scorer_class
+    from .scorer_catalogue import reward_terms
 
     assets: list[Asset] = []
     for g in generators:
@@ -29,8 +30,8 @@ def model_assets(config: dict, *, generators: Iterable[str] = ("lcm", "diffusion
         if mid and not is_local(mid) and not is_path_like(mid):  # a missing path is the loader's error
             assets.append((mid, None))
     names = list(metrics if metrics is not None else config["evaluation"]["metrics"])
-    if reward:
-        names.append(config["train"]["reward"])
+    if reward:  # a scorer, or the terms of a weighted sum
+        names += list(reward_terms(config["train"]["reward"]))
     for name in dict.fromkeys(names):
         cls = scorer_class(name)
         kw = config["rewards"].get(name, {})

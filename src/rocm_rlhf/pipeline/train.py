@@ -43,6 +43,7 @@ def probe_spec(cfg: dict, run: runs.Run, val_prompts: str, rewards_dir: str | No
 
 @stage(reads=train_reads)
 def train(job) -> None:
+    from ..infra.scorer_catalogue import reward_terms
     from ..prompts import read_prompts
     from ..rewards import scorer_kwargs
     from ..training import distributed
@@ -53,11 +54,14 @@ def train(job) -> None:
         cfg = {**cfg, "baselines": {**cfg["baselines"], run.method: {**cfg["baselines"][run.method], "lr": float(run.lr)}}}
     probing = bool(cfg["train"]["probe"]["prompts"])
     preflight(cfg, generators=[run.generator], metrics=list(figure_metrics(cfg)) if probing else [], reward=True)
-    name = cfg["train"]["reward"]
+    spec = cfg["train"]["reward"]  # a scorer's name, or a weighted sum of scorers
+    rewards_dir = parent_dir(job.input, "reward")
+    kwargs = (scorer_kwargs(spec, cfg, rewards_dir) if isinstance(spec, str) else
+              {name: scorer_kwargs(name, cfg, rewards_dir) for name in reward_terms(spec)})
     method_kwargs = {"divergence": run.divergence, "beta": run.beta_value} if run.method == "rocm" else {}
     arguments = dict(config=cfg, method=run.method, run_id=run.id, seed=run.seed,
-                     run_dir=str(Path(job.output.run_json).parent), model_id=job.params.model_id, reward_name=name,
-                     reward_kwargs=scorer_kwargs(name, cfg, parent_dir(job.input, "reward")),
+                     run_dir=str(Path(job.output.run_json).parent), model_id=job.params.model_id, reward_name=spec,
+                     reward_kwargs=kwargs,
                      prompts=read_prompts(job.input.prompts)["prompt"].tolist(),
                      probe=probe_spec(cfg, run, job.input.val_prompts, parent_dir(job.input, "reward")),
                      **method_kwargs)

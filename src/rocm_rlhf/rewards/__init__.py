@@ -6,6 +6,11 @@ class decorated with ``@register("name")``; its constructor's keyword arguments 
 classmethod ``config_kwargs``. API: :func:`load_scorer` (``load_scorer("pickscore", model_id=...)``),
 :func:`scorer_kwargs` (a scorer's arguments from the config), :func:`scorer_class`, :func:`available`,
 :class:`Scorer`, :func:`register`. The modules that define scorers are imported on first lookup.
+
+Without editing the package, a scorer can be named by its import path, ``module:Class`` (a :class:`Scorer` or any
+``torch.nn.Module`` with that ``forward``) or ``module:function`` (``f(images, prompts) -> scores``): it is
+registered under that name on first lookup (the protocol: docs/extending.md). :func:`load_reward` builds a training
+reward, one scorer or a weighted sum of several (:class:`WeightedSum`, ``train.reward: {name: weight, ...}``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import importlib
 from typing import Callable
 
 import torch
+
+from ..infra.scorer_catalogue import is_plugin, load_plugin, reward_label, reward_terms
 
 _REGISTRY: dict[str, Callable[..., "Scorer"]] = {}
 # modules that define scorers, imported on first lookup
@@ -49,9 +56,81 @@ def register(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Score
     return deco
 
 
-def _import_providers() -> None:
+def _import_providers(name: str | None = None) -> None:
     for mod in _PROVIDERS:
         importlib.import_module(mod)
+    if name is not None and name not in _REGISTRY and is_plugin(name):
+        _REGISTRY[name] = _plugin_factory(name)
+
+
+def _plugin_factory(name: str):
+    """The factory of a plug-in scorer ``module:Class`` (the class itself) or ``module:function`` (a
+    :class:`FunctionScorer` around it); :class:`ValueError` naming what is wrong."""
+    obj = load_plugin(name)
+    if isinstance(obj, type):
+        return obj
+    return _function_factory(obj)
+
+
+class FunctionScorer(Scorer):
+    """A plug-in function ``f(images, prompts) -> scores`` as a scorer; ``f.differentiable`` (default True) and
+    ``f.definition`` (default its docstring's first line) say what :class:`Scorer` says."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+        self.differentiable = bool(getattr(fn, "differentiable", True))
+        doc = (fn.__doc__ or "").strip().splitlines()
+        self.definition = getattr(fn, "definition", doc[0] if doc else f"{fn.__module__}.{fn.__qualname__}")
+
+    def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return self.fn(images, prompts)
+
+
+def _function_factory(fn: Callable):
+    def factory() -> FunctionScorer:
+        return FunctionScorer(fn)
+
+    factory.differentiable = bool(getattr(fn, "differentiable", True))
+    return factory
+
+
+class WeightedSum(Scorer):
+    """A training reward ``sum_i w_i * scorer_i(images, prompts)`` (``train.reward: {name: weight, ...}``);
+    differentiable when every term is. Its gradient is the weighted sum of the terms' gradients."""
+
+    def __init__(self, scorers: dict[str, Scorer], weights: dict[str, float]):
+        super().__init__()
+        if set(scorers) != set(weights) or not scorers:
+            raise ValueError(f"WeightedSum: scorers {sorted(scorers)} and weights {sorted(weights)} must name the "
+                             f"same, non-empty set")
+        self.terms = torch.nn.ModuleDict(scorers)
+        self.weights = {k: float(w) for k, w in weights.items()}
+        self.differentiable = all(getattr(sc, "differentiable", True) for sc in scorers.values())
+        self.definition = " + ".join(f"{self.weights[k]:g} * [{k}: {getattr(sc, 'definition', '') or k}]"
+                                     for k, sc in scorers.items())
+
+    def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        total = None
+        for name, scorer in self.terms.items():
+            term = self.weights[name] * scorer(images, prompts).float()
+            total = term if total is None else total + term
+        return total
+
+
+def load_reward(spec, kwargs: dict) -> Scorer:
+    """The training reward of ``train.reward`` (``spec``): one scorer (``spec`` a name, ``kwargs`` its options) or a
+    :class:`WeightedSum` (``spec`` ``{name: weight}`` or a list of ``{name, weight}``, ``kwargs`` ``{name: its
+    options}``); its ``name`` is :func:`rocm_rlhf.infra.scorer_catalogue.reward_label`."""
+    if isinstance(spec, str):
+        return load_scorer(spec, **kwargs)
+    terms = reward_terms(spec)
+    unknown = sorted(set(kwargs) - set(terms))
+    if unknown:
+        raise ValueError(f"reward options for {unknown}, which are not terms of the weighted sum {sorted(terms)}")
+    scorer = WeightedSum({n: load_scorer(n, **kwargs.get(n, {})) for n in terms}, terms)
+    scorer.name = reward_label(spec)
+    return scorer
 
 
 def available() -> list[str]:
@@ -61,7 +140,7 @@ def available() -> list[str]:
 
 def scorer_class(name: str):
     """The registered factory (class) of ``name``, without instantiating it (e.g. to read its HUB_ASSETS)."""
-    _import_providers()
+    _import_providers(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown scorer '{name}'; known scorers: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -72,7 +151,7 @@ def scorer_kwargs(name: str, config: dict, sandbox_rewards_dir: str | None = Non
     class's ``config_kwargs`` reads (``rewards.<name>``; the sandbox's proxies add their folder under
     ``sandbox_rewards_dir`` and its gold judge the world's ``sandbox.*`` settings). A factory without
     ``config_kwargs``, or a name not registered (which :func:`load_scorer` then refuses), gets ``rewards.<name>``."""
-    _import_providers()
+    _import_providers(name)
     read = getattr(_REGISTRY.get(name), "config_kwargs", None)
     if read is None:
         return Scorer.config_kwargs(name, config, sandbox_rewards_dir)
@@ -83,7 +162,7 @@ def load_scorer(name: str, **kwargs) -> Scorer:
     """Create the scorer registered as ``name`` with the given keyword arguments (from config)."""
     import inspect
 
-    _import_providers()
+    _import_providers(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown scorer '{name}'; known scorers: {', '.join(sorted(_REGISTRY))}")
     factory = _REGISTRY[name]

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..infra.utils import atomic_path, versions, write_json
 from .lora import load_lora_state_dict, lora_state_dict, save_lora
+from .monitor import peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class CheckpointError(RuntimeError):
 
 
 CHECKPOINT_FILES = ("adapter.safetensors", "trainer.pt", "log.csv")
-OPERATIONAL_SETTINGS = ("checkpoint_every", "log_every")  # how a run is checkpointed and logged, not what it learns
+# how a run is checkpointed, logged and watched, not what it learns
+OPERATIONAL_SETTINGS = ("checkpoint_every", "log_every", "sample_every", "trackers", "tracker_project")
 
 
 def _sha256(path: Path) -> str:
@@ -118,6 +120,9 @@ class TrainSettings:
     truncated_backprop: int = 0
     num_steps: int = 4
     guidance_scale: float = 3.0
+    trackers: tuple[str, ...] = ()  # rocm_rlhf.training.monitor.TRACKERS; () = log.csv only
+    sample_every: int | None = None  # sample grids: None = at the probe's steps, 0 = none, N = every N steps
+    tracker_project: str = "rocm-rlhf"
 
     def __post_init__(self):
         check_mixed_precision(self.mixed_precision)
@@ -129,7 +134,9 @@ class TrainSettings:
                    weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], checkpoint_every=t["checkpoint_every"],
                    log_every=t["log_every"], mixed_precision=t["mixed_precision"],
                    gradient_checkpointing=t["gradient_checkpointing"], truncated_backprop=t["truncated_backprop"],
-                   num_steps=config["model"]["num_steps"], guidance_scale=config["model"]["guidance_scale"])
+                   num_steps=config["model"]["num_steps"], guidance_scale=config["model"]["guidance_scale"],
+                   trackers=tuple(t.get("trackers", ())), sample_every=t.get("sample_every"),
+                   tracker_project=t.get("tracker_project", "rocm-rlhf"))
 
 
 @dataclass
@@ -238,6 +245,7 @@ class Trainer:
         self.start_step = 0
         self.elapsed_wall = 0.0
         self.elapsed_device_s = 0.0
+        self.monitor = None  # process 0's trackers while run() runs (rocm_rlhf.training.monitor)
 
     # ------------------------------------------------------------------ checkpoints
     def complete_checkpoints(self) -> list[Path]:
@@ -265,8 +273,12 @@ class Trainer:
                   if dataclasses.is_dataclass(self.method) else {})
         info = {k: v for k, v in self.run_info.items() if k not in ("config", "run_id")}
         info["model_files"] = _fingerprint(info.get("model_id", ""))  # a rebuilt local model is another model
-        info["reward_files"] = {k: _fingerprint(v) for k, v in (info.get("reward_kwargs") or {}).items()
-                                if isinstance(v, (str, os.PathLike))}
+        kwargs = info.get("reward_kwargs") or {}  # one scorer's options, or a weighted sum's {term: options}
+        kwargs = {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in kwargs.items()
+                  for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
+        info["reward_files"] = {k: _fingerprint(v) for k, v in kwargs.items() if isinstance(v, (str, os.PathLike))}
+        if info.get("init_adapter"):  # the warm start's weights: another adapter is another starting point
+            info["init_adapter_files"] = _fingerprint(info["init_adapter"])
         cfg = self.run_info.get("config") or {}
         shaping = {"lora": cfg.get("train", {}).get("lora"), "dtype": cfg.get("model", {}).get("dtype")}
         prompts = hashlib.sha256("\n".join(self.ctx.prompts).encode()).hexdigest()
@@ -418,12 +430,39 @@ class Trainer:
             self.load_checkpoint(ckpt)
         if self.group.is_main:
             print(self.batch_arithmetic(), flush=True)
+        self.monitor = self.start_monitor()
+        try:
+            end = self.settings.steps if max_steps is None else min(self.settings.steps, max_steps)
+            self.train_steps(end)
+        finally:
+            if self.monitor is not None:
+                self.monitor.finish()
+        if end < self.settings.steps:
+            return {"stopped_at": end}
+        return self.finish()
+
+    def start_monitor(self):
+        """Process 0's trackers (:class:`rocm_rlhf.training.monitor.Monitor`), None without any."""
+        if not self.settings.trackers or not self.group.is_main:
+            return None
+        from .monitor import Monitor
+
+        s = self.settings
+        hparams = {"run_id": self.run_info.get("run_id", ""), "method": self.run_info.get("method", ""),
+                   "reward": str(self.run_info.get("reward", "")),
+                   **{k: v for k, v in s.__dict__.items() if isinstance(v, (bool, int, float, str))}}
+        return Monitor(self.run_dir, self.run_info.get("run_id", self.run_dir.name), s.trackers,
+                       project=s.tracker_project, hparams=hparams, start_step=self.start_step)
+
+    def train_steps(self, end: int) -> None:
+        """Steps ``start_step + 1 .. end``: log.csv and the trackers every ``log_every`` steps, the probe and a
+        checkpoint every ``checkpoint_every`` steps, sample grids every ``sample_every`` steps."""
+        s = self.settings
         on_gpu = self.ctx.device.type == "cuda"
-        end = self.settings.steps if max_steps is None else min(self.settings.steps, max_steps)
-        bar = tqdm(total=self.settings.steps, initial=self.start_step, desc=self.run_info.get("run_id", "train"),
+        bar = tqdm(total=s.steps, initial=self.start_step, desc=self.run_info.get("run_id", "train"),
                    mininterval=5.0, ascii=True, disable=not self.group.is_main)
         if self.start_step == 0:
-            self.run_probe(0)
+            self.watch(0, probe=True)
             self.group.barrier()  # the other processes must not count process 0's probe as training time
         for step in range(self.start_step + 1, end + 1):
             t0, c0 = time.time(), _cpu_seconds()
@@ -440,27 +479,53 @@ class Trainer:
             row.update({k: (float(v) if not isinstance(v, str) else v) for k, v in out.items()})
             for k in ("reward_mean", "loss"):
                 if k in row and not math.isfinite(row[k]):
+                    self.flush_log()  # the rows up to the failing step, for the post-mortem
                     raise TrainingDivergedError(f"{k} is {row[k]} at step {step}; last good checkpoint kept in "
                                                 f"{self.ckpt_dir}")
             self.rows.append(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row.get('reward_mean', float('nan')):.4f}")
-            if step % self.settings.checkpoint_every == 0 or step == self.settings.steps:
-                self.run_probe(step)
+            if step % s.log_every == 0 or step == end:
+                self.flush_log()
+            checkpoint = step % s.checkpoint_every == 0 or step == s.steps
+            self.watch(step, probe=checkpoint)
+            if checkpoint:
                 self.save_checkpoint(step)
         bar.close()
-        if end < self.settings.steps:
-            return {"stopped_at": end}
-        return self.finish()
 
-    def run_probe(self, step: int) -> None:
-        """Process 0 scores the held-out probe at ``step`` (outside the timed training steps) into ``self.curve``."""
-        if self.probe is None or not self.group.is_main:
+    def flush_log(self) -> None:
+        """Process 0 rewrites the run's ``log.csv`` (atomically) with every row so far and sends the new rows to the
+        trackers. A resumed run rewrites it from its checkpoint's rows on, so the file ends as an uninterrupted run's."""
+        if not self.group.is_main:
             return
-        values = self.probe(self.ctx.pipe, self.ctx.device)
-        self.curve = [r for r in self.curve if r["step"] != step]
-        self.curve += self.probe.rows(values, step=step, reward_queries=self.ctx.reward.queries,
-                                      device_hours=self.elapsed_device_s / 3600, wall_s=self.elapsed_wall)
+        with atomic_path(self.run_dir / "log.csv") as tmp:
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+        if self.monitor is not None:
+            self.monitor.log_rows(self.rows)
+
+    def watch(self, step: int, probe: bool) -> None:
+        """At ``step``: with ``probe`` the held-out probe scores its images into ``self.curve``; at a sample step
+        (``sample_every``; None: the probe's steps) the same images go to the trackers as a grid. Process 0 samples,
+        outside the timed training steps; the others wait, so that its sampling is not counted as their training."""
+        if self.probe is None:
+            return
+        every = self.settings.sample_every
+        grid = bool(self.settings.trackers) and (probe if every is None else bool(every) and step % every == 0)
+        if not (probe or grid):
+            return
+        if self.group.is_main:
+            images = self.probe.sample(self.ctx.pipe)
+            if probe:
+                values = self.probe.score(images, self.ctx.device)
+                self.curve = [r for r in self.curve if r["step"] != step]
+                self.curve += self.probe.rows(values, step=step, reward_queries=self.ctx.reward.queries,
+                                              device_hours=self.elapsed_device_s / 3600, wall_s=self.elapsed_wall)
+            if grid and self.monitor is not None:
+                from ..evaluation import sample_grid
+
+                self.monitor.log_images(sample_grid(images, self.probe.units), step)
+        if grid and not probe and step:
+            self.group.barrier()
 
     def finish(self) -> dict:
         df = pd.DataFrame(self.rows)
@@ -482,14 +547,14 @@ class Trainer:
             "num_processes": self.group.world_size,
             "device_hours_unit": "gpu_hours" if self.ctx.device.type == "cuda" else "cpu_core_hours",
             "batch_arithmetic": self.batch_arithmetic(),
+            **peak_memory(self.ctx.device),
             "versions": versions(),
             "final": final,
         })
         if self.group.is_main:
             from .probe import CURVE_COLUMNS
 
-            with atomic_path(self.run_dir / "log.csv") as tmp:
-                df.to_csv(tmp, index=False)
+            self.flush_log()
             with atomic_path(self.run_dir / "curve.csv") as tmp:  # header only without a probe
                 pd.DataFrame(self.curve, columns=list(CURVE_COLUMNS)).to_csv(tmp, index=False)
             save_lora(self.ctx.unet, self.run_dir / "adapter", self.pipeline_cls)

@@ -88,3 +88,75 @@ def save_lora(unet, out_dir: str | Path, pipeline_cls=None) -> Path:
     layers = convert_state_dict_to_diffusers(state)
     pipeline_cls.save_lora_weights(save_directory=str(out_dir), unet_lora_layers=layers, safe_serialization=True)
     return out_dir / "pytorch_lora_weights.safetensors"
+
+
+def adapter_file(path: str | Path) -> Path:
+    """The LoRA weights file of ``train.init_adapter``: a ``.safetensors`` file, or a folder holding
+    ``pytorch_lora_weights.safetensors`` (a run's ``adapter/``) or exactly one ``.safetensors`` file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ValueError(f"train.init_adapter: {p} does not exist; give a run's adapter folder "
+                         f"(results/runs/<run>/adapter) or a diffusers LoRA .safetensors file")
+    if p.is_file():
+        return p
+    if (p / "pytorch_lora_weights.safetensors").is_file():
+        return p / "pytorch_lora_weights.safetensors"
+    found = sorted(p.glob("*.safetensors"))
+    if len(found) != 1:
+        raise ValueError(f"train.init_adapter: folder {p} holds {len(found)} .safetensors files and no "
+                         f"pytorch_lora_weights.safetensors; name the file itself")
+    return found[0]
+
+
+def load_init_adapter(unet, path: str | Path, pipeline_cls=None, adapter_name: str = "default") -> Path:
+    """Warm start: set the LoRA adapter that :func:`add_lora` made on ``unet`` to a saved diffusers LoRA (a run's
+    ``adapter/``, written by :func:`save_lora`, or any diffusers- or kohya-format UNet LoRA that diffusers'
+    ``lora_state_dict`` reads), so that the model computes what the saved adapter computes. Returns the file read.
+
+    The file's update of a layer is ``s_f * B_f @ A_f`` with ``s_f = alpha_f / r_f`` where the file stores alphas
+    (kohya) and 1 otherwise (diffusers' convention; :func:`save_lora` folds its scale into ``B``); this adapter
+    multiplies by its own ``alpha / r`` (:func:`lora_scaling`), so ``B = B_f * s_f / (alpha / r)``. The rank and the
+    adapted layers must match ``train.lora`` (:class:`ValueError` otherwise, naming the difference); text-encoder
+    LoRA weights are refused (only the UNet is trained)."""
+    from diffusers import LatentConsistencyModelPipeline
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import get_peft_model_state_dict
+
+    file = adapter_file(path)
+    pipeline_cls = pipeline_cls or LatentConsistencyModelPipeline
+    try:
+        state, alphas = pipeline_cls.lora_state_dict(str(file))
+    except Exception as err:  # noqa: BLE001 -- any failure to read means: not a LoRA file we can use
+        raise ValueError(f"train.init_adapter: {file} is not a LoRA file diffusers can read "
+                         f"({type(err).__name__}: {err})") from err
+    other = sorted({k.split(".")[0] for k in state if not k.startswith("unet.")})
+    if other:
+        raise ValueError(f"train.init_adapter: {file} holds LoRA weights of {other}; only UNet LoRA adapters can "
+                         f"warm-start a run")
+    peft_state = convert_unet_state_dict_to_peft({k[len("unet."):]: v for k, v in state.items()})
+    alphas = {k[len("unet."):-len(".alpha")]: float(v) for k, v in (alphas or {}).items()
+              if k.startswith("unet.") and k.endswith(".alpha")}
+    ours = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    missing, unexpected = sorted(set(ours) - set(peft_state)), sorted(set(peft_state) - set(ours))
+    if missing or unexpected:
+        def layers(keys):
+            return sorted({k.rsplit(".lora_", 1)[0] for k in keys})
+
+        raise ValueError(f"train.init_adapter: {file} adapts other layers than train.lora.target_modules here: "
+                         f"{len(layers(missing))} layers of this run are not in it (e.g. {layers(missing)[:2]}), "
+                         f"{len(layers(unexpected))} of its layers are not adapted here (e.g. {layers(unexpected)[:2]}); "
+                         f"set train.lora.target_modules to the adapter's")
+    scale = lora_scaling(unet, adapter_name)
+    for key, value in peft_state.items():
+        if value.shape != ours[key].shape:
+            rank_f = peft_state[key.replace("lora_B", "lora_A")].shape[0]
+            raise ValueError(f"train.init_adapter: {file} has LoRA rank {rank_f} at {key.rsplit('.lora_', 1)[0]}, "
+                             f"this run rank {ours[key.replace('lora_B', 'lora_A')].shape[0]}; set train.lora.rank "
+                             f"to the adapter's ({rank_f})")
+        if "lora_B" in key:
+            layer = key.rsplit(".lora_B", 1)[0]
+            rank_f = peft_state[layer + ".lora_A.weight"].shape[0]
+            file_scale = alphas[layer] / rank_f if layer in alphas else 1.0
+            peft_state[key] = value.float() * (file_scale / scale)
+    load_lora_state_dict(unet, {k: v.to(ours[k].dtype) for k, v in peft_state.items()})
+    return file

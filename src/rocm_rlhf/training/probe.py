@@ -52,11 +52,16 @@ class HeldOutProbe:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @torch.no_grad()
-    def __call__(self, pipe, device) -> dict[str, float]:
-        """``{metric: mean over the probe images}`` of the pipeline's current weights."""
+    def sample(self, pipe) -> torch.Tensor:
+        """The probe images (in the order of ``units``) of the pipeline's current weights, in [0, 1]: fixed prompts
+        and noise, so successive probes show the same images as the policy moves (the runs' sample grids)."""
         from ..evaluation import generate_units
 
-        images = generate_units(pipe, self.units, self.sampler, batch_size=self.batch_size).float()
+        return generate_units(pipe, self.units, self.sampler, batch_size=self.batch_size).float()
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, device) -> dict[str, float]:
+        """``{metric: mean over the probe images}`` of images from :meth:`sample`."""
         prompts = self.units["prompt"].tolist()
         out = {}
         for name, scorer in self.scorers.items():
@@ -64,6 +69,10 @@ class HeldOutProbe:
                     for i in range(0, len(images), self.batch_size)]
             out[name] = float(torch.cat(vals).double().mean())
         return out
+
+    def __call__(self, pipe, device) -> dict[str, float]:
+        """``{metric: mean over the probe images}`` of the pipeline's current weights."""
+        return self.score(self.sample(pipe), device)
 
     def rows(self, values: dict[str, float], *, step: int, reward_queries: int, device_hours: float,
              wall_s: float) -> list[dict]:

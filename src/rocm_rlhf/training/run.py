@@ -16,9 +16,10 @@ import torch
 from .. import runs
 from ..infra.utils import pick_device, seed_everything
 from ..models import DTYPES, load_pipeline, pipeline_class
-from ..rewards import load_scorer
+from ..infra.scorer_catalogue import reward_label, reward_terms
+from ..rewards import load_reward
 from .ddim_policy import diffusion_sampling
-from .lora import add_lora
+from .lora import add_lora, load_init_adapter
 from .loop import Trainer, TrainSettings
 from .probe import HeldOutProbe
 
@@ -68,7 +69,11 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
               reward_name: str, reward_kwargs: dict, prompts: list[str], max_steps: int | None = None,
               probe: dict | None = None, **method_kwargs) -> dict:
     """Train one run into ``run_dir`` (resuming from its latest checkpoint) and return its run.json content.
-    ``probe``: the held-out probe's spec (:meth:`rocm_rlhf.training.probe.HeldOutProbe.from_spec`), or None."""
+    ``reward_name``: ``train.reward``, a scorer's name (``reward_kwargs`` its options) or a weighted sum ``{name:
+    weight}`` (``reward_kwargs`` ``{name: its options}``; :func:`rocm_rlhf.rewards.load_reward`). ``probe``: the
+    held-out probe's spec (:meth:`rocm_rlhf.training.probe.HeldOutProbe.from_spec`), or None. ``train.init_adapter``
+    (a saved LoRA) sets the adapter's starting weights (:func:`rocm_rlhf.training.lora.load_init_adapter`); a
+    checkpoint, when the run resumes, then replaces them."""
     from .distributed import process_group
 
     settings = TrainSettings.from_config(config, seed)
@@ -84,15 +89,23 @@ def train_run(config: dict, *, method: str, run_id: str, seed: int, run_dir: str
     if dtype != torch.float32:
         for p in params:  # trainable weights stay in float32 (mixed precision), the frozen base in `dtype`
             p.data = p.data.float()
-    reward = load_scorer(reward_name, **reward_kwargs).to(device)
+    init = config["train"].get("init_adapter") or ""
+    if init:
+        init = str(load_init_adapter(pipe.unet, init, pipeline_class(generator)))
+    label = reward_label(reward_name)
+    reward = load_reward(reward_name, reward_kwargs).to(device)
     if not getattr(reward, "differentiable", True) and method == "rocm":
-        raise ValueError(f"reward '{reward_name}' is not differentiable: ROCM needs a differentiable reward")
+        raise ValueError(f"reward '{label}' is not differentiable: ROCM needs a differentiable reward")
     if method in runs.BASELINES:  # baselines: steps from the reward-query budget, their own lr / grad clip
         settings = baseline_settings(method, m, config, settings)
-    info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": reward_name,
+    info = {"run_id": run_id, "method": method, "model_id": str(model_id), "reward": label,
             "reward_kwargs": reward_kwargs, "reward_definition": getattr(reward, "definition", ""), "config": config,
             **method_kwargs}
-    held_out = HeldOutProbe.from_spec(probe, reward_name=reward_name, reward=reward, device=device)
+    if not isinstance(reward_name, str):
+        info["reward_terms"] = reward_terms(reward_name)
+    if init:
+        info["init_adapter"] = init
+    held_out = HeldOutProbe.from_spec(probe, reward_name=label, reward=reward, device=device)
     trainer = Trainer(m, pipe, params, reward, prompts, settings, run_dir, device, run_info=info,
                       pipeline_cls=pipeline_class(generator), group=group, probe=held_out)
     return trainer.run(max_steps=max_steps)
