@@ -59,14 +59,14 @@ def test_kill_unlock_resume_damage_and_edit(copies):
     # 1. kill -9 the whole pipeline once training has written a checkpoint past step 8
     proc = subprocess.Popen(_cmd(faulted, long, "--forcerun", "train_rocm"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    ckpts = faulted / "results" / "runs" / RUN / "checkpoints"
+    ckpts = faulted / "results" / "ci" / "runs" / RUN / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not (ckpts / "step_000012").exists() and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (faulted / "results" / "runs" / RUN / "run.json").exists()
+    assert not (faulted / "results" / "ci" / "runs" / RUN / "run.json").exists()
 
     # 2. the README's recovery: the next run refuses, naming the remedy (the lock, or, since log.csv is written while
     # the job trains, its incomplete output first), then --unlock and --rerun-incomplete resume
@@ -76,8 +76,8 @@ def test_kill_unlock_resume_damage_and_edit(copies):
     _run(faulted, long, "--unlock")
     _run(faulted, long, "--rerun-incomplete")
     assert "resumed from" in _job_log(faulted)
-    assert_same_adapter(faulted / "results" / "runs" / RUN, clean / "results" / "runs" / RUN)
-    log = pd.read_csv(faulted / "results" / "runs" / RUN / "log.csv")
+    assert_same_adapter(faulted / "results" / "ci" / "runs" / RUN, clean / "results" / "ci" / "runs" / RUN)
+    log = pd.read_csv(faulted / "results" / "ci" / "runs" / RUN / "log.csv")
     assert list(log["step"]) == list(range(1, 41))  # nothing lost, nothing repeated
 
     # 3. damage the newest checkpoint: it is set aside and the run replays from the one before, to the same end
@@ -87,18 +87,18 @@ def test_kill_unlock_resume_damage_and_edit(copies):
     _run(faulted, long, "--forcerun", "train_rocm")
     text = _job_log(faulted)
     assert f"checkpoint results/ci/runs/{RUN}/checkpoints/{newest.name} set aside (damaged" in text, text[-3000:]
-    assert_same_adapter(faulted / "results" / "runs" / RUN, clean / "results" / "runs" / RUN)
+    assert_same_adapter(faulted / "results" / "ci" / "runs" / RUN, clean / "results" / "ci" / "runs" / RUN)
 
     # 4. edit the config: the job reruns by itself and starts fresh, the old checkpoints set aside (not resumed)
     edited = long.parent / "edited.yaml"
     edited.write_text("train: {steps: 40, checkpoint_every: 4, lr: 0.004}\n")
     _run(faulted, edited)
     assert "stale: made under other training settings" in _job_log(faulted)
-    meta = json.loads((faulted / "results" / "runs" / RUN / "run.json").read_text())
+    meta = json.loads((faulted / "results" / "ci" / "runs" / RUN / "run.json").read_text())
     assert meta["config"]["train"]["lr"] == 0.004 and meta["settings"]["lr"] == 0.004
-    log = pd.read_csv(faulted / "results" / "runs" / RUN / "log.csv")
+    log = pd.read_csv(faulted / "results" / "ci" / "runs" / RUN / "log.csv")
     assert list(log["step"]) == list(range(1, 41))
-    ref = pd.read_csv(clean / "results" / "runs" / RUN / "log.csv")
+    ref = pd.read_csv(clean / "results" / "ci" / "runs" / RUN / "log.csv")
     assert log["loss"].iloc[-1] != ref["loss"].iloc[-1]  # trained under the new lr, not resumed from the old one
 
 
