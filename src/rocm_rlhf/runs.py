@@ -208,6 +208,14 @@ def parse_arm(arm: str) -> Run:
                          f"name ({', '.join(BASELINES)}), optionally with '-lr<learning rate>'") from None
 
 
+def arm_or_none(arm) -> Run | None:
+    """:func:`parse_arm` of ``arm``, or None where it is not an arm id (hand-made score tables may name arms freely)."""
+    try:
+        return parse_arm(str(arm))
+    except ValueError:
+        return None
+
+
 def is_unregularised(divergence: str, beta) -> bool:
     """Whether a ROCM arm's (divergence, beta) is ROCM at beta = 0 (divergence 'none' or beta 0)."""
     return divergence == UNREGULARISED or float(beta) == 0
@@ -354,11 +362,4 @@ def read_chosen_lrs(path) -> dict[str, str]:
 def control_arms(arms) -> list[str]:
     """The controls of the comparisons among ``arms``: the base model, then every baseline arm present (by its
     method: a tuned baseline's arm carries its learning rate)."""
-    return [BASE] + sorted(a for a in set(arms) if a not in UNTRAINED and _arm_method(a) in BASELINES)
-
-
-def _arm_method(arm: str) -> str:
-    try:
-        return parse_arm(arm).method
-    except ValueError:
-        return ""
+    return [BASE] + sorted(a for a in set(arms) if getattr(arm_or_none(a), "method", "") in BASELINES)

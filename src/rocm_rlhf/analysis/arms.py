@@ -168,11 +168,8 @@ def _chosen_lrs(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool
     mean, n_seeds, candidates; in :data:`rocm_rlhf.runs.BASELINES` order."""
     tuned = {}
     for arm in scores["arm"].unique():
-        try:
-            run = runs.parse_arm(str(arm))
-        except ValueError:
-            continue
-        if run.method in runs.BASELINES and run.lr:
+        run = runs.arm_or_none(arm)
+        if run is not None and run.method in runs.BASELINES and run.lr:
             tuned[arm] = run
     if not tuned:
         return pd.DataFrame(columns=["method", "lr", "arm", "mean", "n_seeds", "candidates"])
@@ -229,11 +226,8 @@ def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def is_arm_id(arm) -> bool:
-    try:
-        runs.parse_arm(str(arm))
-    except ValueError:
-        return False
-    return True
+    """Whether ``arm`` is an arm id of :mod:`rocm_rlhf.runs` (custom arm names in hand-made score tables are not)."""
+    return runs.arm_or_none(arm) is not None
 
 
 def row_label(arm, row) -> str:
@@ -247,11 +241,8 @@ def row_label(arm, row) -> str:
 def label_of(arm: str) -> str:
     """The label of an arm id ('base' -> 'Base', 'rocm-kl-b0.1' -> 'ROCM-KL (β=0.1)', 'rlcm' -> 'RLCM'); a key
     that is not an arm id is returned as it is."""
-    try:
-        run = runs.parse_arm(arm)
-    except ValueError:
-        return arm
-    return runs.arm_label(run.method, run.divergence, run.beta_value, run.lr)
+    run = runs.arm_or_none(arm)
+    return arm if run is None else runs.arm_label(run.method, run.divergence, run.beta_value, run.lr)
 
 
 def gallery_runs(chosen_betas: Mapping[str, float], seed: int, *, unregularised: bool) -> dict[str, str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
-from .arms import arm_table, choose_arms, is_arm_id, regularised, sweep_arms
+from .arms import arm_table, choose_arms, regularised, sweep_arms
 from .render import (DAGGER, MISSING, best_flags, cell_text, latex, markdown, md_escape, signed, tex_escape,
                      write_table)
 from .scores import check_scores, name_list
@@ -101,7 +101,7 @@ def table1(
     )
     if chosen_arms:
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of {chosen_on}."
-        if any(runs.parse_arm(a).lr for a in arms.index if is_arm_id(a)):
+        if any(getattr(runs.arm_or_none(a), "lr", "") for a in arms.index):
             legend += " Each baseline's learning rate (in its label) chosen the same way, from its tuning runs."
     elif rocm_betas == "best" and len(regularised(arms)):
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of these images (optimistic)."
@@ -410,7 +410,9 @@ def tuning_table(
         first = i == 0 or (r["method"], r["divergence"]) != tuple(long.iloc[i - 1][["method", "divergence"]])
         if first:
             starts.append(i)
-        label = runs.arm_label(r["method"], r["divergence"], 1.0).split(" (")[0] if first else ""
+        rocm = r["method"] == "rocm"
+        name = f"ROCM-{runs.DIVERGENCE_LABELS[r['divergence']]}" if rocm else runs.METHOD_LABELS[r["method"]]
+        label = name if first else ""
         setting = f"β={r['setting']}" if r["method"] == "rocm" else f"lr={r['setting']}"
         cells = [setting, *(f"{r[m]:.{decimals}f}" for m in metrics)]
         md_rows.append([md_escape(label), *(f"**{x}**" if r["chosen"] else md_escape(x) for x in cells)])
