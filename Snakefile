@@ -30,6 +30,18 @@ include: "workflow/rules/stage.smk"
 include: "workflow/rules/tiny_hub.smk"
 
 
+onstart:
+    start_fork_server()
+
+
+onsuccess:
+    stop_fork_server()
+
+
+onerror:
+    stop_fork_server()
+
+
 localrules:
     all,
     stage_models,

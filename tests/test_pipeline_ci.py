@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CONFIGS, REPO, SNAKEMAKE, smk  # the session's ci run: conftest's ci_run fixture
+from conftest import CONFIGS, REPO, SNAKEMAKE, assert_same_adapter, smk  # the session's ci run: conftest's ci_run fixture
 
 pytestmark = pytest.mark.slow
 def test_sandbox_quality(ci_run):
@@ -164,7 +164,8 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
         rows = (re.match(r"^(\w+)\s+(\d+)$", line.strip()) for line in res.stdout.splitlines())
         return {m.group(1): int(m.group(2)) for m in rows if m and m.group(1) != "total"}
 
-    operational = "device: cpu\ntrain: {threads: 2, checkpoint_every: 1, log_every: 2}\nevaluation: {batch_size: 7}\n"
+    operational = ("device: cpu\nfork_server: false\ntrain: {threads: 2, checkpoint_every: 1, log_every: 2}\n"
+                   "evaluation: {batch_size: 7}\n")
     assert planned(operational) == {}
     lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
     # the sweep and beta = 0 at both seeds, the baselines' tuning runs (they read the train block too); the chosen
@@ -179,6 +180,44 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     assert "fig_divergence_gallery" in figures and set(figures) <= {
         "stats", "table1", "table_tuning", "table_divergence_beta", "table_efficiency", "fig_beta_sweep",
         "fig_efficiency", "fig_training_curves", "fig_divergence_gallery", "publish_results", "all"}, figures  # + published copies
+
+
+def test_jobs_in_the_fork_server_compute_what_their_own_processes_compute(ci_run, tmp_path):
+    """The ci run's jobs ran in the fork server (rocm_rlhf.infra.forkserver); rerun a ROCM run, a DDPO run and their
+    sampling and scoring with ``fork_server: false`` (each job its own process, as before the server) in a copy of
+    the run: the same adapter weights, training log, images and scores, bit for bit."""
+    import shutil
+
+    logs = ci_run / "logs/ci"
+    assert "preloaded" in (logs / "fork_server.log").read_text()
+    for log in ("train/rocm-kl-b0.1-s0.log", "sample_eval/base.log", "evaluate/base.log"):
+        assert "forked by the fork server" in (logs / log).read_text(), log
+    wd = tmp_path / "wd"
+    shutil.copytree(ci_run, wd, symlinks=True)  # copy2: the mtimes too, so nothing else looks outdated
+    runs = ["rocm-kl-b0.1-s0", baseline_choice(ci_run)[0][2]]  # ROCM-KL and DDPO at its first learning rate
+    targets = []
+    for run in runs:
+        shutil.rmtree(wd / f"results/ci/runs/{run}")
+        for split in ("val", "test"):
+            shutil.rmtree(wd / f"results/ci/samples/{split}/{run}")
+            (wd / f"results/ci/scores/{split}/{run}.csv").unlink()
+            targets.append(f"results/ci/scores/{split}/{run}.csv")
+    res = subprocess.run([*SNAKEMAKE, *targets, "--cores", "2", "--directory", str(wd), *CONFIGS, "--config",
+                          "fork_server=False"], capture_output=True, text=True,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    started = [line for line in (wd / "logs/ci/train/rocm-kl-b0.1-s0.log").read_text().splitlines() if "started" in line]
+    assert "forked by" not in started[-1]  # the rerun: its own process
+    for run in runs:
+        assert_same_adapter(ci_run / f"results/ci/runs/{run}", wd / f"results/ci/runs/{run}")
+        logs_a, logs_b = (pd.read_csv(d / f"results/ci/runs/{run}/log.csv") for d in (ci_run, wd))
+        numeric = [c for c in logs_a if c not in ("wall_s", "device_hours")]  # all but the timings
+        pd.testing.assert_frame_equal(logs_a[numeric], logs_b[numeric], check_exact=True)
+        for split in ("val", "test"):
+            ia, ib = (np.load(d / f"results/ci/samples/{split}/{run}/images.npz") for d in (ci_run, wd))
+            assert ia.files == ib.files and all(np.array_equal(ia[f], ib[f]) for f in ia.files), (run, split)
+            assert ((ci_run / f"results/ci/scores/{split}/{run}.csv").read_bytes()
+                    == (wd / f"results/ci/scores/{split}/{run}.csv").read_bytes()), (run, split)
 
 
 def test_rocm_steps_raise_reward_on_the_sandbox(ci_run, tmp_path):

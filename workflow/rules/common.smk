@@ -1,4 +1,5 @@
 # Helpers of the workflow: config validation, grid expansion, run ids, input functions. They live here only.
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from rocm_rlhf.infra.config import (  # noqa: E402
 )
 from rocm_rlhf.infra.devices import threads_per_gpu_process  # noqa: E402
 from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
+from rocm_rlhf.infra import forkserver  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
 validate_config(
@@ -335,3 +337,31 @@ def training_reward_inputs():
     """The sandbox proxy folders of train.reward: one scorer, or each term of a weighted sum."""
     terms = scorer_catalogue.reward_terms(config["train"]["reward"])
     return [reward_input(name) for name in terms if reward_input(name)]
+
+
+# The fork server (rocm_rlhf.infra.forkserver): one process imports torch and the rest once, and every job's stage
+# runs in a fork of it. Local execution in this environment only (not for Slurm jobs, conda or containers, whose
+# jobs run elsewhere or with other packages); config key fork_server.
+FORK_SERVER = {}
+
+
+def use_fork_server():
+    return bool(
+        config.get("fork_server", True)
+        and workflow.local_exec
+        and not workflow.remote_exec
+        and not workflow.deployment_settings.deployment_method
+    )
+
+
+def start_fork_server():
+    if use_fork_server():
+        proc, path = forkserver.start(log_path=f"{LOG}/fork_server.log")
+        FORK_SERVER.update(proc=proc, path=path)
+        os.environ[forkserver.ENV] = path
+
+
+def stop_fork_server():
+    if FORK_SERVER:
+        os.environ.pop(forkserver.ENV, None)
+        forkserver.stop(FORK_SERVER.pop("proc"), FORK_SERVER.pop("path"))

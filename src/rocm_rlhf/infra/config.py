@@ -171,7 +171,7 @@ def _check_semantics(config: dict) -> None:
 
 
 #: keys that change how a job runs, not what it computes: never a reason to rerun a finished job
-OPERATIONAL_KEYS = ("device", "train.threads", "train.num_processes", "train.checkpoint_every", "train.log_every",
+OPERATIONAL_KEYS = ("device", "fork_server", "train.threads", "train.num_processes", "train.checkpoint_every", "train.log_every",
                     "train.trackers", "train.tracker_project", "train.sample_every", "evaluation.batch_size")
 
 

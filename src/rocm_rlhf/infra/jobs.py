@@ -141,12 +141,27 @@ def log_to(path: str | os.PathLike | None):
 
 
 def run_stage(job: Any, fn: Callable[[Any], None]) -> None:
-    """Run the stage ``fn`` on ``job``: its declared config keys only, its threads, its log in ``job.log[0]``."""
+    """Run the stage ``fn`` on ``job``: its declared config keys only, its threads, its log in ``job.log[0]``. In a
+    workflow run with a fork server (:mod:`rocm_rlhf.infra.forkserver`) a forked child of the server runs it, which
+    has imported torch and the rest already; without one (or when it cannot be reached) this process does."""
+    from .forkserver import submit
+
+    status = submit(job, fn)
+    if status is None:
+        run_stage_here(job, fn)
+    elif status != 0:
+        log_path = job.log[0] if len(job.log) else None
+        raise SystemExit(f"[rocm-rlhf] stage {fn.__name__} failed (exit status {status} in the fork server)"
+                         + (f": see {log_path}" if log_path else ""))
+
+
+def run_stage_here(job: Any, fn: Callable[[Any], None], where: str = "") -> None:
+    """:func:`run_stage` in this process (``where``: how the log's first line says it runs)."""
     name = fn.__name__
     log_path = job.log[0] if len(job.log) else None
     with log_to(log_path):
         t0 = time.time()
-        print(f"[rocm-rlhf] {name} started", flush=True)
+        print(f"[rocm-rlhf] {name} started{where}", flush=True)
         try:
             from .utils import set_threads
 

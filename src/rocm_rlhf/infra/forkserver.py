@@ -1,0 +1,376 @@
+"""A fork server for pipeline stages: pay the imports once per workflow run instead of once per job.
+
+Every training, sampling and scoring job of the sandbox starts a Python process that spends 5 to 7 s importing torch,
+diffusers, peft and transformers before any work (benchmarks/README.md), about as long as a sampling job's work. The
+workflow (Snakefile ``onstart``, local execution only) starts one server that imports them and listens on a Unix
+socket. A job's script still starts as Snakemake starts it, but :func:`rocm_rlhf.infra.jobs.run_stage` hands the job
+to the server (:func:`submit`), which forks a child that runs the same stage function on the same job, in the job's
+working directory and environment, with the job's own stdout and stderr (passed over the socket), and reports the
+child's exit status back; the script exits with it. What the stage computes is the same code in the same state: the
+server only imports (no torch op, no RNG draw, no thread pool started before a fork), and every stage seeds its own
+generators. Killing the job's process (Snakemake cancelling a job) kills the child.
+
+Any failure to reach the server (none started, another machine, a stale socket) runs the stage in the job's own
+process as before, so a Slurm job or a ``rocm-rlhf stage`` call never depends on it. Disable it with the config key
+``fork_server: false``.
+
+    python -m rocm_rlhf.infra.forkserver SOCKET [--parent PID]   # what the Snakefile starts
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ENV = "ROCM_RLHF_FORK_SERVER"  # the socket's path, for the jobs of one workflow run
+
+# What the stages import lazily, imported once by the server (a module that fails to import is skipped: the stage
+# then imports it itself, or fails as it would have without the server).
+# ``module:attribute`` also gets the attribute (diffusers loads its pipeline classes lazily, on first access). A job's
+# log ends with the top-level packages its stage still imported itself, to keep this list in step.
+PRELOAD = (
+    "torch",
+    "diffusers",
+    "diffusers:LatentConsistencyModelPipeline",
+    "diffusers:StableDiffusionPipeline",
+    "diffusers:DDIMScheduler",
+    "peft",
+    "transformers",
+    "accelerate",
+    "torch.utils.tensorboard",  # the default tracker (train.trackers)
+    "jsonschema",
+    "safetensors.torch",
+    "pandas",
+    "scipy.stats",
+    "rocm_rlhf.models",
+    "rocm_rlhf.training.run",
+    "rocm_rlhf.training.monitor",
+    "rocm_rlhf.evaluation",
+    "rocm_rlhf.rewards",
+    "rocm_rlhf.analysis.figures",
+)
+
+_HEADER = struct.Struct("!Q")
+_STATUS = struct.Struct("!i")
+log = logging.getLogger(__name__)
+
+
+def default_socket_path() -> str:
+    """A fresh socket path for this process's workflow run (Unix socket paths are limited to about 100 bytes, so it
+    lives in the temporary directory, not under the working directory)."""
+    return os.path.join(tempfile.gettempdir(), f"rocm-rlhf-fs-{os.getuid()}-{os.getpid()}.sock")
+
+
+# --- the client: a job's process --------------------------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    """A Snakemake value as plain Python (str subclasses such as Snakemake's file names become str)."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _named(seq: Any) -> tuple[list, dict]:
+    """A Snakemake named list (or :class:`rocm_rlhf.infra.jobs.Named`) as (positional items, named items)."""
+    items = [_plain(v) for v in list(seq or [])]
+    names = {}
+    if hasattr(seq, "keys"):
+        for k in seq.keys():
+            names[str(k)] = _plain(getattr(seq, k))
+    return items, names
+
+
+def job_payload(job: Any, fn: Callable) -> dict:
+    """What the server needs to run ``fn`` on ``job`` as this process would: plain data only."""
+    return {
+        "stage": (fn.__module__, fn.__qualname__),
+        "job": {k: _named(getattr(job, k, None)) for k in ("input", "output", "params", "wildcards", "log")},
+        "config": _plain(dict(getattr(job, "config", {}) or {})),
+        "threads": getattr(job, "threads", 1),
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "path": list(sys.path),
+    }
+
+
+def submit(job: Any, fn: Callable, socket_path: str | None = None) -> int | None:
+    """Run the stage ``fn`` on ``job`` in the fork server at ``socket_path`` (default: the ``ROCM_RLHF_FORK_SERVER``
+    environment variable) and return the stage's exit status (0 = success). ``None`` when no server answers: the
+    caller runs the stage itself. The server's child writes to this process's stdout and stderr."""
+    path = socket_path or os.environ.get(ENV)
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        payload = pickle.dumps(job_payload(job, fn))
+    except Exception as exc:  # a value that does not pickle: run here
+        print(f"[rocm-rlhf] fork server not used ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        socket.send_fds(sock, [_HEADER.pack(len(payload))], [1, 2])  # this process's stdout and stderr
+        sock.sendall(payload)
+    except OSError:  # stale socket, server gone or on another machine: run here
+        sock.close()
+        return None
+    # From here the stage runs in the server: wait for its status. A server that dies mid-job is a failed job (the
+    # stage may have written part of its outputs; Snakemake removes them), not a silent rerun here.
+    data = b""
+    while len(data) < _STATUS.size:
+        chunk = sock.recv(_STATUS.size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    if len(data) < _STATUS.size:
+        print("[rocm-rlhf] the fork server closed the connection before the stage finished", file=sys.stderr,
+              flush=True)
+        return 1
+    return _STATUS.unpack(data)[0]
+
+
+# --- the server -------------------------------------------------------------------------------------------------------
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("client closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def _child(request: dict, fds: list[int]) -> int:
+    """In the forked child: become the job's process (its stdout/stderr, directory, environment, import path) and run
+    its stage as :func:`rocm_rlhf.infra.jobs.run_stage` does. Returns the exit status."""
+    os.setpgid(0, 0)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for fd in fds:
+        os.close(fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.pop(ENV, None)  # the child runs the stage itself
+    sys.path[:] = request["path"]
+    tempfile.tempdir = None  # the job's TMPDIR, not one cached by an import in the server
+    from .jobs import Named, run_stage_here
+    from types import SimpleNamespace
+
+    try:
+        module, qualname = request["stage"]
+        fn: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            fn = getattr(fn, part)
+        job = SimpleNamespace(**{k: _rebuild(Named, items, names) for k, (items, names) in request["job"].items()},
+                              config=request["config"], threads=request["threads"])
+        before = {m.partition(".")[0] for m in sys.modules}
+        run_stage_here(job, fn, where=f" (pid {os.getpid()}, forked by the fork server {os.getppid()})")
+        imported = sorted({m.partition(".")[0] for m in sys.modules} - before)
+        if imported and len(job.log):
+            with open(job.log[0], "a") as fh:
+                fh.write(f"[rocm-rlhf] fork server: the stage imported {', '.join(imported)} itself\n")
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # run_stage_here has printed the traceback to the job's log
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _rebuild(cls, items: list, names: dict):
+    """A :class:`rocm_rlhf.infra.jobs.Named` with exactly these positional items and names (a named entry of several
+    files is a sub-list, not an extra item)."""
+    named = cls()
+    named.extend(items)
+    named._names = dict(names)
+    return named
+
+
+def preload(modules=PRELOAD) -> dict[str, float]:
+    """Import ``modules`` (seconds each; a failed import is logged and skipped)."""
+    times = {}
+    for name in modules:
+        t = time.time()
+        try:
+            module, _, attribute = name.partition(":")
+            loaded = importlib.import_module(module)
+            if attribute:
+                getattr(loaded, attribute)
+            if name == "rocm_rlhf.rewards":
+                from rocm_rlhf.rewards import _import_providers
+
+                _import_providers()
+        except Exception as exc:  # the stage will import (or fail) on its own
+            log.warning("fork server: preloading %s failed: %s", name, exc)
+        times[name] = round(time.time() - t, 2)
+    return times
+
+
+def serve(socket_path: str, parent: int | None = None, modules=PRELOAD, poll: float = 0.2) -> None:
+    """Preload ``modules``, then fork a child per request on ``socket_path`` until ``parent`` (the workflow's
+    process) exits or SIGTERM arrives. Single-threaded (forking a threaded process is unsafe): one select loop
+    accepts requests, watches clients (a client that goes away gets its child killed) and reaps children."""
+    times = preload(modules)
+    log.info("fork server: preloaded %s", times)
+    Path(socket_path).unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path + ".tmp")
+    os.replace(socket_path + ".tmp", socket_path)  # clients see the path only once it accepts
+    listener.listen(64)
+    children: dict[int, socket.socket] = {}  # pid -> the client waiting for it
+    cancelled: set[int] = set()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        while not stopping and (parent is None or _alive(parent)):
+            watched = [c for p, c in children.items() if p not in cancelled]
+            readable, _, _ = select.select([listener, *watched], [], [], poll)
+            for s in readable:
+                if s is listener:
+                    _accept(listener, children)
+                else:  # a client's socket is readable only when it closed: the job was cancelled
+                    pid = next(p for p, c in children.items() if c is s)
+                    _kill(pid)
+                    cancelled.add(pid)
+            for pid in list(children):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    cancelled.discard(pid)
+                    conn = children.pop(pid)
+                    code = os.waitstatus_to_exitcode(status)
+                    try:
+                        conn.sendall(_STATUS.pack(code if code >= 0 else 128 - code))
+                    except OSError:
+                        pass
+                    conn.close()
+    finally:
+        for pid in children:
+            _kill(pid)
+        listener.close()
+        Path(socket_path).unlink(missing_ok=True)
+
+
+def _accept(listener: socket.socket, children: dict) -> None:
+    conn, _ = listener.accept()
+    try:
+        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
+        if len(header) != _HEADER.size or len(fds) != 2:
+            raise ConnectionError("malformed request")
+        request = pickle.loads(_recv_exact(conn, _HEADER.unpack(header)[0]))
+    except Exception as exc:
+        log.warning("fork server: dropped a request: %s", exc)
+        conn.close()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            conn.close()
+            listener.close()
+            for c in children.values():
+                c.close()
+            code = _child(request, fds)
+        finally:
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    children[pid] = conn
+
+
+def _kill(pid: int) -> None:
+    """SIGTERM to a child and whatever it started (each child leads its own process group)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def start(socket_path: str | None = None, parent: int | None = None, log_path: str | None = None,
+          timeout: float = 0.0, modules=None):
+    """Start a server process for the workflow whose process is ``parent`` (default: this one), preloading
+    ``modules`` (default :data:`PRELOAD`); returns (process, socket path). With ``timeout`` > 0, wait up to that long
+    for it to accept (for tests)."""
+    import subprocess
+
+    path = socket_path or default_socket_path()
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    out = open(log_path, "a") if log_path else subprocess.DEVNULL
+    env = dict(os.environ)  # this package importable as here, also when it is not installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                      env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "rocm_rlhf.infra.forkserver", path,
+                             "--parent", str(parent or os.getpid()),
+                             *(["--modules", *modules] if modules is not None else [])],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True)
+    deadline = time.time() + timeout
+    while timeout and time.time() < deadline and not os.path.exists(path) and proc.poll() is None:
+        time.sleep(0.05)
+    return proc, path
+
+
+def stop(proc, socket_path: str) -> None:
+    """Stop a server from :func:`start` (its running children are killed; their jobs fail as cancelled jobs do)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except Exception:
+            proc.kill()
+    Path(socket_path).unlink(missing_ok=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("socket")
+    ap.add_argument("--parent", type=int, default=None, help="exit when this process does (the workflow's)")
+    ap.add_argument("--modules", nargs="*", default=None, help="modules to preload (default: the stages' imports)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(args.socket, parent=args.parent, modules=PRELOAD if args.modules is None else tuple(args.modules))
+
+
+if __name__ == "__main__":
+    main()
