@@ -28,4 +28,4 @@ def undeclared(job):
 def sleeper(job):
     with open(job.output[0], "w") as fh:
         fh.write(str(os.getpid()))
-    time.sleep(60)
+    time.sleep(600)

@@ -150,3 +150,27 @@ def test_preloading_imports_what_the_stages_import():
             "rocm_rlhf.rewards"} <= set(forkserver.PRELOAD)
     times = forkserver.preload(["json", "no_such_module_xyz"])  # a failed import is skipped, not fatal
     assert set(times) == {"json", "no_such_module_xyz"}
+
+
+def test_a_killed_server_takes_its_children_and_fails_their_jobs(tmp_path, server):
+    proc, path = server
+    job = client(tmp_path, "sleeper", path, wait=False)
+    out = tmp_path / "out.json"
+    deadline = time.time() + 60
+    while not (out.exists() and out.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    child = int(out.read_text())
+    proc.kill()  # SIGKILL: no cleanup in the server
+    # the job fails at once (it does not hang or rerun the stage), and its stdout and stderr close: the child that
+    # held them is gone too
+    _, err = job.communicate(timeout=30)
+    assert job.returncode != 0 and b"closed the connection before the stage finished" in err
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the killed server's child is still running")

@@ -163,6 +163,7 @@ def _child(request: dict, fds: list[int]) -> int:
     """In the forked child: become the job's process (its stdout/stderr, directory, environment, import path) and run
     its stage as :func:`rocm_rlhf.infra.jobs.run_stage` does. Returns the exit status."""
     os.setpgid(0, 0)
+    _die_with_parent()
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
     for fd in fds:
@@ -202,6 +203,18 @@ def _child(request: dict, fds: list[int]) -> int:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM to this child when the server dies (a server killed with SIGKILL cannot kill its children, whose
+    jobs have been failed already: they must not go on writing outputs)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _rebuild(cls, items: list, names: dict):
