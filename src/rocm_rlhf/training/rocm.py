@@ -29,25 +29,54 @@ class ROCM:
     beta: float = 0.0
     reduction: str = "mean"
     final_step: bool = True
+    # an adaptive beta (rocm_rlhf.training.adaptive_beta): hold the divergence near ``target`` instead of a fixed
+    # beta; ``adaptive`` sets the controller (init_beta, gain, clip, beta_min, beta_max)
+    target: float | None = None
+    adaptive: dict | None = None
     data_parallel: ClassVar[bool] = True  # shards its batch over train.num_processes (training.distributed)
 
     @classmethod
-    def from_config(cls, config: dict, *, divergence: str = "kl", beta: float = 0.0) -> "ROCM":
+    def from_config(cls, config: dict, *, divergence: str = "kl", beta: float = 0.0, target: float | None = None,
+                    adaptive: dict | None = None) -> "ROCM":
         """ROCM with the run's ``divergence`` and ``beta`` (from its run id) and the config's ``rocm.reduction`` and
-        ``rocm.final_step``."""
+        ``rocm.final_step``; with ``target``, an adaptive beta (``adaptive``: the controller's settings)."""
         r = config["rocm"]
-        return cls(divergence=divergence, beta=float(beta), reduction=r["reduction"], final_step=r["final_step"])
+        return cls(divergence=divergence, beta=float(beta), reduction=r["reduction"], final_step=r["final_step"],
+                   target=target, adaptive=adaptive)
 
     def __post_init__(self):
         from ..divergences import available
+        from .adaptive_beta import AdaptiveBeta
 
         if self.divergence == "none":  # plain ROCM (beta = 0): the drift from the reference is logged as KL
-            if self.beta != 0:
-                raise ValueError(f"divergence 'none' means beta = 0, got beta = {self.beta}")
+            if self.beta != 0 or self.target is not None:
+                raise ValueError(f"divergence 'none' means beta = 0, got beta = {self.beta}, target = {self.target}")
         elif self.divergence not in available():
             raise ValueError(f"unknown divergence '{self.divergence}'; known: none, {', '.join(available())}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        self.controller = None
+        if self.target is not None:
+            if self.beta != 0:
+                raise ValueError(f"an adaptive beta (target {self.target}) starts at adaptive.init_beta; got a fixed "
+                                 f"beta = {self.beta} as well")
+            a = dict(self.adaptive or {})
+            unknown = set(a) - {"init_beta", "gain", "clip", "beta_min", "beta_max"}
+            if unknown:
+                raise ValueError(f"unknown adaptive-beta settings {sorted(unknown)}; known: init_beta, gain, clip, "
+                                 f"beta_min, beta_max")
+            if "init_beta" in a:
+                a["beta"] = a.pop("init_beta")
+            self.controller = AdaptiveBeta(target=self.target, **a)
+        elif self.adaptive:
+            raise ValueError("adaptive-beta settings given without a target")
+
+    def extra_state(self) -> dict:
+        return {"adaptive_beta": self.controller.state()} if self.controller is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.controller is not None and "adaptive_beta" in state:
+            self.controller.load_state(state["adaptive_beta"])
 
     @property
     def logged_divergence(self) -> str:
@@ -66,10 +95,11 @@ class ROCM:
         noise = ctx.shard(draw_noise(shape, s.num_steps, g)).to(ctx.device, pipe.unet.dtype)
         prompts = ctx.shard(prompts)
         emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=pipe.unet.dtype)
+        beta = self.controller.beta if self.controller is not None else self.beta  # this step's
         with ctx.autocast():
             traj = consistency_sample(
                 pipe.unet, pipe.scheduler, emb, num_steps=s.num_steps, guidance_scale=s.guidance_scale,
-                latents=latents, noise=noise, reference=True, reference_grad=self.beta > 0,
+                latents=latents, noise=noise, reference=True, reference_grad=beta > 0,
                 final_step=self.final_step, grad_steps=s.truncated_backprop or None,
                 checkpoint=s.gradient_checkpointing,
             )
@@ -77,12 +107,15 @@ class ROCM:
             reward = ctx.reward(images.float(), prompts).float()
         div = divergence_per_step(traj, self.logged_divergence, self.reduction).float()  # [B, S]
         div_total = div.sum(1)
-        loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
+        loss = -reward.mean() + beta * div_total.mean() if beta > 0 else -reward.mean()
         ctx.update(loss)
         reward, div = ctx.gather(reward.detach()), ctx.gather(div.detach())  # the global batch, for the log
         div_total = div.sum(1)
-        logged_loss = -reward.mean() + self.beta * div_total.mean() if self.beta > 0 else -reward.mean()
+        logged_loss = -reward.mean() + beta * div_total.mean() if beta > 0 else -reward.mean()
         out = {"loss": logged_loss.item(), **reward_stats(reward), "divergence_mean": div_total.mean().item()}
+        if self.controller is not None:  # the beta this step used; the next step's from this step's divergence
+            out["beta"] = beta
+            self.controller.update(out["divergence_mean"])
         for n in range(div.shape[1]):
             out[f"div_step_{n}"] = div[:, n].mean().item()
         return out
