@@ -23,6 +23,7 @@ BUILTIN: dict[str, tuple[bool, str]] = {
     "gold": (False, "sandbox"),
     "gold_fidelity": (False, "sandbox"),
     "gold_realism": (False, "sandbox"),
+    "jpeg_compressibility": (False, "any"),
 }
 
 

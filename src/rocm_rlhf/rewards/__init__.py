@@ -24,7 +24,7 @@ from ..infra.scorer_catalogue import is_plugin, load_plugin, reward_label, rewar
 
 _REGISTRY: dict[str, Callable[..., "Scorer"]] = {}
 # modules that define scorers, imported on first lookup
-_PROVIDERS = ("rocm_rlhf.rewards.sandbox", "rocm_rlhf.rewards.hub")
+_PROVIDERS = ("rocm_rlhf.rewards.sandbox", "rocm_rlhf.rewards.hub", "rocm_rlhf.rewards.generic")
 
 
 class Scorer(torch.nn.Module):
