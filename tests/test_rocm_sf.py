@@ -5,7 +5,7 @@ What is checked exactly: the log-densities recomputed at the fixed states reprod
 hybrid with a perfect surrogate (S = R, or R plus a constant) is ROCM's pathwise gradient bit for bit, since the
 leave-one-out residual advantages vanish; the pure estimator's gradient reaches the adapter only through the means
 at the fixed states. Not checked here: the pure estimator's unbiasedness by Monte Carlo (its variance is large: at
-1,024 samples its cosine with the pathwise gradient ranged from -0.1 to 0.8 over seeds, measured once)."""
+1,024 samples its cosine with the pathwise gradient was -0.1 and 0.8 at two seeds, measured once)."""
 
 from __future__ import annotations
 
