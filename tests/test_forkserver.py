@@ -55,6 +55,25 @@ def client(tmp_path, name, socket_path, wait=True, **env):
     return subprocess.run(args, cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120)
 
 
+def _stage_pid(out, timeout=60) -> int:
+    """The pid the sleeper stage writes to its output once it runs."""
+    deadline = time.time() + timeout
+    while not (out.exists() and out.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    return int(out.read_text())
+
+
+def _assert_gone(pid: int, what: str, timeout=30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{what} is still running")
+
+
 def test_a_stage_runs_in_a_fork_of_the_server_as_in_its_own_process(tmp_path, server):
     proc, path = server
     res = client(tmp_path, "record", path)
@@ -102,22 +121,11 @@ def test_a_failing_stage_fails_the_job_with_its_traceback_in_the_log(tmp_path, s
 def test_a_cancelled_job_kills_its_child(tmp_path, server):
     job = client(tmp_path, "sleeper", server[1], wait=False)
     out = tmp_path / "out.json"
-    deadline = time.time() + 60
-    while not (out.exists() and out.read_text()) and time.time() < deadline:
-        time.sleep(0.1)
-    child = int(out.read_text())
+    child = _stage_pid(out)
     os.kill(child, 0)  # running
     job.send_signal(signal.SIGTERM)  # what Snakemake does to a cancelled job's process
     job.wait(timeout=30)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the cancelled job's child is still running")
+    _assert_gone(child, "the cancelled job's child")
     assert client(tmp_path, "record", server[1]).returncode == 0
 
 
@@ -156,21 +164,10 @@ def test_a_killed_server_takes_its_children_and_fails_their_jobs(tmp_path, serve
     proc, path = server
     job = client(tmp_path, "sleeper", path, wait=False)
     out = tmp_path / "out.json"
-    deadline = time.time() + 60
-    while not (out.exists() and out.read_text()) and time.time() < deadline:
-        time.sleep(0.1)
-    child = int(out.read_text())
+    child = _stage_pid(out)
     proc.kill()  # SIGKILL: no cleanup in the server
     # the job fails at once (it does not hang or rerun the stage), and its stdout and stderr close: the child that
     # held them is gone too
     _, err = job.communicate(timeout=30)
     assert job.returncode != 0 and b"closed the connection before the stage finished" in err
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the killed server's child is still running")
+    _assert_gone(child, "the killed server's child")

@@ -24,11 +24,33 @@ from .loop import reward_stats
 
 
 @dataclass
-class ROCM:
+class Regularised:
+    """The f-divergence regulariser's settings and their checks, shared by :class:`ROCM` and its score-function
+    variant (:mod:`rocm_rlhf.training.rocm_sf`)."""
+
     divergence: str = "kl"
     beta: float = 0.0
     reduction: str = "mean"
     final_step: bool = True
+
+    def check_regulariser(self) -> None:
+        from ..divergences import available
+
+        if self.divergence == "none":  # plain ROCM (beta = 0): the drift from the reference is logged as KL
+            if self.beta != 0:
+                raise ValueError(f"divergence 'none' means beta = 0, got beta = {self.beta}")
+        elif self.divergence not in available():
+            raise ValueError(f"unknown divergence '{self.divergence}'; known: none, {', '.join(available())}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    @property
+    def logged_divergence(self) -> str:
+        return "kl" if self.divergence == "none" else self.divergence
+
+
+@dataclass
+class ROCM(Regularised):
     # an adaptive beta (rocm_rlhf.training.adaptive_beta): hold the divergence near ``target`` instead of a fixed
     # beta; ``adaptive`` sets the controller (init_beta, gain, clip, beta_min, beta_max)
     target: float | None = None
@@ -45,16 +67,11 @@ class ROCM:
                    target=target, adaptive=adaptive)
 
     def __post_init__(self):
-        from ..divergences import available
         from .adaptive_beta import AdaptiveBeta
 
-        if self.divergence == "none":  # plain ROCM (beta = 0): the drift from the reference is logged as KL
-            if self.beta != 0 or self.target is not None:
-                raise ValueError(f"divergence 'none' means beta = 0, got beta = {self.beta}, target = {self.target}")
-        elif self.divergence not in available():
-            raise ValueError(f"unknown divergence '{self.divergence}'; known: none, {', '.join(available())}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        self.check_regulariser()
+        if self.divergence == "none" and self.target is not None:
+            raise ValueError(f"divergence 'none' means beta = 0, got an adaptive beta (target {self.target})")
         self.controller = None
         if self.target is not None:
             if self.beta != 0:
@@ -77,10 +94,6 @@ class ROCM:
     def load_extra_state(self, state: dict) -> None:
         if self.controller is not None and "adaptive_beta" in state:
             self.controller.load_state(state["adaptive_beta"])
-
-    @property
-    def logged_divergence(self) -> str:
-        return "kl" if self.divergence == "none" else self.divergence
 
     def queries_per_step(self):
         return None

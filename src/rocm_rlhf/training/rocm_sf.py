@@ -38,6 +38,7 @@ from ..models import latent_shape
 from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
 from .loop import reward_stats
+from .rocm import Regularised
 
 
 def leave_one_out_advantages(returns: torch.Tensor) -> torch.Tensor:
@@ -50,29 +51,14 @@ def leave_one_out_advantages(returns: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ROCMScoreFunction:
-    divergence: str = "kl"
-    beta: float = 0.0
-    reduction: str = "mean"
-    final_step: bool = True
+class ROCMScoreFunction(Regularised):
     surrogate: Any = None  # a differentiable scorer (images, prompts) -> [B]: the hybrid; None: the pure estimator
     data_parallel: ClassVar[bool] = False
 
     def __post_init__(self):
-        from ..divergences import available
-
-        if self.divergence != "none" and self.divergence not in available():
-            raise ValueError(f"unknown divergence '{self.divergence}'; known: none, {', '.join(available())}")
-        if self.divergence == "none" and self.beta != 0:
-            raise ValueError(f"divergence 'none' means beta = 0, got beta = {self.beta}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        self.check_regulariser()
         if self.surrogate is not None and not getattr(self.surrogate, "differentiable", True):
             raise ValueError("the hybrid's surrogate must be a differentiable scorer (its pathwise gradient is used)")
-
-    @property
-    def logged_divergence(self) -> str:
-        return "kl" if self.divergence == "none" else self.divergence
 
     def queries_per_step(self):
         return None
