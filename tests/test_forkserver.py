@@ -171,3 +171,11 @@ def test_a_killed_server_takes_its_children_and_fails_their_jobs(tmp_path, serve
     _, err = job.communicate(timeout=30)
     assert job.returncode != 0 and b"closed the connection before the stage finished" in err
     _assert_gone(child, "the killed server's child")
+
+
+def test_a_server_whose_preload_initialised_cuda_does_not_serve(monkeypatch):
+    import torch
+
+    assert forkserver.fork_unsafe() == ""  # here: CUDA untouched (or absent)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert "CUDA was initialised" in forkserver.fork_unsafe()

@@ -246,12 +246,27 @@ def preload(modules=PRELOAD) -> dict[str, float]:
     return times
 
 
+def fork_unsafe() -> str:
+    """Why forking this process would break a child's work ('' when it would not): CUDA cannot be used in a child
+    forked after its parent initialised it, so a preload that initialised CUDA leaves the jobs to their own
+    processes."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA was initialised while preloading (a forked child could not use it)"
+    return ""
+
+
 def serve(socket_path: str, parent: int | None = None, modules=PRELOAD, poll: float = 0.2) -> None:
     """Preload ``modules``, then fork a child per request on ``socket_path`` until ``parent`` (the workflow's
     process) exits or SIGTERM arrives. Single-threaded (forking a threaded process is unsafe): one select loop
     accepts requests, watches clients (a client that goes away gets its child killed) and reaps children."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # torch.cuda.is_available() without initialising CUDA
     times = preload(modules)
     log.info("fork server: preloaded %s", times)
+    unsafe = fork_unsafe()
+    if unsafe:  # no socket: every job runs in its own process, as without the server
+        log.warning("fork server: not serving: %s", unsafe)
+        return
     Path(socket_path).unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path + ".tmp")
