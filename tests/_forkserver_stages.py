@@ -1,11 +1,18 @@
 """Stages for tests/test_forkserver.py: importable by name in the fork server's children."""
 
 import json
+import logging
 import os
 import sys
 import time
 
 from rocm_rlhf.infra.jobs import stage
+
+# A library's logger with its own stderr handler, made at import (in the server, when it preloads this module), as
+# transformers and diffusers make theirs
+LIB = logging.getLogger("fs_test_lib")
+LIB.addHandler(logging.StreamHandler())
+LIB.propagate = False
 
 
 @stage(reads=["train.steps"])
@@ -29,3 +36,16 @@ def sleeper(job):
     with open(job.output[0], "w") as fh:
         fh.write(str(os.getpid()))
     time.sleep(600)
+
+
+@stage(reads=[])
+def exits(job):
+    """sys.exit with the value in params.code."""
+    sys.exit(job.params.code)
+
+
+@stage(reads=[])
+def library_logs(job):
+    LIB.warning("a library's warning")
+    with open(job.output[0], "w") as fh:
+        fh.write("ok")

@@ -25,31 +25,34 @@ import sys
 from rocm_rlhf.infra.jobs import make_job, run_stage
 import _forkserver_stages as stages
 out, log, name = sys.argv[1], sys.argv[2], sys.argv[3]
-job = make_job(input={"a": "in_a.txt", "pair": ["p1", "p2"]}, output=[out], params={"value": {"k": [1, 2]}},
+code = None if sys.argv[4] == "None" else int(sys.argv[4]) if sys.argv[4].isdigit() else sys.argv[4]
+job = make_job(input={"a": "in_a.txt", "pair": ["p1", "p2"]}, output=[out],
+               params={"value": {"k": [1, 2]}, "code": code},
                config={"train": {"steps": 7, "lr": 0.1}}, log=[log], threads=2)
 run_stage(job, getattr(stages, name))
 """
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, monkeypatch):
     path = str(tmp_path / "fs.sock")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     proc, path = forkserver.start(socket_path=path, log_path=str(tmp_path / "server.log"), timeout=60,
-                                  modules=["rocm_rlhf.infra.jobs"])
+                                  modules=["rocm_rlhf.infra.jobs", "_forkserver_stages"])
     assert os.path.exists(path), (tmp_path / "server.log").read_text()
     yield proc, path
     forkserver.stop(proc, path)
     assert not os.path.exists(path)
 
 
-def client(tmp_path, name, socket_path, wait=True, **env):
+def client(tmp_path, name, socket_path, wait=True, code="0", **env):
     full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
                 FS_TEST_VAR="from-the-job", **env)
     if socket_path:
         full[forkserver.ENV] = socket_path
     else:
         full.pop(forkserver.ENV, None)
-    args = [sys.executable, "-c", CLIENT, str(tmp_path / "out.json"), str(tmp_path / "job.log"), name]
+    args = [sys.executable, "-c", CLIENT, str(tmp_path / "out.json"), str(tmp_path / "job.log"), name, code]
     if not wait:
         return subprocess.Popen(args, cwd=tmp_path, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return subprocess.run(args, cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120)
@@ -97,7 +100,7 @@ def test_a_stage_runs_in_a_fork_of_the_server_as_in_its_own_process(tmp_path, se
 def test_the_child_writes_to_the_jobs_own_stdout_and_stderr(tmp_path, server):
     # C-level output (fd 1 and 2) of the child reaches the job's process: a stage with no log writes there
     code = ("import os, sys; from rocm_rlhf.infra.jobs import make_job, run_stage; import _forkserver_stages as s;"
-            "run_stage(make_job(input={'pair': []}, output=[sys.argv[1]], params={'value': 0},"
+            "run_stage(make_job(input={'pair': []}, output=[sys.argv[1]], params={'value': 0, 'code': 0},"
             " config={'train': {'steps': 1}}), s.record)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     env[forkserver.ENV] = server[1]
@@ -179,3 +182,23 @@ def test_a_server_whose_preload_initialised_cuda_does_not_serve(monkeypatch):
     assert forkserver.fork_unsafe() == ""  # here: CUDA untouched (or absent)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert "CUDA was initialised" in forkserver.fork_unsafe()
+
+
+@pytest.mark.parametrize("code, status, stderr", [("None", 0, ""), ("0", 0, ""), ("3", 3, "exit status 3"),
+                                                  ("a message", 1, "a message")])
+def test_the_job_exits_with_the_status_a_fresh_process_would(tmp_path, server, code, status, stderr):
+    for path in (server[1], None):  # through the server, and in the job's own process: the same
+        res = client(tmp_path, "exits", path, code=code)
+        assert res.returncode == status, (path, res.stderr)
+        assert stderr.replace("exit status 3", "" if path is None else "exit status 3") in res.stderr
+
+
+def test_a_librarys_own_log_handler_writes_to_the_jobs_log(tmp_path, server):
+    # the handler was made in the server (preload). In a job's own process, transformers and diffusers are imported
+    # inside the stage (lazily), so their handlers are made inside its log redirection and write to the job's log:
+    # through the server, they must too, not to the Snakemake console or the server's log
+    res = client(tmp_path, "library_logs", server[1])
+    assert res.returncode == 0, res.stderr
+    assert "a library's warning" in (tmp_path / "job.log").read_text()
+    assert "a library's warning" not in res.stderr
+    assert "a library's warning" not in (tmp_path / "server.log").read_text()

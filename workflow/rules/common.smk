@@ -356,7 +356,11 @@ def use_fork_server():
 
 def start_fork_server():
     if use_fork_server():
-        proc, path = forkserver.start(log_path=f"{LOG}/fork_server.log")
+        try:
+            proc, path = forkserver.start(log_path=f"{LOG}/fork_server.log")
+        except OSError as err:  # every job then runs in its own process, as without it
+            print(f"rocm-rlhf: fork server not started ({err})", file=sys.stderr)
+            return
         FORK_SERVER.update(proc=proc, path=path)
         os.environ[forkserver.ENV] = path
 

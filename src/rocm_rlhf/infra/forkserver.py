@@ -64,13 +64,14 @@ PRELOAD = (
 
 _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
+DECLINED = -1  # the server could not fork: the job runs in its own process
 log = logging.getLogger(__name__)
 
 
 def default_socket_path() -> str:
-    """A fresh socket path for this process's workflow run (Unix socket paths are limited to about 100 bytes, so it
-    lives in the temporary directory, not under the working directory)."""
-    return os.path.join(tempfile.gettempdir(), f"rocm-rlhf-fs-{os.getuid()}-{os.getpid()}.sock")
+    """A fresh socket path in a new private directory (mode 0700: only this user can connect, and a request can run
+    code). Unix socket paths are limited to about 100 bytes, so it lives in the temporary directory."""
+    return os.path.join(tempfile.mkdtemp(prefix="rocm-rlhf-fs-"), "server.sock")
 
 
 # --- the client: a job's process --------------------------------------------------------------------------------------
@@ -121,11 +122,11 @@ def submit(job: Any, fn: Callable, socket_path: str | None = None) -> int | None
     except Exception as exc:  # a value that does not pickle: run here
         print(f"[rocm-rlhf] fork server not used ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
         return None
+    sys.stdout.flush()
+    sys.stderr.flush()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
-        sys.stdout.flush()
-        sys.stderr.flush()
         socket.send_fds(sock, [_HEADER.pack(len(payload))], [1, 2])  # this process's stdout and stderr
         sock.sendall(payload)
     except OSError:  # stale socket, server gone or on another machine: run here
@@ -134,17 +135,22 @@ def submit(job: Any, fn: Callable, socket_path: str | None = None) -> int | None
     # From here the stage runs in the server: wait for its status. A server that dies mid-job is a failed job (the
     # stage may have written part of its outputs; Snakemake removes them), not a silent rerun here.
     data = b""
-    while len(data) < _STATUS.size:
-        chunk = sock.recv(_STATUS.size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
+    try:
+        while len(data) < _STATUS.size:
+            chunk = sock.recv(_STATUS.size - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    finally:
+        sock.close()
     if len(data) < _STATUS.size:
         print("[rocm-rlhf] the fork server closed the connection before the stage finished", file=sys.stderr,
               flush=True)
         return 1
-    return _STATUS.unpack(data)[0]
+    status = _STATUS.unpack(data)[0]
+    return None if status == DECLINED else status
 
 
 # --- the server -------------------------------------------------------------------------------------------------------
@@ -159,25 +165,57 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _child(request: dict, fds: list[int]) -> int:
+class _CurrentStderr:
+    """A stream that writes to whatever ``sys.stderr`` is at the time: what a logging handler created in the server
+    (transformers', diffusers') gets in a child, so that its records follow the job's redirections into its log, as
+    they would in a fresh process that created the handler inside the stage."""
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+def _adopt_logging() -> None:
+    """In a child: drop the server's own root handlers, and point the libraries' stderr handlers at the job's."""
+    import logging as _logging
+
+    root = _logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    loggers = [_logging.getLogger(n) for n in list(_logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler) is _logging.StreamHandler and handler.stream in (sys.stderr, sys.__stderr__):
+                handler.setStream(_CurrentStderr())
+
+
+def _child(request: dict, fds: list[int], server: int) -> int:
     """In the forked child: become the job's process (its stdout/stderr, directory, environment, import path) and run
-    its stage as :func:`rocm_rlhf.infra.jobs.run_stage` does. Returns the exit status."""
+    its stage as :func:`rocm_rlhf.infra.jobs.run_stage` does. Returns the exit status, as a fresh process's would be
+    (``sys.exit()`` 0, ``sys.exit("message")`` 1 with the message on stderr)."""
     os.setpgid(0, 0)
     _die_with_parent()
+    if os.getppid() != server:  # the server died before the line above
+        return 1
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by the server around the fork
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
     for fd in fds:
         os.close(fd)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _adopt_logging()
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ.pop(ENV, None)  # the child runs the stage itself
     sys.path[:] = request["path"]
     tempfile.tempdir = None  # the job's TMPDIR, not one cached by an import in the server
-    from .jobs import Named, run_stage_here
     from types import SimpleNamespace
+
+    from .jobs import Named, run_stage_here
 
     try:
         module, qualname = request["stage"]
@@ -194,15 +232,15 @@ def _child(request: dict, fds: list[int]) -> int:
                 fh.write(f"[rocm-rlhf] fork server: the stage imported {', '.join(imported)} itself\n")
         return 0
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
     except BaseException:  # run_stage_here has printed the traceback to the job's log
         import traceback
 
         traceback.print_exc()
         return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
 
 
 def _die_with_parent() -> None:
@@ -258,9 +296,13 @@ def fork_unsafe() -> str:
 
 def serve(socket_path: str, parent: int | None = None, modules=PRELOAD, poll: float = 0.2) -> None:
     """Preload ``modules``, then fork a child per request on ``socket_path`` until ``parent`` (the workflow's
-    process) exits or SIGTERM arrives. Single-threaded (forking a threaded process is unsafe): one select loop
+    process) exits or SIGTERM arrives. No thread of ours (a fork copies only the forking thread): one select loop
     accepts requests, watches clients (a client that goes away gets its child killed) and reaps children."""
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # torch.cuda.is_available() without initialising CUDA
+    # numpy's BLAS pool is sized when it loads, here, not per job: one thread, as the single-threaded jobs ask (each
+    # job sets torch's own threads, train.threads / the rule's threads)
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     times = preload(modules)
     log.info("fork server: preloaded %s", times)
     unsafe = fork_unsafe()
@@ -270,14 +312,16 @@ def serve(socket_path: str, parent: int | None = None, modules=PRELOAD, poll: fl
     Path(socket_path).unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path + ".tmp")
-    os.replace(socket_path + ".tmp", socket_path)  # clients see the path only once it accepts
     listener.listen(64)
+    os.replace(socket_path + ".tmp", socket_path)  # clients see the path only once it accepts
     children: dict[int, socket.socket] = {}  # pid -> the client waiting for it
     cancelled: set[int] = set()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    # the workflow's process: our parent (then a changed getppid() says it died, zombie or not), or any process
+    direct = parent is not None and os.getppid() == parent
     try:
-        while not stopping and (parent is None or _alive(parent)):
+        while not stopping and (parent is None or (os.getppid() == parent if direct else _alive(parent))):
             watched = [c for p, c in children.items() if p not in cancelled]
             readable, _, _ = select.select([listener, *watched], [], [], poll)
             for s in readable:
@@ -288,16 +332,14 @@ def serve(socket_path: str, parent: int | None = None, modules=PRELOAD, poll: fl
                     _kill(pid)
                     cancelled.add(pid)
             for pid in list(children):
-                done, status = os.waitpid(pid, os.WNOHANG)
+                try:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    code = os.waitstatus_to_exitcode(status) if done else None
+                except ChildProcessError:  # reaped elsewhere: its status is lost, the job failed
+                    done, code = pid, 1
                 if done:
                     cancelled.discard(pid)
-                    conn = children.pop(pid)
-                    code = os.waitstatus_to_exitcode(status)
-                    try:
-                        conn.sendall(_STATUS.pack(code if code >= 0 else 128 - code))
-                    except OSError:
-                        pass
-                    conn.close()
+                    _reply(children.pop(pid), code if code >= 0 else 128 - code)
     finally:
         for pid in children:
             _kill(pid)
@@ -305,20 +347,54 @@ def serve(socket_path: str, parent: int | None = None, modules=PRELOAD, poll: fl
         Path(socket_path).unlink(missing_ok=True)
 
 
-def _accept(listener: socket.socket, children: dict) -> None:
-    conn, _ = listener.accept()
+def _reply(conn: socket.socket, status: int) -> None:
     try:
+        conn.sendall(_STATUS.pack(status))
+    except OSError:  # the client is gone
+        pass
+    conn.close()
+
+
+def _accept(listener: socket.socket, children: dict) -> None:
+    """Read one request (within 10 s: a stalled client must not stop the loop) and fork its child; a request that
+    cannot be forked is declined (the client runs the stage itself), never fatal to the server."""
+    conn, _ = listener.accept()
+    fds: list[int] = []
+    try:
+        conn.settimeout(10)
+        if hasattr(socket, "SO_PEERCRED"):  # Linux; elsewhere the private directory alone keeps others out
+            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            uid = struct.unpack("3i", cred)[1]
+            if uid != os.getuid():
+                raise PermissionError(f"a client of uid {uid}")
         header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
         if len(header) != _HEADER.size or len(fds) != 2:
             raise ConnectionError("malformed request")
         request = pickle.loads(_recv_exact(conn, _HEADER.unpack(header)[0]))
+        conn.settimeout(None)
     except Exception as exc:
-        log.warning("fork server: dropped a request: %s", exc)
-        conn.close()
+        log.warning("fork server: declined a request: %s", exc)
+        for fd in fds:
+            os.close(fd)
+        if not isinstance(exc, PermissionError):
+            conn.settimeout(1)
+            _reply(conn, DECLINED)  # the client runs its job itself
+        else:
+            conn.close()
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    server = os.getpid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # a kill before the child's own handler is pending
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        log.warning("fork server: could not fork (%s): the job runs in its own process", exc)
+        for fd in fds:
+            os.close(fd)
+        _reply(conn, DECLINED)
+        return
     if pid == 0:
         code = 1
         try:
@@ -326,9 +402,22 @@ def _accept(listener: socket.socket, children: dict) -> None:
             listener.close()
             for c in children.values():
                 c.close()
-            code = _child(request, fds)
+            code = _child(request, fds, server)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
         finally:
+            try:
+                import atexit
+
+                atexit._run_exitfuncs()  # what a fresh process runs at exit (trackers' flushes, logging.shutdown)
+            except BaseException:
+                pass
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for fd in fds:
         os.close(fd)
     children[pid] = conn
@@ -373,6 +462,8 @@ def start(socket_path: str | None = None, parent: int | None = None, log_path: s
                              "--parent", str(parent or os.getpid()),
                              *(["--modules", *modules] if modules is not None else [])],
                             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True)
+    if log_path:
+        out.close()  # the server has its own copy
     deadline = time.time() + timeout
     while timeout and time.time() < deadline and not os.path.exists(path) and proc.poll() is None:
         time.sleep(0.05)
@@ -388,6 +479,11 @@ def stop(proc, socket_path: str) -> None:
         except Exception:
             proc.kill()
     Path(socket_path).unlink(missing_ok=True)
+    if Path(socket_path).parent.name.startswith("rocm-rlhf-fs-"):  # default_socket_path's private directory
+        try:
+            Path(socket_path).parent.rmdir()
+        except OSError:
+            pass
 
 
 def main(argv=None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -149,10 +150,11 @@ def run_stage(job: Any, fn: Callable[[Any], None]) -> None:
     status = submit(job, fn)
     if status is None:
         run_stage_here(job, fn)
-    elif status != 0:
+    elif status != 0:  # the job's process exits with the stage's status, as if it had run it
         log_path = job.log[0] if len(job.log) else None
-        raise SystemExit(f"[rocm-rlhf] stage {fn.__name__} failed (exit status {status} in the fork server)"
-                         + (f": see {log_path}" if log_path else ""))
+        print(f"[rocm-rlhf] stage {fn.__name__} failed (exit status {status} in the fork server)"
+              + (f": see {log_path}" if log_path else ""), file=sys.stderr, flush=True)
+        raise SystemExit(status)
 
 
 def run_stage_here(job: Any, fn: Callable[[Any], None], where: str = "") -> None:
