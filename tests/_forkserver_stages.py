@@ -23,7 +23,8 @@ def record(job):
     with open(job.output[0], "w") as fh:
         json.dump({"pid": os.getpid(), "cwd": os.getcwd(), "env": os.environ.get("FS_TEST_VAR"),
                    "threads": job.threads, "steps": job.config["train"]["steps"], "inputs": list(job.input),
-                   "named": job.input.pair, "param": job.params.value}, fh)
+                   "named": job.input.pair, "param": job.params.value,
+                   "torch_threads": __import__("torch").get_num_threads()}, fh)  # run_stage set them
 
 
 @stage(reads=["train.steps"])

@@ -69,7 +69,7 @@ def test_rocm_refuses_an_adaptive_beta_that_contradicts_itself():
 def _adaptive(tmp_path, name, model_dir, target, max_steps=None, **adaptive):
     from rocm_rlhf.training.run import train_run
 
-    cfg = _config(steps=6, checkpoint_every=2)
+    cfg = _config(steps=6, checkpoint_every=2, lora={"rank": 4, "alpha": 8})  # alpha != rank, as users run
     return train_run(cfg, method="rocm", run_id=name, seed=0, run_dir=tmp_path / name, model_id=str(model_dir),
                      reward_name=cfg["train"]["reward"], reward_kwargs={}, prompts=PROMPTS, max_steps=max_steps,
                      divergence="kl", target=target, adaptive=adaptive or None)

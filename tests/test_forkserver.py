@@ -84,7 +84,8 @@ def test_a_stage_runs_in_a_fork_of_the_server_as_in_its_own_process(tmp_path, se
     got = json.loads((tmp_path / "out.json").read_text())
     assert got["pid"] != proc.pid  # a child of the server, not the client and not the server itself
     assert got == {"pid": got["pid"], "cwd": str(tmp_path), "env": "from-the-job", "threads": 2, "steps": 7,
-                   "inputs": ["in_a.txt", ["p1", "p2"]], "named": ["p1", "p2"], "param": {"k": [1, 2]}}
+                   "inputs": ["in_a.txt", ["p1", "p2"]], "named": ["p1", "p2"], "param": {"k": [1, 2]},
+                   "torch_threads": 2}
     log = (tmp_path / "job.log").read_text()
     assert "record started (pid" in log and "forked by the fork server" in log and "record finished" in log
     assert "stdout of the stage" in log and "stderr of the stage" in log  # Python-level output goes to the log

@@ -347,7 +347,7 @@ FORK_SERVER = {}
 
 def use_fork_server():
     return bool(
-        config.get("fork_server", True)
+        config["fork_server"]
         and workflow.local_exec
         and not workflow.remote_exec
         and not workflow.deployment_settings.deployment_method

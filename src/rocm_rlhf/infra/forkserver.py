@@ -65,13 +65,14 @@ PRELOAD = (
 _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
 DECLINED = -1  # the server could not fork: the job runs in its own process
+_PRIVATE_DIR = "rocm-rlhf-fs-"  # default_socket_path's directories, removed by stop()
 log = logging.getLogger(__name__)
 
 
 def default_socket_path() -> str:
     """A fresh socket path in a new private directory (mode 0700: only this user can connect, and a request can run
     code). Unix socket paths are limited to about 100 bytes, so it lives in the temporary directory."""
-    return os.path.join(tempfile.mkdtemp(prefix="rocm-rlhf-fs-"), "server.sock")
+    return os.path.join(tempfile.mkdtemp(prefix=_PRIVATE_DIR), "server.sock")
 
 
 # --- the client: a job's process --------------------------------------------------------------------------------------
@@ -134,28 +135,21 @@ def submit(job: Any, fn: Callable, socket_path: str | None = None) -> int | None
         return None
     # From here the stage runs in the server: wait for its status. A server that dies mid-job is a failed job (the
     # stage may have written part of its outputs; Snakemake removes them), not a silent rerun here.
-    data = b""
     try:
-        while len(data) < _STATUS.size:
-            chunk = sock.recv(_STATUS.size - len(data))
-            if not chunk:
-                break
-            data += chunk
-    except OSError:
-        pass
-    finally:
-        sock.close()
-    if len(data) < _STATUS.size:
+        status = _STATUS.unpack(_recv_exact(sock, _STATUS.size))[0]
+    except OSError:  # ConnectionError included
         print("[rocm-rlhf] the fork server closed the connection before the stage finished", file=sys.stderr,
               flush=True)
         return 1
-    status = _STATUS.unpack(data)[0]
+    finally:
+        sock.close()
     return None if status == DECLINED else status
 
 
 # --- the server -------------------------------------------------------------------------------------------------------
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    """``n`` bytes from ``conn``; ConnectionError if it closes first."""
     buf = bytearray()
     while len(buf) < n:
         chunk = conn.recv(n - len(buf))
@@ -222,7 +216,7 @@ def _child(request: dict, fds: list[int], server: int) -> int:
         fn: Any = importlib.import_module(module)
         for part in qualname.split("."):
             fn = getattr(fn, part)
-        job = SimpleNamespace(**{k: _rebuild(Named, items, names) for k, (items, names) in request["job"].items()},
+        job = SimpleNamespace(**{k: Named.from_parts(items, names) for k, (items, names) in request["job"].items()},
                               config=request["config"], threads=request["threads"])
         before = {m.partition(".")[0] for m in sys.modules}
         run_stage_here(job, fn, where=f" (pid {os.getpid()}, forked by the fork server {os.getppid()})")
@@ -236,7 +230,7 @@ def _child(request: dict, fds: list[int], server: int) -> int:
             return exc.code or 0
         print(exc.code, file=sys.stderr)
         return 1
-    except BaseException:  # run_stage_here has printed the traceback to the job's log
+    except BaseException:  # in the job's log already (run_stage_here); on stderr too, as an uncaught exception
         import traceback
 
         traceback.print_exc()
@@ -255,15 +249,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def _rebuild(cls, items: list, names: dict):
-    """A :class:`rocm_rlhf.infra.jobs.Named` with exactly these positional items and names (a named entry of several
-    files is a sub-list, not an extra item)."""
-    named = cls()
-    named.extend(items)
-    named._names = dict(names)
-    return named
-
-
 def preload(modules=PRELOAD) -> dict[str, float]:
     """Import ``modules`` (seconds each; a failed import is logged and skipped)."""
     times = {}
@@ -275,9 +260,7 @@ def preload(modules=PRELOAD) -> dict[str, float]:
             if attribute:
                 getattr(loaded, attribute)
             if name == "rocm_rlhf.rewards":
-                from rocm_rlhf.rewards import _import_providers
-
-                _import_providers()
+                loaded.available()  # imports the scorers' provider modules
         except Exception as exc:  # the stage will import (or fail) on its own
             log.warning("fork server: preloading %s failed: %s", name, exc)
         times[name] = round(time.time() - t, 2)
@@ -479,7 +462,7 @@ def stop(proc, socket_path: str) -> None:
         except Exception:
             proc.kill()
     Path(socket_path).unlink(missing_ok=True)
-    if Path(socket_path).parent.name.startswith("rocm-rlhf-fs-"):  # default_socket_path's private directory
+    if Path(socket_path).parent.name.startswith(_PRIVATE_DIR):
         try:
             Path(socket_path).parent.rmdir()
         except OSError:

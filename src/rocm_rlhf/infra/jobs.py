@@ -106,6 +106,15 @@ class Named(list):
     def keys(self):
         return self._names.keys()
 
+    @classmethod
+    def from_parts(cls, items: list, names: dict) -> "Named":
+        """Exactly these positional items and names (a named entry of several files stays a sub-list, not extra
+        items, as in Snakemake's named lists)."""
+        named = cls()
+        named.extend(items)
+        named._names = dict(names)
+        return named
+
 
 def make_job(input=None, output=None, params=None, wildcards=None, config=None, log=None, threads=1):
     def named(d):

@@ -31,6 +31,13 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, dty
     return out.to(dtype) if dtype is not None else out
 
 
+def transition_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+    """[B]: the summed log-density of a taken transition ``x_next`` (a constant: detached) under N(mean, std^2 I), in
+    at least float32 (the policy-gradient methods' stored and recomputed log-probs use this)."""
+    dt = torch.promote_types(mean.dtype, torch.float32)
+    return gaussian_log_prob(x_next.detach().to(dt), mean.to(dt), std)
+
+
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
     """Log-density of ``x`` under N(mean, std^2 I), summed over all non-batch dimensions: shape [B].
 

@@ -17,15 +17,9 @@ import torch
 from torch import Tensor
 
 from ..models import latent_shape
-from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
+from ..samplers.common import decode_latents, encode_prompts, transition_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
 from .ppo import PPOMethod, PerPromptStatTracker, by_step, stats_out
-
-
-def _log_prob(x_next: Tensor, mean: Tensor, std: float) -> Tensor:
-    """Summed Gaussian log-density in at least float32 (the stored and the recomputed log-probs use this)."""
-    dt = torch.promote_types(mean.dtype, torch.float32)
-    return gaussian_log_prob(x_next.detach().to(dt), mean.to(dt), std)
 
 
 @dataclass
@@ -93,7 +87,7 @@ class RLCM(PPOMethod):
             images = decode_latents(pipe.vae, traj.final)
             rewards = ctx.reward(images.float(), prompts).float()
         k1 = s.num_steps - 1
-        log_probs = torch.stack([_log_prob(traj.next_states[n], traj.means[n], traj.stds[n]) for n in range(k1)], 1)
+        log_probs = torch.stack([transition_log_prob(traj.next_states[n], traj.means[n], traj.stds[n]) for n in range(k1)], 1)
         div = divergence_per_step(traj, "kl", self.divergence_reduction).float() if self.log_divergence else None
         return LCMRollout(prompts=prompts, prompt_embeds=emb, timesteps=traj.timesteps,
                           states=torch.stack(traj.states[:k1], 1), next_states=torch.stack(traj.next_states, 1),
@@ -113,7 +107,7 @@ class RLCM(PPOMethod):
             _, mean, std, _ = consistency_transition(ctx.pipe.unet, ctx.pipe.scheduler, roll.prompt_embeds[idx],
                                                      roll.states[idx, n], roll.timesteps[n], roll.timesteps[n + 1],
                                                      ctx.settings.guidance_scale)
-        return _log_prob(roll.next_states[idx, n], mean, std)
+        return transition_log_prob(roll.next_states[idx, n], mean, std)
 
     def train_step(self, ctx, step: int) -> dict:
         roll, st = self.ppo_step(ctx, step)

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..models import latent_shape
-from ..samplers.common import decode_latents, encode_prompts, gaussian_log_prob
+from ..samplers.common import decode_latents, encode_prompts, transition_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
 from .loop import reward_stats
 from .rocm import Regularised
@@ -89,11 +89,7 @@ class ROCMScoreFunction(Regularised):
     @staticmethod
     def log_prob(traj, means: list[torch.Tensor]) -> torch.Tensor:
         """[B]: sum over the stochastic steps of log pi_theta(x_{n+1} | x_n), the taken states constants."""
-        total = 0.0
-        for nxt, mean, std in zip(traj.next_states, means, traj.stds):
-            dt = torch.promote_types(mean.dtype, torch.float32)
-            total = total + gaussian_log_prob(nxt.detach().to(dt), mean.to(dt), std)
-        return total
+        return sum(transition_log_prob(nxt, mean, std) for nxt, mean, std in zip(traj.next_states, means, traj.stds))
 
     def train_step(self, ctx, step: int) -> dict:
         s = ctx.settings
