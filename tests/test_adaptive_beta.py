@@ -79,14 +79,14 @@ def test_rocm_logs_the_beta_it_used_and_moves_it_the_way_the_divergence_asks(tmp
     high = pd.read_csv(tmp_path / "high" / "log.csv") if _adaptive(
         tmp_path, "high", tiny_lcm_dir, target=1e6, init_beta=1.0) else None
     # a target far above any divergence: beta falls by the clipped factor every step
-    assert high["beta"].iloc[0] == 1.0
-    assert high["beta"].tolist() == pytest.approx([math.exp(-0.1 * i) for i in range(len(high))])
+    assert high["adaptive_beta"].iloc[0] == 1.0
+    assert high["adaptive_beta"].tolist() == pytest.approx([math.exp(-0.1 * i) for i in range(len(high))])
     low = pd.read_csv(tmp_path / "low" / "log.csv") if _adaptive(
         tmp_path, "low", tiny_lcm_dir, target=1e-12, init_beta=1.0) else None
     # a target below any nonzero divergence: after the first step (adapter still zero, divergence 0) beta rises
     assert low["divergence_mean"].iloc[0] == 0.0 and (low["divergence_mean"].iloc[1:] > 0).all()
-    assert low["beta"].iloc[1] == pytest.approx(math.exp(-0.1))
-    assert low["beta"].tolist()[2:] == pytest.approx([math.exp(-0.1 + 0.1 * i) for i in range(1, len(low) - 1)])
+    assert low["adaptive_beta"].iloc[1] == pytest.approx(math.exp(-0.1))
+    assert low["adaptive_beta"].tolist()[2:] == pytest.approx([math.exp(-0.1 + 0.1 * i) for i in range(1, len(low) - 1)])
 
 
 def test_a_resumed_run_continues_its_beta(tmp_path, tiny_lcm_dir):
@@ -96,6 +96,6 @@ def test_a_resumed_run_continues_its_beta(tmp_path, tiny_lcm_dir):
     _adaptive(tmp_path, "killed", tiny_lcm_dir, target=1e-4, init_beta=3.0, max_steps=3)  # checkpoint at step 2
     _adaptive(tmp_path, "killed", tiny_lcm_dir, target=1e-4, init_beta=3.0)  # resumes from it
     full, resumed = (pd.read_csv(tmp_path / n / "log.csv") for n in ("full", "killed"))
-    assert full["beta"].tolist() == resumed["beta"].tolist()
-    assert full["beta"].nunique() > 2  # it did move
+    assert full["adaptive_beta"].tolist() == resumed["adaptive_beta"].tolist()
+    assert full["adaptive_beta"].nunique() > 2  # it did move
     assert_same_adapter(tmp_path / "full", tmp_path / "killed")

@@ -51,12 +51,23 @@ def baseline_choice(ci_run) -> tuple[list[str], list[str]]:
     return tuning, [f"{m}-lr{chosen[m]}-s{s}" for m in methods for s in (0, 1)]
 
 
+def adaptive_choice(ci_run) -> tuple[list[str], list[str]]:
+    """(the adaptive beta's candidate runs, the chosen target's runs at seeds 0 and 1) of the ci run: ci.yaml sweeps
+    KL's targets 0.01 and 0.1 at seed 0; the choice on validation is in results/ci/stats/chosen.csv."""
+    from rocm_rlhf.runs import read_chosen_targets
+
+    chosen = read_chosen_targets(ci_run / "results/ci/stats/chosen.csv")
+    assert set(chosen) == {"kl"} and chosen["kl"] in {"0.01", "0.1"}
+    return [f"rocm-kl-t{t}-s0" for t in ("0.01", "0.1")], [f"rocm-kl-t{chosen['kl']}-s{s}" for s in (0, 1)]
+
+
 def test_runs_and_scores(ci_run):
-    # the sweep and the baselines' tuning runs at seed 0, then (confirm.seeds [1]) beta = 0, the chosen KL beta and
-    # each baseline's chosen learning rate at seed 1
+    # the sweep (betas and adaptive-beta targets) and the baselines' tuning runs at seed 0, then (confirm.seeds [1])
+    # beta = 0, the chosen KL beta, the chosen target and each baseline's chosen learning rate at seed 1
     tuning, chosen = baseline_choice(ci_run)
-    reported = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1", *chosen]
-    runs = list(dict.fromkeys(reported + tuning))
+    targets, chosen_target = adaptive_choice(ci_run)
+    reported = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1", *chosen_target, *chosen]
+    runs = list(dict.fromkeys(reported + tuning + targets))
     for run in runs:
         log = pd.read_csv(ci_run / f"results/ci/runs/{run}/log.csv")
         assert log["reward_queries"].iloc[-1] == 16, run  # every method gets ROCM's budget: 4 steps x 4 images
@@ -67,6 +78,9 @@ def test_runs_and_scores(ci_run):
         if "-lr" in run:  # a baseline trains at the learning rate of its id
             method, lr = run.split("-s")[0].split("-lr")
             assert meta["config"]["baselines"][method]["lr"] == float(lr), run
+        if "-t" in run:  # an adaptive beta: its target from its id, its controller from rocm.adaptive, beta logged
+            assert meta["target"] == float(run.split("-t")[1].split("-s")[0]) and meta["adaptive"]["gain"] == 0.1
+            assert log["adaptive_beta"].iloc[0] == 1.0 and (log["adaptive_beta"] > 0).all(), run
     scores = pd.read_csv(ci_run / "results/ci/scores/all.csv")
     assert set(scores["run_id"]) == {"base", "base-ddim", *reported}  # the tuning runs not chosen: validation only
     assert (ci_run / "results/ci/runs/rocm-kl-b0.1-s1/curve.csv").exists()  # every run has its held-out probe
@@ -106,12 +120,19 @@ def test_tables_figures_and_report(ci_run):
     figs = ci_run / "paper_figures" / "ci"
     for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
         assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
-    tuning = pd.read_csv(figs / "table_tuning.csv")  # the choice's candidates: KL's one beta, two lrs per baseline
-    assert len(tuning) == 1 + 4 * 2 and tuning["chosen"].sum() == 5
+    # the choice's candidates: KL's one beta, its two adaptive-beta targets, two lrs per baseline
+    tuning = pd.read_csv(figs / "table_tuning.csv")
+    assert len(tuning) == 1 + 2 + 4 * 2 and tuning["chosen"].sum() == 6
     t1 = pd.read_csv(figs / "table1.csv")
     _, chosen = baseline_choice(ci_run)
     baselines = {run.rsplit("-s", 1)[0] for run in chosen}  # each baseline at its chosen learning rate
-    assert set(t1["arm"]) == {"base", "base-ddim", "rocm-none-b0", "rocm-kl-b0.1", *baselines}
+    adaptive = adaptive_choice(ci_run)[1][0].rsplit("-s", 1)[0]  # KL's chosen target
+    assert set(t1["arm"]) == {"base", "base-ddim", "rocm-none-b0", "rocm-kl-b0.1", adaptive, *baselines}
+    # beyond the paper: the adaptive beta against the fixed one, and the controller's figure
+    ab = pd.read_csv(figs / "table_adaptive_beta.csv")
+    assert list(ab["divergence"]) == ["kl", "kl"] and set(ab["adaptive_arm"]) == {adaptive}
+    assert set(ab["fixed_arm"]) == {"rocm-kl-b0.1"} and (ab["n_seeds"] == 2).all()
+    assert (figs / "fig_adaptive_beta.png").stat().st_size > 1000
     assert "chosen per divergence on the mean gold of the validation prompts" in (figs / "table1.md").read_text()
     assert (figs / "table1.tex").read_text().count("\\toprule") == 1
     published = {"scores_test.csv": "results/ci/scores/all.csv", "scores_val.csv": "results/ci/scores/val.csv",
@@ -170,7 +191,7 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
     # the sweep and beta = 0 at both seeds, the baselines' tuning runs (they read the train block too); the chosen
     # settings' seed 1 waits for the choice to be remade; the untrained arms do not rerun
-    assert lr["train_rocm"] == 3 and lr["train_baseline"] == 8 and lr["sample_eval"] == 11 and lr["choose_settings"] == 1
+    assert lr["train_rocm"] == 5 and lr["train_baseline"] == 8 and lr["sample_eval"] == 13 and lr["choose_settings"] == 1
     assert not any(rule.startswith(("sandbox_", "prepare_")) for rule in lr) and "sample_eval" in lr
     ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's runs alone
     assert ddpo["train_baseline"] == 2 and "train_rocm" not in ddpo  # its two tuning runs (seed 1 after the choice)
@@ -179,7 +200,8 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     figures = planned("figures: {gallery_prompts: 3}\n")  # the statistics, tables and figures only
     assert "fig_divergence_gallery" in figures and set(figures) <= {
         "stats", "table1", "table_tuning", "table_divergence_beta", "table_efficiency", "fig_beta_sweep",
-        "fig_efficiency", "fig_training_curves", "fig_divergence_gallery", "publish_results", "all"}, figures  # + published copies
+        "fig_efficiency", "fig_training_curves", "fig_divergence_gallery", "table_adaptive_beta", "fig_adaptive_beta",
+        "publish_results", "all"}, figures  # + published copies
 
 
 def test_jobs_in_the_fork_server_compute_what_their_own_processes_compute(ci_run, tmp_path):

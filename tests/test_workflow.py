@@ -29,7 +29,7 @@ def test_dry_run_default_config(tmp_path):
     """The jobs known before any result; the chosen settings' confirmatory runs are planned after choose_settings."""
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"))
-    n_sweep = 1 + 4 * 3  # seed 0: beta = 0 + 4 divergences x 3 betas
+    n_sweep = 1 + 4 * 3 + 4 * 3  # seed 0: beta = 0 + 4 divergences x (3 betas + 3 adaptive-beta targets)
     n_rocm = n_sweep + 2  # + beta = 0 at the confirmatory seeds 1 and 2
     n_baselines = 4 * 3  # four baselines x three learning rates at seed 0 (seeds 1 and 2 of the chosen one later)
     n_runs = n_rocm + n_baselines + 2  # + the base LCM and the base diffusion model
@@ -39,6 +39,7 @@ def test_dry_run_default_config(tmp_path):
                 "evaluate": n_runs, "choose_settings": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_tuning": 1, "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1,
                 "fig_training_curves": 1, "table_efficiency": 1, "fig_divergence_gallery": 1,
+                "table_adaptive_beta": 1, "fig_adaptive_beta": 1,  # beyond the paper: the adaptive beta
                 "publish_results": 9,  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality, study
                 "build_study": 1, "simulate_study": 1, "analyze_study": 1}  # the preference study (simulated raters)
     for rule, n in expected.items():
@@ -48,9 +49,11 @@ def test_dry_run_default_config(tmp_path):
 def test_dry_run_ci_config(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
-    assert counts["train_rocm"] == 3  # beta = 0 at seeds 0 and 1, and one KL point at seed 0 (seed 1 once chosen)
+    # beta = 0 at seeds 0 and 1, one KL beta and two adaptive-beta targets at seed 0 (seed 1 of the chosen ones later)
+    assert counts["train_rocm"] == 5
     assert counts["train_baseline"] == 8  # each baseline at two learning rates, seed 0 (seed 1 once chosen)
-    assert counts["sample_eval"] == 13 and counts["evaluate"] == 13  # 11 trained runs and 2 untrained ones
+    assert counts["sample_eval"] == 15 and counts["evaluate"] == 15  # 13 trained runs and 2 untrained ones
+    assert counts["table_adaptive_beta"] == counts["fig_adaptive_beta"] == 1
     assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 9
     assert counts["build_study"] == counts["simulate_study"] == counts["analyze_study"] == 1
 

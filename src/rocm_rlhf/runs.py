@@ -1,7 +1,8 @@
 """The project's vocabulary: methods, divergences, run ids, arms and the run grids of a config.
 
 Every other place (the Snakemake rules, the stages, the trainer, the analysis) takes these words from here. A run id
-is ``rocm-<divergence>-b<beta>-s<seed>`` (``rocm-none-b0-s<seed>`` is ROCM at beta = 0), ``<method>-s<seed>`` for a
+is ``rocm-<divergence>-b<beta>-s<seed>`` (``rocm-none-b0-s<seed>`` is ROCM at beta = 0), ``rocm-<divergence>-t<target>-s<seed>``
+for ROCM with an adaptive beta that holds the divergence near ``target`` (``rocm.targets``), ``<method>-s<seed>`` for a
 baseline at its configured learning rate or ``<method>-lr<lr>-s<seed>`` for a baseline whose learning rate is tuned
 (``baselines.lr_factors``), or ``base``; its arm is the id without the seed. A beta has one text form, :func:`fmt_beta`, from the
 config to the run id, the score table's arm and the labels. Torch-free and Snakemake-free.
@@ -98,7 +99,7 @@ def fmt_beta(beta) -> str:
 
 
 _NUMBER = r"[0-9][0-9.e+-]*"
-ROCM_RUN_PATTERN = rf"rocm-({UNREGULARISED}|{'|'.join(DIVERGENCES)})-b{_NUMBER}-s\d+"
+ROCM_RUN_PATTERN = (rf"rocm-({UNREGULARISED}-b{_NUMBER}|({'|'.join(DIVERGENCES)})-[bt]{_NUMBER})-s\d+")
 BASELINE_RUN_PATTERN = rf"({'|'.join(BASELINES)})(-lr{_NUMBER})?-s\d+"
 RUN_PATTERN = rf"{BASE}|{BASE_DIFFUSION}|{ROCM_RUN_PATTERN}|{BASELINE_RUN_PATTERN}"
 """Regular expressions of run ids (the training rules' wildcard constraints use the first two)."""
@@ -106,14 +107,17 @@ RUN_PATTERN = rf"{BASE}|{BASE_DIFFUSION}|{ROCM_RUN_PATTERN}|{BASELINE_RUN_PATTER
 
 @dataclass(frozen=True)
 class Run:
-    """A parsed run id. ``beta`` is the canonical text (:func:`fmt_beta`), '' where a method has none; ``lr`` a tuned
-    baseline's learning rate in the same text form, '' where the run takes its method's configured one."""
+    """A parsed run id. ``beta`` is the canonical text (:func:`fmt_beta`), '' where a method has none or (ROCM with an
+    adaptive beta) where ``target`` is set instead: the divergence the controller holds, in the same text form;
+    ``lr`` a tuned baseline's learning rate in the same text form, '' where the run takes its method's configured
+    one."""
 
     method: str
     divergence: str = UNREGULARISED
     beta: str = ""
     seed: int = 0
     lr: str = ""
+    target: str = ""
 
     @property
     def id(self) -> str:
@@ -125,13 +129,19 @@ class Run:
     def arm(self) -> str:
         """The run id without its training seed: the unit the tables compare."""
         if self.method == "rocm":
-            return f"rocm-{self.divergence}-b{self.beta}"
+            return f"rocm-{self.divergence}-t{self.target}" if self.target else f"rocm-{self.divergence}-b{self.beta}"
         return f"{self.method}-lr{self.lr}" if self.lr else self.method
 
     @property
     def beta_value(self) -> float:
-        """beta as a number (NaN for methods without one), for the score table's numeric column."""
+        """beta as a number (NaN for methods without one and for an adaptive beta), for the score table's numeric
+        column."""
         return float(self.beta) if self.beta else math.nan
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the run is ROCM with an adaptive beta (its ``target`` set)."""
+        return bool(self.target)
 
     @property
     def generator(self) -> str:
@@ -155,6 +165,17 @@ def rocm_run(divergence: str, beta, seed: int) -> Run:
     return Run("rocm", divergence, text, int(seed))
 
 
+def adaptive_run(divergence: str, target, seed: int) -> Run:
+    """A ROCM run with an adaptive beta holding the per-sample divergence near ``target``
+    (:mod:`rocm_rlhf.training.adaptive_beta`)."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"an adaptive beta needs a divergence, one of {', '.join(DIVERGENCES)}; got {divergence!r}")
+    value = float(target)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"an adaptive beta's target must be a finite number > 0, got {target!r}")
+    return Run("rocm", divergence, "", int(seed), target=f"{value:g}")
+
+
 def fmt_lr(lr) -> str:
     """The one text form of a learning rate in run ids and labels (Python's ``:g``, as :func:`fmt_beta`)."""
     value = float(lr)
@@ -174,19 +195,22 @@ def parse_run(run_id: str) -> Run:
     """A run id -> :class:`Run`; anything that is not a run id raises ValueError naming the accepted forms."""
     if not re.fullmatch(RUN_PATTERN, run_id):
         raise ValueError(f"{run_id!r} is not a run id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>-s<seed>' "
-                         f"(divergence one of {UNREGULARISED}, {', '.join(DIVERGENCES)}) or '<method>-s<seed>' "
+                         f"(divergence one of {UNREGULARISED}, {', '.join(DIVERGENCES)}), "
+                         f"'rocm-<divergence>-t<target>-s<seed>' (an adaptive beta) or '<method>-s<seed>' "
                          f"(method one of {', '.join(BASELINES)})")
     if run_id in UNTRAINED:
         return Run(run_id)
-    rocm = re.fullmatch(rf"rocm-(?P<div>\w+)-b(?P<beta>{_NUMBER})-s(?P<seed>\d+)", run_id)
+    rocm = re.fullmatch(rf"rocm-(?P<div>\w+)-(?P<kind>[bt])(?P<value>{_NUMBER})-s(?P<seed>\d+)", run_id)
     if rocm:
+        what = "beta" if rocm["kind"] == "b" else "target"
         try:
-            run = rocm_run(rocm["div"], rocm["beta"], int(rocm["seed"]))
+            make = rocm_run if rocm["kind"] == "b" else adaptive_run
+            run = make(rocm["div"], rocm["value"], int(rocm["seed"]))
         except ValueError as err:
             raise ValueError(f"{run_id!r} is not a valid run id: {err}") from None
         if run.id != run_id:
-            raise ValueError(f"{run_id!r} is not a valid run id: it writes beta {rocm['beta']!r} in a non-canonical "
-                             f"form; the run id is {run.id!r}")
+            raise ValueError(f"{run_id!r} is not a valid run id: it writes the {what} {rocm['value']!r} in a "
+                             f"non-canonical form; the run id is {run.id!r}")
         return run
     name, _, seed = run_id.rpartition("-s")
     name, _, lr = name.partition("-lr")
@@ -204,8 +228,9 @@ def parse_arm(arm: str) -> Run:
     try:
         return parse_run(f"{arm}-s0")
     except ValueError:
-        raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>' or a baseline's "
-                         f"name ({', '.join(BASELINES)}), optionally with '-lr<learning rate>'") from None
+        raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>', "
+                         f"'rocm-<divergence>-t<target>' or a baseline's name ({', '.join(BASELINES)}), optionally "
+                         "with '-lr<learning rate>'") from None
 
 
 def arm_or_none(arm) -> Run | None:
@@ -221,9 +246,12 @@ def is_unregularised(divergence: str, beta) -> bool:
     return divergence == UNREGULARISED or float(beta) == 0
 
 
-def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan, lr: str = "") -> str:
-    """A row label: 'Base', 'RLCM', 'DDPO (lr=0.0003)' (a tuned baseline), 'ROCM (β=0)', 'ROCM-KL (β=10)'."""
+def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan, lr: str = "", target: str = "") -> str:
+    """A row label: 'Base', 'RLCM', 'DDPO (lr=0.0003)' (a tuned baseline), 'ROCM (β=0)', 'ROCM-KL (β=10)',
+    'ROCM-KL (adaptive β, target 0.01)'."""
     if method_name == "rocm":
+        if target:
+            return f"ROCM-{DIVERGENCE_LABELS[divergence]} (adaptive β, target {target})"
         if is_unregularised(divergence, beta):
             return "ROCM (β=0)"
         return f"ROCM-{DIVERGENCE_LABELS[divergence]} (β={fmt_beta(beta)})"
@@ -265,16 +293,33 @@ def rocm_runs(config: dict) -> list[str]:
     return runs
 
 
+def target_grid(config: dict) -> dict[str, list[str]]:
+    """The adaptive beta's targets per divergence (``rocm.targets``, canonical text, config order), for the
+    divergences of ``rocm.divergences`` that have targets; {} when none is configured."""
+    r = config["rocm"]
+    targets = r.get("targets") or {}
+    return {div: [adaptive_run(div, t, 0).target for t in targets[div]] for div in r["divergences"] if targets.get(div)}
+
+
+def adaptive_runs(config: dict) -> list[str]:
+    """The adaptive beta's sweep: divergence x target x ``rocm.seeds``, chosen from on the validation prompts like
+    beta (:func:`confirm_runs` adds the chosen targets' confirmatory seeds)."""
+    return [adaptive_run(div, t, seed).id for seed in config["rocm"]["seeds"]
+            for div, targets in target_grid(config).items() for t in targets]
+
+
 def sweep_runs(config: dict) -> list[str]:
     """The regularised ROCM runs of the sweep (divergence x beta x rocm.seeds): what beta is chosen from."""
     return [run for run in rocm_runs(config) if parse_run(run).divergence != UNREGULARISED]
 
 
-def confirm_runs(config: dict, chosen_betas) -> list[str]:
+def confirm_runs(config: dict, chosen_betas, chosen_targets=None) -> list[str]:
     """The confirmatory runs of each divergence's chosen beta (``{divergence: beta}``, chosen on the validation
-    prompts): one per ``confirm.seeds`` seed not already in the sweep's ``rocm.seeds``."""
+    prompts) and, with ``chosen_targets`` (``{divergence: target}``), of its chosen adaptive-beta target: one per
+    ``confirm.seeds`` seed not already in the sweep's ``rocm.seeds``."""
     seeds = extra_seeds(config, config["rocm"]["seeds"])
-    return [rocm_run(div, beta, s).id for div, beta in chosen_betas.items() for s in seeds]
+    return ([rocm_run(div, beta, s).id for div, beta in chosen_betas.items() for s in seeds]
+            + [adaptive_run(div, t, s).id for div, t in (chosen_targets or {}).items() for s in seeds])
 
 
 def lr_grid(config: dict) -> dict[str, list[str]]:
@@ -306,10 +351,12 @@ def baseline_runs(config: dict, chosen_lrs=None) -> list[str]:
     return tuning_runs(config) + [baseline_run(m, s, lr).id for m, lr in (chosen_lrs or {}).items() for s in seeds]
 
 
-def trained_runs(config: dict, chosen_betas=None, chosen_lrs=None) -> list[str]:
+def trained_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None) -> list[str]:
     """Every training run of the config; with ``chosen_betas`` also the chosen betas' confirmatory runs, with
-    ``chosen_lrs`` the tuned baselines' (:func:`baseline_runs`)."""
-    return rocm_runs(config) + confirm_runs(config, chosen_betas or {}) + baseline_runs(config, chosen_lrs)
+    ``chosen_targets`` the chosen adaptive-beta targets', with ``chosen_lrs`` the tuned baselines'
+    (:func:`baseline_runs`)."""
+    return (rocm_runs(config) + adaptive_runs(config) + confirm_runs(config, chosen_betas or {}, chosen_targets)
+            + baseline_runs(config, chosen_lrs))
 
 
 def untrained_runs(config: dict) -> list[str]:
@@ -318,29 +365,30 @@ def untrained_runs(config: dict) -> list[str]:
     return [BASE, BASE_DIFFUSION] if diffusion else [BASE]
 
 
-def eval_runs(config: dict, chosen_betas=None, chosen_lrs=None) -> list[str]:
+def eval_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None) -> list[str]:
     """Every run that is sampled and scored: the untrained arms and every trained run."""
-    return [*untrained_runs(config), *trained_runs(config, chosen_betas, chosen_lrs)]
+    return [*untrained_runs(config), *trained_runs(config, chosen_betas, chosen_lrs, chosen_targets)]
 
 
-def reported_runs(config: dict, chosen_betas=None, chosen_lrs=None) -> list[str]:
+def reported_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None) -> list[str]:
     """The runs the test tables, statistics and figures report: :func:`eval_runs` without the tuning runs of learning
-    rates that were not chosen (those are seen on the validation prompts only, as the choice's candidates)."""
-    if not lr_grid(config):
-        return eval_runs(config, chosen_betas, chosen_lrs)
+    rates and the adaptive-beta targets that were not chosen (those are seen on the validation prompts only, as the
+    choice's candidates)."""
     chosen = {baseline_run(m, 0, lr).arm for m, lr in (chosen_lrs or {}).items()}
-    dropped = {r for r in tuning_runs(config) if parse_run(r).arm not in chosen}
-    return [r for r in eval_runs(config, chosen_betas, chosen_lrs) if r not in dropped]
+    chosen |= {adaptive_run(d, t, 0).arm for d, t in (chosen_targets or {}).items()}
+    dropped = {r for r in tuning_runs(config) + adaptive_runs(config) if parse_run(r).arm not in chosen}
+    return [r for r in eval_runs(config, chosen_betas, chosen_lrs, chosen_targets) if r not in dropped]
 
 
-CHOSEN_COLUMNS = ("method", "divergence", "beta", "lr", "arm")
+CHOSEN_COLUMNS = ("method", "divergence", "beta", "lr", "target", "arm")
 """The leading columns of the choice file (results/stats/chosen.csv): one row per divergence (method rocm, its chosen
-beta, lr empty), then one per tuned baseline (its chosen learning rate, beta empty)."""
+beta, lr and target empty), then one per divergence with adaptive-beta targets (its chosen target, beta and lr empty),
+then one per tuned baseline (its chosen learning rate, beta and target empty)."""
 
 
 def _read_chosen_rows(path) -> list[dict]:
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [{"target": "", **row} for row in csv.DictReader(fh, restval="")]  # target: files from before it
     if rows and not set(CHOSEN_COLUMNS) <= set(rows[0]):
         raise ValueError(f"{path} is not a choice file: it needs the columns {', '.join(CHOSEN_COLUMNS)}; "
                          "delete it and rerun the choose_settings rule")
@@ -350,7 +398,15 @@ def _read_chosen_rows(path) -> list[dict]:
 def read_chosen(path) -> dict[str, str]:
     """``{divergence: beta text}`` of a choice file (:data:`CHOSEN_COLUMNS`, written by the choose_settings stage),
     in its row order; an error naming the file if a column is missing or a beta is not a number >= 0."""
-    return {row["divergence"]: fmt_beta(row["beta"]) for row in _read_chosen_rows(path) if row["method"] == "rocm"}
+    return {row["divergence"]: fmt_beta(row["beta"]) for row in _read_chosen_rows(path)
+            if row["method"] == "rocm" and not row["target"]}
+
+
+def read_chosen_targets(path) -> dict[str, str]:
+    """``{divergence: target text}`` of a choice file: the adaptive beta's chosen target per divergence ({} when no
+    targets were swept)."""
+    return {row["divergence"]: adaptive_run(row["divergence"], row["target"], 0).target
+            for row in _read_chosen_rows(path) if row["method"] == "rocm" and row["target"]}
 
 
 def read_chosen_lrs(path) -> dict[str, str]:

@@ -115,20 +115,38 @@ def chosen_lrs():
     return runs.read_chosen_lrs(checkpoints.choose_settings.get().output[0])
 
 
+def chosen_targets():
+    """{divergence: target} of the choose_settings checkpoint when adaptive-beta targets are swept (rocm.targets),
+    else {}: their confirmatory runs, and which targets the test tables report, are known once it has run. Call only
+    from input functions."""
+    if not runs.target_grid(config):
+        return {}
+    return runs.read_chosen_targets(checkpoints.choose_settings.get().output[0])
+
+
+def chosen():
+    """The choose_settings checkpoint's choices as keyword arguments of rocm_rlhf.runs' run lists."""
+    return dict(
+        chosen_betas=chosen_betas(),
+        chosen_lrs=chosen_lrs(),
+        chosen_targets=chosen_targets(),
+    )
+
+
 def all_runs():
     """Every trained run of the config, the chosen settings' confirmatory runs included (input functions only)."""
-    return runs.trained_runs(config, chosen_betas(), chosen_lrs())
+    return runs.trained_runs(config, **chosen())
 
 
 def eval_runs():
     """Every run that is sampled and scored: the untrained arms and all trained runs (input functions only)."""
-    return runs.eval_runs(config, chosen_betas(), chosen_lrs())
+    return runs.eval_runs(config, **chosen())
 
 
 def reported_runs():
     """The runs the test tables, statistics and figures report: every sampled run but the tuning runs of learning
-    rates not chosen (input functions only)."""
-    return runs.reported_runs(config, chosen_betas(), chosen_lrs())
+    rates and the adaptive-beta targets not chosen (input functions only)."""
+    return runs.reported_runs(config, **chosen())
 
 
 def run_files(pattern):
@@ -144,6 +162,15 @@ def curve_files(wildcards):
 def log_files(wildcards):
     """An input function: the training log of every reported trained run."""
     return expand(f"{RES}/runs/{{run}}/log.csv", run=reported_trained_runs())
+
+
+def rocm_log_files(wildcards):
+    """An input function: the training log of every ROCM run trained, fixed or adaptive beta, chosen or not (the
+    adaptive beta's table and figure)."""
+    return expand(
+        f"{RES}/runs/{{run}}/log.csv",
+        run=[r for r in all_runs() if runs.parse_run(r).method == "rocm"],
+    )
 
 
 def reported_trained_runs():
@@ -230,6 +257,8 @@ def all_targets():
         config["train"]["probe"]["prompts"]
     )  # fig_efficiency plots the probe's curves
     targets += [f"{FIG}/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"]
+    if runs.target_grid(config):  # beyond the paper: the adaptive beta
+        targets += [f"{FIG}/table_adaptive_beta.md", f"{FIG}/fig_adaptive_beta.png"]
     if config["study"]["enabled"]:
         targets.append(STUDY)
     if study_results_in_all():

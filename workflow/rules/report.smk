@@ -23,7 +23,9 @@ checkpoint choose_settings:
     input:
         scores=expand(
             f"{RES}/scores/val/{{run}}.csv",
-            run=runs.sweep_runs(config) + runs.tuning_runs(config),
+            run=runs.sweep_runs(config)
+            + runs.adaptive_runs(config)
+            + runs.tuning_runs(config),
         ),
     output:
         CHOSEN,  # the confirmatory runs of the chosen settings are planned once it exists
@@ -208,6 +210,50 @@ rule fig_training_curves:
         config_digest=stage_digest(pipeline.report.fig_training_curves),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_training_curves.py"
+
+
+rule table_adaptive_beta:
+    input:
+        scores=SCORE_TABLES["test"],
+        chosen=CHOSEN,  # the fixed beta and the adaptive target per divergence, chosen on validation
+        logs=rocm_log_files,  # the controller's beta and divergence, the seconds per run
+    output:
+        md=report(
+            f"{FIG}/table_adaptive_beta.md",
+            caption="../report/table_adaptive_beta.rst",
+            category="Tables",
+        ),
+        tex=f"{FIG}/table_adaptive_beta.tex",
+        csv=f"{FIG}/table_adaptive_beta.csv",
+    log:
+        f"{LOG}/table_adaptive_beta.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.table_adaptive_beta),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/table_adaptive_beta.py"
+
+
+rule fig_adaptive_beta:
+    input:
+        chosen=CHOSEN,
+        logs=rocm_log_files,
+    output:
+        pdf=f"{FIG}/fig_adaptive_beta.pdf",
+        png=report(
+            f"{FIG}/fig_adaptive_beta.png",
+            caption="../report/fig_adaptive_beta.rst",
+            category="Figures",
+        ),
+    log:
+        f"{LOG}/fig_adaptive_beta.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.fig_adaptive_beta),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/fig_adaptive_beta.py"
 
 
 rule fig_divergence_gallery:

@@ -24,7 +24,8 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
     """``meta`` (indexed by arm, with columns method, divergence, beta) sorted into the paper's row order.
 
     Methods in :data:`rocm_rlhf.runs.ARM_METHODS` order (base, rocm, then the baselines); within ROCM beta = 0
-    first, then the divergences in :data:`rocm_rlhf.runs.DIVERGENCES` order, each by increasing beta; ties by arm id.
+    first, then the divergences in :data:`rocm_rlhf.runs.DIVERGENCES` order, each by increasing beta, then its
+    adaptive-beta arms; ties by arm id.
     """
     key = pd.DataFrame(
         {
@@ -33,7 +34,8 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
                 0 if (m == "rocm" and runs.is_unregularised(d, b)) else DIVERGENCE_VALUES.index(d)
                 for m, d, b in zip(meta["method"], meta["divergence"], meta["beta"])
             ],
-            "b": meta["beta"].astype(float).fillna(-1.0),
+            "b": [np.inf if (m == "rocm" and getattr(runs.arm_or_none(a), "adaptive", False)) else
+                  (-1.0 if pd.isna(b) else float(b)) for a, m, b in zip(meta.index, meta["method"], meta["beta"])],
             "a": meta.index.astype(str),
         },
         index=meta.index,
@@ -190,11 +192,41 @@ def _chosen_lrs(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool
     return pd.DataFrame(rows)
 
 
+def adaptive_arms(arms) -> list[str]:
+    """The arm ids among ``arms`` of ROCM with an adaptive beta (``rocm-<divergence>-t<target>``)."""
+    return [a for a in dict.fromkeys(map(str, arms)) if getattr(runs.arm_or_none(a), "adaptive", False)]
+
+
+def _chosen_targets(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool) -> pd.DataFrame:
+    """Per divergence with adaptive-beta arms, the row of the target with the best mean ``quality_metric`` over
+    training seeds (ties: the smaller target): columns divergence, target, arm, mean, n_seeds, candidates; in
+    :data:`rocm_rlhf.runs.DIVERGENCES` order."""
+    adaptive = {a: runs.parse_arm(a) for a in adaptive_arms(scores["arm"].unique())}
+    if not adaptive:
+        return pd.DataFrame(columns=["divergence", "target", "arm", "mean", "n_seeds", "candidates"])
+    sub = scores[(scores["metric"] == quality_metric) & scores["arm"].isin(list(adaptive))]
+    summ = seed_summary(sub).set_index("arm")
+    missing = sorted(set(adaptive) - set(summ.index))
+    if missing:
+        raise ValueError(f"metric {quality_metric!r} was not scored for adaptive-beta arm(s) {missing}")
+    rows = []
+    for div in runs.DIVERGENCES:
+        cand = sorted((float(r.target), arm) for arm, r in adaptive.items() if r.divergence == div)
+        if not cand:
+            continue
+        best = _best(summ.loc[[arm for _, arm in cand], "mean"], lower_is_better)
+        rows.append({"divergence": div, "target": adaptive[best].target, "arm": best,
+                     "mean": float(summ.loc[best, "mean"]), "n_seeds": int(summ.loc[best, "n_seeds"]),
+                     "candidates": " ".join(adaptive[arm].target for _, arm in cand)})
+    return pd.DataFrame(rows)
+
+
 def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> pd.DataFrame:
     """The choice of settings on the scores given (the validation prompts) as a table (results/stats/chosen.csv):
-    per divergence the chosen arm of :func:`choose_arms`, then per tuned baseline its chosen learning rate
-    (:func:`_chosen_lrs`); columns :data:`rocm_rlhf.runs.CHOSEN_COLUMNS` then metric, mean (over training seeds, of
-    the per-run means), n_seeds and candidates (the betas or learning rates it was chosen from)."""
+    per divergence the chosen arm of :func:`choose_arms`, then per divergence with adaptive-beta arms its chosen
+    target (:func:`_chosen_targets`), then per tuned baseline its chosen learning rate (:func:`_chosen_lrs`); columns
+    :data:`rocm_rlhf.runs.CHOSEN_COLUMNS` then metric, mean (over training seeds, of the per-run means), n_seeds and
+    candidates (the betas, targets or learning rates it was chosen from)."""
     chosen = _chosen(scores, quality_metric, lower_is_better)
     sub = scores[scores["metric"] == quality_metric]
     summ = seed_summary(sub[sub["arm"].isin(chosen.index)]).set_index("arm")
@@ -204,6 +236,7 @@ def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: 
         "divergence": chosen["divergence"].to_numpy(),
         "beta": [runs.fmt_beta(b) for b in chosen["beta"]],
         "lr": "",
+        "target": "",
         "arm": chosen.index.to_numpy(),
         "metric": quality_metric,
         "mean": summ.loc[chosen.index, "mean"].to_numpy(dtype=float),
@@ -211,11 +244,16 @@ def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: 
         "candidates": [" ".join(runs.fmt_beta(b) for b in sorted(reg.loc[reg["divergence"] == d, "beta"]))
                        for d in chosen["divergence"]],
     })
+    tg = _chosen_targets(scores, quality_metric, lower_is_better)
+    adaptive = pd.DataFrame({"method": "rocm", "divergence": tg["divergence"], "beta": "", "lr": "",
+                             "target": tg["target"], "arm": tg["arm"], "metric": quality_metric,
+                             "mean": tg["mean"].astype(float), "n_seeds": tg["n_seeds"], "candidates": tg["candidates"]})
     lrs = _chosen_lrs(scores, quality_metric, lower_is_better)
     base = pd.DataFrame({"method": lrs["method"], "divergence": runs.UNREGULARISED, "beta": "", "lr": lrs["lr"],
-                         "arm": lrs["arm"], "metric": quality_metric, "mean": lrs["mean"].astype(float),
+                         "target": "", "arm": lrs["arm"], "metric": quality_metric, "mean": lrs["mean"].astype(float),
                          "n_seeds": lrs["n_seeds"], "candidates": lrs["candidates"]})
-    return pd.concat([rocm, base], ignore_index=True) if len(base) else rocm
+    parts = [part for part in (rocm, adaptive, base) if len(part)]
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else rocm
 
 
 def comparison_arms(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -242,7 +280,7 @@ def label_of(arm: str) -> str:
     """The label of an arm id ('base' -> 'Base', 'rocm-kl-b0.1' -> 'ROCM-KL (β=0.1)', 'rlcm' -> 'RLCM'); a key
     that is not an arm id is returned as it is."""
     run = runs.arm_or_none(arm)
-    return arm if run is None else runs.arm_label(run.method, run.divergence, run.beta_value, run.lr)
+    return arm if run is None else runs.arm_label(run.method, run.divergence, run.beta_value, run.lr, run.target)
 
 
 def gallery_runs(chosen_betas: Mapping[str, float], seed: int, *, unregularised: bool) -> dict[str, str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
-from .arms import arm_order, regularised, row_label
+from .arms import adaptive_arms, arm_order, regularised, row_label
 
 FRACTIONS = (0.5, 0.9)
 """The default fractions of the best improvement the table reports."""
@@ -26,9 +26,10 @@ FRACTIONS = (0.5, 0.9)
 def shown_arms(frame: pd.DataFrame, chosen_betas: Mapping[str, float] | None) -> pd.DataFrame:
     """The arms of training curves (logs or probe curves) that the efficiency figure and table show, in the paper's
     row order, indexed by arm: ROCM at beta = 0, each divergence at ``chosen_betas[divergence]`` (matched by
-    canonical text) and every baseline; untrained arms are left out. ``chosen_betas=None`` shows a divergence
+    canonical text) and every baseline; untrained arms and adaptive-beta arms (their own figure,
+    :func:`rocm_rlhf.analysis.figures.fig_adaptive_beta`) are left out. ``chosen_betas=None`` shows a divergence
     logged at a single beta and refuses several (pick one)."""
-    lg = frame[~frame["method"].isin(runs.UNTRAINED)]
+    lg = frame[~frame["method"].isin(runs.UNTRAINED) & ~frame["arm"].isin(adaptive_arms(frame["arm"].unique()))]
     if len(lg) == 0:
         raise ValueError("the curves hold no training run (only untrained arms)")
     meta = lg[["arm", "method", "divergence", "beta"]].drop_duplicates("arm").set_index("arm")

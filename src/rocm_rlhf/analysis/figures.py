@@ -1,8 +1,8 @@
 """The paper's figures: the beta sweep (reward hacking), training efficiency, training curves, the divergence
-gallery.
+gallery; and beyond the paper, the adaptive beta.
 
-API: :func:`fig_beta_sweep` (from the score table), :func:`fig_efficiency` and :func:`fig_training_curves` (from
-:func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
+API: :func:`fig_beta_sweep` (from the score table), :func:`fig_efficiency`, :func:`fig_training_curves` and
+:func:`fig_adaptive_beta` (from :func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
 and :func:`save_figure`; helpers :func:`~.stats.t_interval` (the 95 % interval of a mean over seeds) and :func:`smooth_steps`
 (the moving average of training curves). Each figure function writes ``<stem>.pdf`` and ``<stem>.png``
 reproducibly and returns a :class:`SavedFigure`; every arm is drawn in its style of :mod:`rocm_rlhf.analysis.style`.
@@ -425,6 +425,66 @@ def fig_training_curves(
         smoothing = f"{smooth}-step centred mean" if smooth > 1 else "unsmoothed"
         axes[0, 0].set_ylabel(f"training reward\n(batch mean,\n{smoothing})")
         axes[1, 0].set_ylabel("divergence to base\n(batch mean,\nown scale per panel)")
+        fig.align_ylabels(axes[:, 0])
+        fig.suptitle(_curve_band_words(n_seeds), fontsize=STYLE["legend.fontsize"])
+        return save_figure(fig, out_stem)
+
+
+def fig_adaptive_beta(
+    logs: pd.DataFrame,
+    out_stem: str | os.PathLike,
+    *,
+    chosen_betas: Mapping[str, float] | None = None,
+    chosen_targets: Mapping[str, str] | None = None,
+    width: float = TEXT_WIDTH,
+    height: float = 3.6,
+    smooth: int = 5,
+) -> SavedFigure:
+    """What the adaptive beta did: per divergence (columns), its beta (top row) and the divergence it held (bottom
+    row) against training step, one line per target (increasing; the target chosen on validation marked in the
+    legend), mean over the target's training seeds with a ± one std band where there are several. The bottom row
+    draws each target as a thin horizontal line of its colour; the top row the beta chosen on validation for the
+    divergence (``chosen_betas``) as a grey dashed line, so the controller's beta reads against the sweep's. Both
+    rows on log scales, each panel its own (the divergences have different units); the divergence is smoothed per
+    run over ``smooth`` logged steps, beta is not (it moves smoothly by construction). ``logs``: the adaptive-beta
+    runs' training logs (:func:`rocm_rlhf.analysis.logs.load_training_logs`; other runs are ignored)."""
+    from .arms import adaptive_arms
+
+    check_logs(logs, ["step", "divergence_mean", "adaptive_beta"])
+    smooth_steps([], smooth)
+    logs = logs[logs["arm"].isin(adaptive_arms(logs["arm"].unique()))].copy()
+    if len(logs) == 0:
+        raise ValueError("fig_adaptive_beta needs the logs of adaptive-beta runs (rocm-<divergence>-t<target>-s<seed>, "
+                         "config rocm.targets); the logs hold none")
+    logs["target"] = [float(runs.parse_arm(a).target) for a in logs["arm"]]
+    divs = [d for d in runs.DIVERGENCES if d in set(logs["divergence"])]
+    chosen_betas, chosen_targets = dict(chosen_betas or {}), dict(chosen_targets or {})
+    n_seeds = []
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(width, height)
+        axes = fig.subplots(2, len(divs), sharex="col", squeeze=False)
+        for j, d in enumerate(divs):
+            groups = [(t, g) for t, g in logs[logs["divergence"] == d].groupby("target", sort=True)]
+            for k, ((t, g), st) in enumerate(zip(groups, beta_styles(d, len(groups)))):
+                chosen = d in chosen_targets and float(chosen_targets[d]) == t
+                label = f"target {t:g}" + (" (chosen)" if chosen else "")
+                for r, (ycol, k_smooth) in enumerate((("adaptive_beta", 1), ("divergence_mean", smooth))):
+                    grid, mean, lo, hi, n = _mean_band(_seed_curves(g, "step", ycol, k_smooth))
+                    _plot_band(axes[r, j], grid, mean, lo, hi, st, label if r == 0 else None, n_marks=6,
+                               phase=k / len(groups))
+                    n_seeds.append(n)
+                axes[1, j].axhline(t, color=st["color"], linewidth=0.6, linestyle="-", alpha=0.7)
+            if d in chosen_betas:
+                axes[0, j].axhline(float(chosen_betas[d]), color="#666666", linewidth=0.9, linestyle=(0, (4, 2)),
+                                   label=f"fixed β={runs.fmt_beta(chosen_betas[d])} (chosen)")
+            for r in range(2):
+                axes[r, j].set_yscale("log", nonpositive="mask")
+            axes[0, j].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1, borderaxespad=0.2,
+                              title=runs.DIVERGENCE_LABELS[d], handlelength=2.8)
+            axes[1, j].set_xlabel("training step")
+        axes[0, 0].set_ylabel("adaptive β\n(the step's)")
+        axes[1, 0].set_ylabel(f"divergence to base\n(batch mean, {smooth}-step\ncentred mean; thin: target)"
+                              if smooth > 1 else "divergence to base\n(batch mean; thin: target)")
         fig.align_ylabels(axes[:, 0])
         fig.suptitle(_curve_band_words(n_seeds), fontsize=STYLE["legend.fontsize"])
         return save_figure(fig, out_stem)

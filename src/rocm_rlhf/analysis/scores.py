@@ -100,7 +100,8 @@ def _check_values(scores: pd.DataFrame) -> None:
 
 
 def _check_arm_attributes(scores: pd.DataFrame) -> None:
-    """Known methods and divergences; a numeric beta, >= 0 on ROCM rows."""
+    """Known methods and divergences; a numeric beta, >= 0 on ROCM rows (NaN on an adaptive beta's arm,
+    ``rocm-<divergence>-t<target>``)."""
     bad_m = sorted(set(scores["method"].astype(str)) - set(runs.ARM_METHODS))
     if bad_m:
         raise ValueError(f"unknown method(s) {bad_m} in the score table; known methods: {list(runs.ARM_METHODS)}")
@@ -115,7 +116,9 @@ def _check_arm_attributes(scores: pd.DataFrame) -> None:
     except (TypeError, ValueError) as err:
         raise ValueError(f"column 'beta' must be numeric (NaN for non-ROCM methods): {err}") from None
     rocm = (scores["method"] == "rocm").to_numpy()
-    bad_b = rocm & ~(np.isfinite(beta) & (beta >= 0))
+    adaptive = {a: getattr(runs.arm_or_none(a), "adaptive", False) for a in scores["arm"].astype(str).unique()}
+    adaptive = scores["arm"].astype(str).map(adaptive).to_numpy(dtype=bool)  # an adaptive beta: NaN, target in the id
+    bad_b = rocm & ~(np.isfinite(beta) & (beta >= 0)) & ~adaptive
     if bad_b.any():
         arms = sorted(scores.loc[bad_b, "arm"].astype(str).unique())[:5]
         raise ValueError(f"ROCM arm(s) {arms} have a missing or negative beta; ROCM rows need beta >= 0 (0: none)")

@@ -369,6 +369,16 @@ def learning_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
             latex([tex_escape(h).replace("→", r"$\to$") for h in header], tex_rows, align))
 
 
+def _tuned_setting(row) -> str:
+    """What a row of the choice file chose: 'beta' (a divergence's fixed beta), 'target' (its adaptive beta's
+    target; the column is empty or NaN on the other rows, and absent in files from before it) or 'lr' (a tuned
+    baseline's learning rate)."""
+    if row["method"] != "rocm":
+        return "lr"
+    target = row.get("target", "")
+    return "beta" if pd.isna(target) or str(target) == "" else "target"
+
+
 def tuning_table(
     val_scores: pd.DataFrame,
     chosen: pd.DataFrame,
@@ -383,16 +393,17 @@ def tuning_table(
     that row has (the seeds the choice compared), the chosen one in bold. ROCM's and the baselines' tuning reported
     the same way.
 
-    Returns the CSV's table: method, divergence, setting (beta or lr text), arm, chosen, n_seeds, then one column
-    per metric.
+    Returns the CSV's table: method, divergence, tuned ('beta', 'target' or 'lr'), setting (its text), arm,
+    chosen, n_seeds, then one column per metric.
     """
     check_scores(val_scores, list(metrics))
     rows = []
     for _, c in chosen.iterrows():
-        rocm = c["method"] == "rocm"
-        settings = str(c["candidates"]).split()
-        cand = {s: (runs.rocm_run(c["divergence"], s, 0) if rocm else runs.baseline_run(c["method"], 0, s)).arm
-                for s in settings}
+        tuned = _tuned_setting(c)
+        make = {"beta": lambda s: runs.rocm_run(c["divergence"], s, 0),
+                "target": lambda s: runs.adaptive_run(c["divergence"], s, 0),
+                "lr": lambda s: runs.baseline_run(c["method"], 0, s)}[tuned]
+        cand = {s: make(s).arm for s in str(c["candidates"]).split()}
         sub = val_scores[val_scores["arm"].isin(list(cand.values()))]
         missing = sorted(set(cand.values()) - set(sub["arm"]))
         if missing:
@@ -400,20 +411,23 @@ def tuning_table(
         seeds = set.intersection(*(set(sub.loc[sub["arm"] == a, "seed"]) for a in cand.values()))
         summ = seed_summary(sub[sub["seed"].isin(seeds)]).set_index(["arm", "metric"])["mean"]
         for s, arm in cand.items():
-            rows.append({"method": c["method"], "divergence": c["divergence"], "setting": s, "arm": arm,
-                         "chosen": arm == c["arm"], "n_seeds": len(seeds),
+            rows.append({"method": c["method"], "divergence": c["divergence"], "tuned": tuned, "setting": s,
+                         "arm": arm, "chosen": arm == c["arm"], "n_seeds": len(seeds),
                          **{m: float(summ.get((arm, m), np.nan)) for m in metrics}})
     long = pd.DataFrame(rows)
     header = ["Method", "setting", *[f"{m} (validation)" for m in metrics]]
     md_rows, tex_rows, starts = [], [], []
     for i, (_, r) in enumerate(long.iterrows()):
-        first = i == 0 or (r["method"], r["divergence"]) != tuple(long.iloc[i - 1][["method", "divergence"]])
+        key = ["method", "divergence", "tuned"]
+        first = i == 0 or tuple(r[key]) != tuple(long.iloc[i - 1][key])
         if first:
             starts.append(i)
-        rocm = r["method"] == "rocm"
-        name = f"ROCM-{runs.DIVERGENCE_LABELS[r['divergence']]}" if rocm else runs.METHOD_LABELS[r["method"]]
+        name = runs.METHOD_LABELS[r["method"]]
+        if r["method"] == "rocm":
+            name = f"{name}-{runs.DIVERGENCE_LABELS[r['divergence']]}"
+            name += ", adaptive β" if r["tuned"] == "target" else ""
         label = name if first else ""
-        setting = f"β={r['setting']}" if r["method"] == "rocm" else f"lr={r['setting']}"
+        setting = {"beta": "β", "target": "target", "lr": "lr"}[r["tuned"]] + f"={r['setting']}"
         cells = [setting, *(f"{r[m]:.{decimals}f}" for m in metrics)]
         md_rows.append([md_escape(label), *(f"**{x}**" if r["chosen"] else md_escape(x) for x in cells)])
         tex_rows.append([tex_escape(label), *(rf"\textbf{{{tex_escape(x)}}}" if r["chosen"] else tex_escape(x)
@@ -421,8 +435,9 @@ def tuning_table(
     align = "ll" + "c" * len(metrics)
     seeds = sorted(set(long["n_seeds"]))
     legend = (f"The settings each method was tuned over, on the validation prompts (mean over the "
-              f"{'/'.join(map(str, seeds))} training seed(s) every candidate has): ROCM's beta per divergence and each "
-              f"baseline's learning rate. Bold: the setting chosen on {metrics[0]} (results/stats/chosen.csv), the one "
+              f"{'/'.join(map(str, seeds))} training seed(s) every candidate has): ROCM's beta per divergence"
+              + (", the adaptive beta's target per divergence" if (long["tuned"] == "target").any() else "")
+              + f" and each baseline's learning rate. Bold: the setting chosen on {metrics[0]} (results/stats/chosen.csv), the one "
               "Table 1 reports on the test prompts with more seeds.")
     write_table(out_stem, long, markdown(header, md_rows, align) + "\n" + legend + "\n",
                 latex([tex_escape(h) for h in header], tex_rows, align, midrules_before=starts))

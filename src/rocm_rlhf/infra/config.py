@@ -121,6 +121,15 @@ def _check_semantics(config: dict) -> None:
     for d in config["rocm"]["divergences"]:
         if d not in betas:
             problems.append(f"config key 'rocm.betas': no beta grid for divergence '{d}' listed in rocm.divergences")
+    from ..runs import DIVERGENCES
+
+    unknown = sorted(set(config["rocm"]["targets"]) - set(DIVERGENCES))
+    if unknown:
+        problems.append(f"config key 'rocm.targets': {unknown} are not divergences; known: {', '.join(DIVERGENCES)}")
+    a = config["rocm"]["adaptive"]
+    if not a["beta_min"] <= a["init_beta"] <= a["beta_max"]:
+        problems.append(f"config key 'rocm.adaptive': need beta_min <= init_beta <= beta_max, got {a['beta_min']}, "
+                        f"{a['init_beta']}, {a['beta_max']}")
     sb = config["sandbox"]
     if sb["lcm"]["w_min"] > sb["lcm"]["w_max"]:
         problems.append("config key 'sandbox.lcm': w_min must not exceed w_max")

@@ -167,7 +167,7 @@ def table_efficiency(job) -> None:
 
     reward, quality = figure_metrics(job.config)
     chosen = pd.read_csv(job.input.chosen)
-    chosen = chosen[chosen["method"] == "rocm"]
+    chosen = chosen[(chosen["method"] == "rocm") & chosen["target"].isna()]  # the fixed betas
     reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])
     curves = _curves(job)
     table = efficiency_table(curves, list(dict.fromkeys([quality, reward])), reference,
@@ -197,6 +197,36 @@ def fig_training_curves(job) -> None:
     from ..analysis.figures import fig_training_curves as make
 
     make(_logs(job), Path(job.output.pdf).with_suffix(""))
+
+
+@stage(reads=REPORT)
+def table_adaptive_beta(job) -> None:
+    """Beyond the paper: per divergence, the adaptive beta at its target chosen on validation against the fixed beta
+    chosen there, on the test prompts (the primary endpoint and the training reward, paired over training seeds, its
+    own Holm family), with what the controller held and what each run cost (rocm_rlhf.analysis.adaptive)."""
+    import pandas as pd
+
+    from ..analysis.adaptive import adaptive_legend, adaptive_table, adaptive_text
+    from ..analysis.render import write_table
+    from ..analysis.scores import read_scores
+
+    reward, quality = figure_metrics(job.config)
+    table = adaptive_table(read_scores(job.input.scores), pd.read_csv(job.input.chosen), _logs(job),
+                           list(dict.fromkeys([quality, reward])), n_boot=job.config["figures"]["n_boot"],
+                           rng_seed=job.config["seed"])
+    md, tex = adaptive_text(table)
+    write_table(Path(job.output.md).with_suffix(""), table, md + "\n" + adaptive_legend(table) + "\n", tex)
+    print(md)
+
+
+@stage(reads=REPORT)
+def fig_adaptive_beta(job) -> None:
+    """Beyond the paper: the adaptive beta's beta and held divergence per step, every target swept, against the
+    fixed beta chosen on validation."""
+    from ..analysis.figures import fig_adaptive_beta as make
+
+    make(_logs(job), Path(job.output.pdf).with_suffix(""), chosen_betas=_chosen_floats(job),
+         chosen_targets=runs.read_chosen_targets(job.input.chosen))
 
 
 @stage(reads=(*REPORT, "rocm.seeds", "rocm.unregularised"))

@@ -1,6 +1,7 @@
-"""Stage of workflow/rules/train.smk: one training run (ROCM or a baseline) from its run id, resuming from its latest
-checkpoint and scoring held-out validation prompts at its checkpoints (:func:`probe_spec`); a ROCM run with
-``train.num_processes`` N > 1 runs on N devices (rocm_rlhf.training.distributed)."""
+"""Stage of workflow/rules/train.smk: one training run (ROCM with a fixed or an adaptive beta, or a baseline) from its
+run id, resuming from its latest checkpoint and scoring held-out validation prompts at its checkpoints
+(:func:`probe_spec`); a ROCM run with ``train.num_processes`` N > 1 runs on N devices
+(rocm_rlhf.training.distributed)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ BASELINE_READS = ("baselines.reward_queries", "baselines.eta", "baselines.log_di
 def train_reads(wildcards) -> tuple[str, ...]:
     run = runs.parse_run(wildcards.run)
     if run.method == "rocm":
-        return READS
+        return (*READS, "rocm.adaptive") if run.adaptive else READS
     return (*READS, *BASELINE_READS, runs.method(run.method).config_block, *sampler_keys(run))
 
 
@@ -58,7 +59,11 @@ def train(job) -> None:
     rewards_dir = parent_dir(job.input, "reward")
     kwargs = (scorer_kwargs(spec, cfg, rewards_dir) if isinstance(spec, str) else
               {name: scorer_kwargs(name, cfg, rewards_dir) for name in reward_terms(spec)})
-    method_kwargs = {"divergence": run.divergence, "beta": run.beta_value} if run.method == "rocm" else {}
+    method_kwargs = {}
+    if run.method == "rocm":  # an adaptive beta (rocm.targets) starts at rocm.adaptive.init_beta instead of a beta
+        method_kwargs = ({"divergence": run.divergence, "beta": 0.0, "target": float(run.target),
+                          "adaptive": dict(cfg["rocm"]["adaptive"])} if run.adaptive else
+                         {"divergence": run.divergence, "beta": run.beta_value})
     arguments = dict(config=cfg, method=run.method, run_id=run.id, seed=run.seed,
                      run_dir=str(Path(job.output.run_json).parent), model_id=job.params.model_id, reward_name=spec,
                      reward_kwargs=kwargs,

@@ -127,7 +127,7 @@ class ROCM(Regularised):
         logged_loss = -reward.mean() + beta * div_total.mean() if beta > 0 else -reward.mean()
         out = {"loss": logged_loss.item(), **reward_stats(reward), "divergence_mean": div_total.mean().item()}
         if self.controller is not None:  # the beta this step used; the next step's from this step's divergence
-            out["beta"] = beta
+            out["adaptive_beta"] = beta
             self.controller.update(out["divergence_mean"])
         for n in range(div.shape[1]):
             out[f"div_step_{n}"] = div[:, n].mean().item()
