@@ -37,6 +37,8 @@ def test_labels_and_row_order_put_the_adaptive_arm_after_its_divergences_betas()
     scores = _scores({"rocm-kl-b10": 0.5, "rocm-kl-t0.01": 0.5, "rocm-kl-b1": 0.5, "rocm-js-b1": 0.5, "base": 0.1},
                      seeds=1)
     assert list(arms.arm_table(scores).index) == ["base", "rocm-kl-b1", "rocm-kl-b10", "rocm-kl-t0.01", "rocm-js-b1"]
+    scores = _scores({"rocm-kl-t1e-05": 0.5, "rocm-kl-t0.03": 0.5, "rocm-kl-t0.003": 0.5}, seeds=1)
+    assert list(arms.arm_table(scores).index) == ["rocm-kl-t1e-05", "rocm-kl-t0.003", "rocm-kl-t0.03"]  # by value
 
 
 def _config(**rocm):
@@ -111,6 +113,11 @@ def test_choose_settings_chooses_a_target_per_divergence_and_the_choice_file_rea
     assert runs.read_chosen(path) == {"kl": "10", "js": "1"}  # the fixed betas only
     assert runs.read_chosen_targets(path) == {"kl": "0.01"}
     assert runs.read_chosen_lrs(path) == {"rlcm": "0.001"}
+    tie = dict(VAL, **{"rocm-kl-t0.03": VAL["rocm-kl-t0.01"]})  # the same scores: the smaller target is chosen
+    tie_scores = _scores(tie, seeds=1, split="val")
+    same = tie_scores["arm"] == "rocm-kl-t0.03"
+    tie_scores.loc[same, "value"] = tie_scores.loc[tie_scores["arm"] == "rocm-kl-t0.01", "value"].to_numpy()
+    assert arms.chosen_table(tie_scores, "gold").set_index("divergence").loc["kl"].iloc[-1]["target"] == "0.01"
     old = tmp_path / "old.csv"  # a choice file from before the adaptive beta: no target column
     old.write_text("method,divergence,beta,lr,arm\nrocm,kl,10,,rocm-kl-b10\n")
     assert runs.read_chosen(old) == {"kl": "10"} and runs.read_chosen_targets(old) == {}
@@ -154,7 +161,8 @@ def _logs(test_levels: dict[str, float], seeds=3, steps=50) -> pd.DataFrame:
 
 
 def test_the_adaptive_table_compares_the_chosen_target_with_the_chosen_beta_paired_over_seeds(tmp_path):
-    from rocm_rlhf.analysis.adaptive import adaptive_legend, adaptive_table, adaptive_text
+    from rocm_rlhf.analysis.adaptive import adaptive_legend, adaptive_table, adaptive_text, chosen_pairs
+    from rocm_rlhf.analysis.stats import holm
 
     val = _scores(VAL, seeds=1, split="val")
     chosen = arms.chosen_table(val, "gold")
@@ -168,7 +176,11 @@ def test_the_adaptive_table_compares_the_chosen_target_with_the_chosen_beta_pair
     assert (gold["fixed_arm"], gold["adaptive_arm"]) == ("rocm-kl-b10", "rocm-kl-t0.01")
     assert gold["mean_diff"] == pytest.approx(0.1, abs=0.01) and gold["ci_low"] > 0.05 and gold["significant"]
     assert abs(proxy["mean_diff"]) < 0.02 and not proxy["significant"]
-    assert gold["p_holm"] >= gold["p_value"] and gold["n_seeds"] == 3
+    assert gold["seeds_paired"] and gold["n_seeds"] == gold["n_seeds_fixed"] == 3  # both arms at seeds 0, 1, 2
+    assert list(table["p_holm"]) == pytest.approx(list(holm(table["p_value"])))  # this table's own family
+    # the choice as the stage holds it in memory ('' where a row has no target) pairs the same arms
+    assert chosen_pairs(arms.chosen_table(val, "gold")) == chosen_pairs(chosen) == [("kl", "rocm-kl-b10",
+                                                                                        "rocm-kl-t0.01")]
     # the controller: held its target over the last steps, ended at its beta (5, 6, 7 over the seeds)
     assert gold["held_divergence"] == pytest.approx(0.01) and gold["fixed_divergence"] == pytest.approx(0.02)
     assert (gold["end_beta"], gold["end_beta_min"], gold["end_beta_max"]) == pytest.approx((6.0, 5.0, 7.0))

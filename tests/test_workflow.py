@@ -89,7 +89,8 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
         by_rule.setdefault(job["rule"], []).append(job)
     assert by_rule["prepare_prompts"][0]["output"] == [
         "results/ci/prompts/train.csv", "results/ci/prompts/eval.csv", "results/ci/prompts/val.csv"]
-    runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1"}
+    runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-t0.01-s0",
+            "rocm-kl-t0.1-s0"}
     lrs = {"rlcm": (0.003, 0.006), "ddpo": (0.003, 0.006), "d3po": (0.003, 0.006), "dpok": (0.003, 0.006)}
     tuning = [f"{m}-lr{lr:g}-s0" for m, pair in lrs.items() for lr in pair]  # ci.yaml: lr_factors [1, 2]
     runs |= set(tuning)
@@ -100,9 +101,9 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
         assert all(prompts in j["input"] for j in by_rule["sample_eval"])
         scored = {o for j in by_rule["evaluate"] for o in j["output"] if f"/{split}/" in o}
         assert scored == {f"results/ci/scores/{split}/{r}.csv" for r in runs}
-    # the sweep and the baselines' tuning runs, seed 0
-    assert by_rule["choose_settings"][0]["input"] == ["results/ci/scores/val/rocm-kl-b0.1-s0.csv"] + [
-        f"results/ci/scores/val/{r}.csv" for r in tuning]
+    # the sweep (betas, then the adaptive beta's targets) and the baselines' tuning runs, seed 0
+    assert by_rule["choose_settings"][0]["input"] == [
+        f"results/ci/scores/val/{r}.csv" for r in ("rocm-kl-b0.1-s0", "rocm-kl-t0.01-s0", "rocm-kl-t0.1-s0", *tuning)]
     assert by_rule["choose_settings"][0]["output"] == ["results/ci/stats/chosen.csv"]
     for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that show the chosen beta
         assert "results/ci/stats/chosen.csv" in by_rule[rule][0]["input"], rule

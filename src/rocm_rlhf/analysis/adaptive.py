@@ -17,7 +17,7 @@ from .. import runs
 from .arms import label_of
 from .render import latex, markdown, md_escape, signed, tex_escape
 from .scores import check_scores
-from .stats import compare, holm
+from .stats import N_FLIPS, compare, holm
 
 TAIL = 0.2
 """The share of a run's last logged steps over which the held divergence and the final beta are averaged."""
@@ -26,11 +26,12 @@ TAIL = 0.2
 def chosen_pairs(chosen: pd.DataFrame) -> list[tuple[str, str, str]]:
     """``[(divergence, fixed arm, adaptive arm)]`` of a choice file: each divergence with both a chosen beta and a
     chosen adaptive-beta target, in :data:`rocm_rlhf.runs.DIVERGENCES` order."""
-    if "target" not in chosen.columns:
+    if "target" not in chosen.columns:  # a choice file from before the adaptive beta
         return []
     rocm = chosen[chosen["method"] == "rocm"]
-    fixed = {r["divergence"]: r["arm"] for _, r in rocm[rocm["target"].isna()].iterrows()}
-    adaptive = {r["divergence"]: r["arm"] for _, r in rocm[rocm["target"].notna()].iterrows()}
+    has_target = rocm["target"].notna() & (rocm["target"].astype(str) != "")  # '' in memory, NaN read from CSV
+    fixed = {r["divergence"]: r["arm"] for _, r in rocm[~has_target].iterrows()}
+    adaptive = {r["divergence"]: r["arm"] for _, r in rocm[has_target].iterrows()}
     return [(d, fixed[d], adaptive[d]) for d in runs.DIVERGENCES if d in fixed and d in adaptive]
 
 
@@ -45,7 +46,8 @@ def _tail(logs: pd.DataFrame, column: str, tail: float) -> pd.Series:
 
 
 def adaptive_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.DataFrame, metrics: Sequence[str], *,
-                   n_boot: int = 10_000, rng_seed: int = 0, alpha: float = 0.05, tail: float = TAIL) -> pd.DataFrame:
+                   n_boot: int = 10_000, n_flips: int = N_FLIPS, rng_seed: int = 0, alpha: float = 0.05,
+                   tail: float = TAIL) -> pd.DataFrame:
     """Per divergence with a chosen beta and a chosen target (:func:`chosen_pairs`) and per metric of ``metrics``:
     the adaptive arm against the fixed arm on the test scores (:func:`rocm_rlhf.analysis.stats.compare`: paired over
     the training seeds both arms share, then prompts; p the larger of the sign-flip and the run-aware test), Holm
@@ -54,7 +56,7 @@ def adaptive_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.DataFram
     divergence there, and the mean training seconds per run of each arm with the number of runs its choice took
     (the candidates of the choice file). Columns: divergence, metric, fixed_arm, adaptive_arm, fixed_label,
     adaptive_label, mean_fixed, mean_adaptive, mean_diff, ci_low, ci_high, p_value, p_holm, significant,
-    n_seeds, target, held_divergence, fixed_divergence, end_beta, end_beta_min, end_beta_max, fixed_beta,
+    seeds_paired, n_seeds_fixed, n_seeds (the adaptive arm's), target, held_divergence, fixed_divergence, end_beta, end_beta_min, end_beta_max, fixed_beta,
     seconds_adaptive, seconds_fixed, candidates_fixed, candidates_adaptive."""
     check_scores(scores, list(metrics))
     pairs = chosen_pairs(chosen)
@@ -74,7 +76,7 @@ def adaptive_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.DataFram
         if len(a_runs) == 0 or len(f_runs) == 0:
             raise ValueError(f"the training logs lack the runs of {adaptive if len(a_runs) == 0 else fixed}")
         controller = {
-            "n_seeds": len(a_runs), "target": float(runs.parse_arm(adaptive).target),
+            "target": float(runs.parse_arm(adaptive).target),
             "held_divergence": float(div_tail[a_runs].mean()), "fixed_divergence": float(div_tail[f_runs].mean()),
             "end_beta": float(beta_tail[a_runs].mean()), "end_beta_min": float(beta_tail[a_runs].min()),
             "end_beta_max": float(beta_tail[a_runs].max()), "fixed_beta": float(runs.parse_arm(fixed).beta),
@@ -82,11 +84,13 @@ def adaptive_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.DataFram
             "candidates_fixed": len(candidates[fixed].split()), "candidates_adaptive": len(candidates[adaptive].split()),
         }
         for metric in metrics:
-            c = compare(scores, metric, adaptive, fixed, n_boot=n_boot, rng_seed=rng_seed)
+            c = compare(scores, metric, adaptive, fixed, n_boot=n_boot, n_flips=n_flips, rng_seed=rng_seed)
             rows.append({"divergence": div, "metric": metric, "fixed_arm": fixed, "adaptive_arm": adaptive,
                          "fixed_label": label_of(fixed), "adaptive_label": label_of(adaptive),
                          "mean_fixed": c["mean_b"], "mean_adaptive": c["mean_a"], "mean_diff": c["mean_diff"],
-                         "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_value": c["p_value"], **controller})
+                         "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_value": c["p_value"],
+                         "seeds_paired": c["seeds_paired"], "n_seeds_fixed": c["n_seeds_b"],
+                         "n_seeds": c["n_seeds_a"], **controller})
     table = pd.DataFrame(rows)
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
@@ -101,7 +105,8 @@ def adaptive_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
     header = ["Divergence", "fixed β (chosen)", "adaptive (chosen target)"]
     for m in metrics:
         header += [f"{m}: fixed", f"{m}: adaptive", f"{m}: adaptive − fixed [95% CI]"]
-    header += ["divergence held (target) / fixed β's", "final β [seeds' range] / fixed", "s per run: adaptive / fixed"]
+    header += ["divergence held (target) / fixed β's", "adaptive β at the end [seeds' range] / fixed β",
+               "s per run: adaptive / fixed"]
     md_rows, tex_rows = [], []
     for div, g in table.groupby("divergence", sort=False):
         r0 = g.iloc[0]
@@ -124,14 +129,16 @@ def adaptive_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
 
 def adaptive_legend(table: pd.DataFrame, tail: float = TAIL) -> str:
     """The table's legend: what was compared, how, and the cost of each choice in runs."""
-    n = sorted(set(table["n_seeds"]))
+    n = sorted(set(table["n_seeds"]) | set(table["n_seeds_fixed"]))
+    paired = ("training seeds paired (the arms share their seeds)" if table["seeds_paired"].all() else
+              "training seeds resampled per arm (unpaired where the arms' seeds differ)")
     cand_f, cand_a = sorted(set(table["candidates_fixed"])), sorted(set(table["candidates_adaptive"]))
     return (f"ROCM with an adaptive beta (the target chosen per divergence on the validation prompts) against ROCM "
             f"with the fixed beta chosen there, on the test prompts; mean over {'/'.join(map(str, n))} training seeds "
-            f"each. Difference: adaptive − fixed, 95% CI of the hierarchical bootstrap (training seeds paired, then "
-            f"prompts); †: Holm-significant at 0.05 over this table's {len(table)} comparisons (p the larger of the "
-            f"sign-flip test over prompts and the t test over seeds). Divergence held: the adaptive runs' "
-            f"divergence_mean over their last {tail:.0%} of steps (its target in brackets) and the fixed-beta runs' "
-            f"there; final β: the controller's beta over those steps. Cost: both choices took "
-            f"{'/'.join(map(str, cand_f))} (beta) and {'/'.join(map(str, cand_a))} (target) candidate runs; seconds "
-            f"per run are training wall-clock on this machine.")
+            f"each. Difference: adaptive − fixed, 95% CI of the hierarchical bootstrap ({paired}, then prompts); †: "
+            f"Holm-significant at 0.05 over this table's {len(table)} comparisons (p the larger of the sign-flip "
+            f"test over prompts and the t test over seeds). Divergence held: the adaptive runs' divergence_mean over "
+            f"their last {tail:.0%} of steps (its target in brackets) and the fixed-beta runs' there; adaptive β at "
+            f"the end: the controller's beta averaged over those steps, mean over seeds [range over seeds]. Cost: the "
+            f"choices were among {'/'.join(map(str, cand_f))} betas and {'/'.join(map(str, cand_a))} targets (one "
+            f"run each per sweep seed); seconds per run are training wall-clock on this machine.")

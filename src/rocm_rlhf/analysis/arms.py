@@ -25,7 +25,7 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
 
     Methods in :data:`rocm_rlhf.runs.ARM_METHODS` order (base, rocm, then the baselines); within ROCM beta = 0
     first, then the divergences in :data:`rocm_rlhf.runs.DIVERGENCES` order, each by increasing beta, then its
-    adaptive-beta arms; ties by arm id.
+    adaptive-beta arms by increasing target; ties by arm id.
     """
     key = pd.DataFrame(
         {
@@ -36,11 +36,12 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
             ],
             "b": [np.inf if (m == "rocm" and getattr(runs.arm_or_none(a), "adaptive", False)) else
                   (-1.0 if pd.isna(b) else float(b)) for a, m, b in zip(meta.index, meta["method"], meta["beta"])],
+            "t": [float(getattr(runs.arm_or_none(a), "target", "") or -1.0) for a in meta.index.astype(str)],
             "a": meta.index.astype(str),
         },
         index=meta.index,
     )
-    return meta.loc[key.sort_values(["m", "d", "b", "a"]).index]
+    return meta.loc[key.sort_values(["m", "d", "b", "t", "a"]).index]
 
 
 def _group(method: str) -> str:

@@ -101,6 +101,9 @@ def table1(
     )
     if chosen_arms:
         legend += f" ROCM beta chosen per divergence on the mean {quality_metric} of {chosen_on}."
+        if any(getattr(runs.arm_or_none(a), "target", "") for a in arms.index):
+            legend += (" The adaptive beta's target per divergence (beyond the paper; in its label) chosen the same "
+                       "way, from its sweep of targets.")
         if any(getattr(runs.arm_or_none(a), "lr", "") for a in arms.index):
             legend += " Each baseline's learning rate (in its label) chosen the same way, from its tuning runs."
     elif rocm_betas == "best" and len(regularised(arms)):

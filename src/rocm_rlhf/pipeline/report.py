@@ -167,7 +167,8 @@ def table_efficiency(job) -> None:
 
     reward, quality = figure_metrics(job.config)
     chosen = pd.read_csv(job.input.chosen)
-    chosen = chosen[(chosen["method"] == "rocm") & chosen["target"].isna()]  # the fixed betas
+    fixed = chosen["target"].isna() if "target" in chosen else True  # files from before the adaptive beta lack it
+    chosen = chosen[(chosen["method"] == "rocm") & fixed]  # the fixed betas
     reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])
     curves = _curves(job)
     table = efficiency_table(curves, list(dict.fromkeys([quality, reward])), reference,
@@ -211,8 +212,9 @@ def table_adaptive_beta(job) -> None:
     from ..analysis.scores import read_scores
 
     reward, quality = figure_metrics(job.config)
+    f = job.config["figures"]
     table = adaptive_table(read_scores(job.input.scores), pd.read_csv(job.input.chosen), _logs(job),
-                           list(dict.fromkeys([quality, reward])), n_boot=job.config["figures"]["n_boot"],
+                           list(dict.fromkeys([quality, reward])), n_boot=f["n_boot"], n_flips=f["n_flips"],
                            rng_seed=job.config["seed"])
     md, tex = adaptive_text(table)
     write_table(Path(job.output.md).with_suffix(""), table, md + "\n" + adaptive_legend(table) + "\n", tex)

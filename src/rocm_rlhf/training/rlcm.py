@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..models import latent_shape
-from ..samplers.common import decode_latents, encode_prompts, transition_log_prob
-from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
+from ..samplers.common import decode_latents, transition_log_prob
+from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step
 from .ppo import PPOMethod, PerPromptStatTracker, by_step, stats_out
+from .rocm import consistency_step_inputs
 
 
 @dataclass
@@ -72,13 +72,7 @@ class RLCM(PPOMethod):
     def rollout(self, ctx, step: int) -> LCMRollout:
         pipe = ctx.pipe
         s = ctx.settings
-        prompts = ctx.batch_prompts(step, self.batch_size)
-        g = ctx.generator(step)
-        shape = (len(prompts), *latent_shape(pipe))
-        dtype = pipe.unet.dtype
-        latents = torch.randn(shape, generator=g).to(ctx.device, dtype)
-        noise = draw_noise(shape, s.num_steps, g).to(ctx.device, dtype)
-        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=dtype)
+        prompts, latents, noise, emb = consistency_step_inputs(ctx, step, self.batch_size)
         with torch.no_grad(), ctx.autocast():
             traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=s.num_steps,
                                       guidance_scale=s.guidance_scale, latents=latents, noise=noise,

@@ -23,6 +23,23 @@ from ..samplers.consistency import consistency_sample, divergence_per_step, draw
 from .loop import reward_stats
 
 
+def consistency_step_inputs(ctx, step: int, batch_size: int | None = None, *, shard: bool = False):
+    """The inputs of one training step through the consistency sampler, drawn alike by ROCM, its score-function
+    variant and RLCM: the step's prompts (``batch_size`` of them, default the run's), then from the step's generator
+    the initial latents and the per-transition noise (in this order, so that a resumed run replays them), and the
+    prompt embeddings. ``shard``: every process draws the global batch and keeps its own share (data parallel).
+    Returns (prompts, latents, noise, prompt embeddings)."""
+    pipe, dtype = ctx.pipe, ctx.pipe.unet.dtype
+    prompts = ctx.batch_prompts(step) if batch_size is None else ctx.batch_prompts(step, batch_size)
+    g = ctx.generator(step)
+    shape = (len(prompts), *latent_shape(pipe))
+    latents, noise = torch.randn(shape, generator=g), draw_noise(shape, ctx.settings.num_steps, g)
+    if shard:
+        latents, noise, prompts = ctx.shard(latents), ctx.shard(noise), ctx.shard(prompts)
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=dtype)
+    return prompts, latents.to(ctx.device, dtype), noise.to(ctx.device, dtype), emb
+
+
 @dataclass
 class Regularised:
     """The f-divergence regulariser's settings and their checks, shared by :class:`ROCM` and its score-function
@@ -101,13 +118,7 @@ class ROCM(Regularised):
     def train_step(self, ctx, step: int) -> dict:
         s = ctx.settings
         pipe = ctx.pipe
-        prompts = ctx.batch_prompts(step)  # the global batch: every process draws it all and keeps its shard
-        g = ctx.generator(step)
-        shape = (len(prompts), *latent_shape(pipe))
-        latents = ctx.shard(torch.randn(shape, generator=g)).to(ctx.device, pipe.unet.dtype)
-        noise = ctx.shard(draw_noise(shape, s.num_steps, g)).to(ctx.device, pipe.unet.dtype)
-        prompts = ctx.shard(prompts)
-        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=pipe.unet.dtype)
+        prompts, latents, noise, emb = consistency_step_inputs(ctx, step, shard=True)  # this process's shard
         beta = self.controller.beta if self.controller is not None else self.beta  # this step's
         with ctx.autocast():
             traj = consistency_sample(

@@ -34,11 +34,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..models import latent_shape
-from ..samplers.common import decode_latents, encode_prompts, transition_log_prob
-from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step, draw_noise
+from ..samplers.common import decode_latents, transition_log_prob
+from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step
 from .loop import reward_stats
-from .rocm import Regularised
+from .rocm import Regularised, consistency_step_inputs
 
 
 def leave_one_out_advantages(returns: torch.Tensor) -> torch.Tensor:
@@ -94,12 +93,7 @@ class ROCMScoreFunction(Regularised):
     def train_step(self, ctx, step: int) -> dict:
         s = ctx.settings
         pipe = ctx.pipe
-        prompts = ctx.batch_prompts(step)
-        g = ctx.generator(step)
-        shape = (len(prompts), *latent_shape(pipe))
-        latents = torch.randn(shape, generator=g).to(ctx.device, pipe.unet.dtype)
-        noise = draw_noise(shape, s.num_steps, g).to(ctx.device, pipe.unet.dtype)
-        emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, device=ctx.device, dtype=pipe.unet.dtype)
+        prompts, latents, noise, emb = consistency_step_inputs(ctx, step)
         hybrid = self.surrogate is not None
         regularised = self.beta > 0
         # hybrid: ROCM's pathwise pass; pure: the chain without gradients (the regulariser's direct gradient at the
