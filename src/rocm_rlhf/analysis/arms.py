@@ -10,7 +10,7 @@ learning rates, as the file the stages share), :func:`comparison_arms` (treatmen
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -165,6 +165,29 @@ def _best(cand: pd.Series, lower_is_better: bool):
     return cand.index[int(np.argmin(values) if lower_is_better else np.argmax(values))]
 
 
+def _choose_within(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool, candidates: dict,
+                   groups: Sequence[str], group_of, setting_of, what: str) -> list[dict]:
+    """The one choice of a setting among candidate arms, per group: ``candidates`` ``{arm: Run}``, grouped by
+    ``group_of(run)`` (in ``groups`` order), each group's arms sorted by the value of ``setting_of(run)`` (its
+    canonical text); the arm with the best mean ``quality_metric`` over training seeds wins (ties: the smaller
+    setting). Rows: group, setting, arm, mean, n_seeds, candidates (the settings' texts)."""
+    sub = scores[(scores["metric"] == quality_metric) & scores["arm"].isin(list(candidates))]
+    summ = seed_summary(sub).set_index("arm")
+    missing = sorted(set(candidates) - set(summ.index))
+    if missing:
+        raise ValueError(f"metric {quality_metric!r} was not scored for {what} arm(s) {missing}")
+    rows = []
+    for group in groups:
+        cand = sorted((float(setting_of(r)), arm) for arm, r in candidates.items() if group_of(r) == group)
+        if not cand:
+            continue
+        best = _best(summ.loc[[arm for _, arm in cand], "mean"], lower_is_better)
+        rows.append({"group": group, "setting": setting_of(candidates[best]), "arm": best,
+                     "mean": float(summ.loc[best, "mean"]), "n_seeds": int(summ.loc[best, "n_seeds"]),
+                     "candidates": " ".join(setting_of(candidates[arm]) for _, arm in cand)})
+    return rows
+
+
 def _chosen_lrs(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool) -> pd.DataFrame:
     """Per tuned baseline (arms that carry a learning rate, :func:`rocm_rlhf.runs.lr_grid`), the row of the learning
     rate with the best mean ``quality_metric`` over training seeds (ties: the smaller one): columns method, lr, arm,
@@ -174,23 +197,10 @@ def _chosen_lrs(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool
         run = runs.arm_or_none(arm)
         if run is not None and run.method in runs.BASELINES and run.lr:
             tuned[arm] = run
-    if not tuned:
-        return pd.DataFrame(columns=["method", "lr", "arm", "mean", "n_seeds", "candidates"])
-    sub = scores[(scores["metric"] == quality_metric) & scores["arm"].isin(list(tuned))]
-    summ = seed_summary(sub).set_index("arm")
-    missing = sorted(set(tuned) - set(summ.index))
-    if missing:
-        raise ValueError(f"metric {quality_metric!r} was not scored for tuned baseline arm(s) {missing}")
-    rows = []
-    for method in runs.BASELINES:
-        cand = sorted((float(r.lr), arm) for arm, r in tuned.items() if r.method == method)
-        if not cand:
-            continue
-        best = _best(summ.loc[[arm for _, arm in cand], "mean"], lower_is_better)
-        rows.append({"method": method, "lr": tuned[best].lr, "arm": best, "mean": float(summ.loc[best, "mean"]),
-                     "n_seeds": int(summ.loc[best, "n_seeds"]),
-                     "candidates": " ".join(runs.fmt_lr(lr) for lr, _ in cand)})
-    return pd.DataFrame(rows)
+    rows = _choose_within(scores, quality_metric, lower_is_better, tuned, runs.BASELINES, lambda r: r.method,
+                          lambda r: r.lr, "tuned baseline") if tuned else []
+    return pd.DataFrame(rows, columns=["group", "setting", "arm", "mean", "n_seeds", "candidates"]).rename(
+        columns={"group": "method", "setting": "lr"})
 
 
 def adaptive_arms(arms) -> list[str]:
@@ -203,23 +213,10 @@ def _chosen_targets(scores: pd.DataFrame, quality_metric: str, lower_is_better: 
     training seeds (ties: the smaller target): columns divergence, target, arm, mean, n_seeds, candidates; in
     :data:`rocm_rlhf.runs.DIVERGENCES` order."""
     adaptive = {a: runs.parse_arm(a) for a in adaptive_arms(scores["arm"].unique())}
-    if not adaptive:
-        return pd.DataFrame(columns=["divergence", "target", "arm", "mean", "n_seeds", "candidates"])
-    sub = scores[(scores["metric"] == quality_metric) & scores["arm"].isin(list(adaptive))]
-    summ = seed_summary(sub).set_index("arm")
-    missing = sorted(set(adaptive) - set(summ.index))
-    if missing:
-        raise ValueError(f"metric {quality_metric!r} was not scored for adaptive-beta arm(s) {missing}")
-    rows = []
-    for div in runs.DIVERGENCES:
-        cand = sorted((float(r.target), arm) for arm, r in adaptive.items() if r.divergence == div)
-        if not cand:
-            continue
-        best = _best(summ.loc[[arm for _, arm in cand], "mean"], lower_is_better)
-        rows.append({"divergence": div, "target": adaptive[best].target, "arm": best,
-                     "mean": float(summ.loc[best, "mean"]), "n_seeds": int(summ.loc[best, "n_seeds"]),
-                     "candidates": " ".join(adaptive[arm].target for _, arm in cand)})
-    return pd.DataFrame(rows)
+    rows = _choose_within(scores, quality_metric, lower_is_better, adaptive, runs.DIVERGENCES,
+                          lambda r: r.divergence, lambda r: r.target, "adaptive-beta") if adaptive else []
+    return pd.DataFrame(rows, columns=["group", "setting", "arm", "mean", "n_seeds", "candidates"]).rename(
+        columns={"group": "divergence", "setting": "target"})
 
 
 def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> pd.DataFrame:
