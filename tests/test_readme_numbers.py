@@ -46,3 +46,32 @@ def test_every_number_quoted_in_the_text_is_in_the_committed_results():
         if not any(abs(round(c, places) - float(q)) < 0.5 * 10 ** -places for c in committed):
             missing.append(q)
     assert not missing, f"README quotes numbers that no committed result file holds: {missing}"
+
+
+def test_the_committed_replication_agrees_with_the_committed_run_within_their_cis():
+    """The default design run twice from scratch with different training seeds (config/replication.yaml: the
+    stand-in for another machine's floating point, where a rerun behaves like new seeds): on every metric, each trained
+    arm's 95% CIs overlap and the two means differ by less than 1.96 of their combined standard error (each CI's
+    half-width / 1.96). ROCM arms are matched by arm (the same beta must have been chosen), baselines by method (their
+    chosen learning rates may differ)."""
+    import numpy as np
+    import pandas as pd
+
+    figs = REPO / "paper_figures"
+
+    def table(path):
+        t = pd.read_csv(path)
+        t = t[~t["method"].isin(["base", "base-ddim"])]  # untrained: the same images in both runs
+        t["key"] = np.where(t["method"] == "rocm", t["arm"], t["method"])
+        return t.set_index(["key", "metric"])
+
+    a, b = table(figs / "table1.csv"), table(figs / "replication" / "table1.csv")
+    shared = a.index.intersection(b.index)
+    # every fixed-beta ROCM arm, beta = 0 and every baseline, on all six metrics
+    assert len(shared) == len(b) == 9 * 6, sorted(set(b.index) - set(a.index))
+    a, b = a.loc[shared], b.loc[shared]
+    overlap = ~((a["ci_high"] < b["ci_low"]) | (b["ci_high"] < a["ci_low"]))
+    se = np.sqrt(((a["ci_high"] - a["ci_low"]) / 3.92) ** 2 + ((b["ci_high"] - b["ci_low"]) / 3.92) ** 2)
+    z = (a["mean"] - b["mean"]) / se
+    assert overlap.all(), list(shared[~overlap.to_numpy()])
+    assert (z.abs() < 1.96).all(), z[z.abs() >= 1.96].round(2).to_dict()
