@@ -46,19 +46,26 @@ def test_probe_rows_at_step_0_and_each_checkpoint_match_the_weights_then(tmp_pat
 
 
 def test_the_probe_time_is_not_counted_as_training(tmp_path, tiny_lcm_dir, monkeypatch):
-    """A probe made slow (2 s of sleep each) leaves the run's wall clock and device-hours where a run without it is."""
+    """A probe that takes 1000 s of the training loop's clock each time (a clock that jumps while the probe samples,
+    so that the test does not depend on the machine's load) leaves the run's wall clock below one probe's time."""
     import time
+    import types
 
+    from rocm_rlhf.training import loop
+
+    jump = [0.0]
+    clock = types.SimpleNamespace(time=lambda: time.time() + jump[0], strftime=time.strftime)
+    monkeypatch.setattr(loop, "time", clock)
     slow = HeldOutProbe.sample
 
-    def sleepy(self, pipe):
-        time.sleep(2.0)
+    def slow_probe(self, pipe):
+        jump[0] += 1000.0
         return slow(self, pipe)
 
-    monkeypatch.setattr(HeldOutProbe, "sample", sleepy)
-    _train(tmp_path, "slow", tiny_lcm_dir)  # 4 probes: 8 s of sleep, counted or not
+    monkeypatch.setattr(HeldOutProbe, "sample", slow_probe)
+    _train(tmp_path, "slow", tiny_lcm_dir)  # 4 probes: 4000 s of the loop's clock, counted or not
     log = pd.read_csv(tmp_path / "slow" / "log.csv")
-    assert log["wall_s"].iloc[-1] < 8.0  # the six tiny steps alone: about a second here
+    assert jump[0] == 4000.0 and log["wall_s"].iloc[-1] < 1000.0  # the six tiny steps alone: seconds
 
 
 def test_a_checkpoint_made_under_another_probe_is_not_resumed(tmp_path, tiny_lcm_dir, capfd):
