@@ -14,7 +14,7 @@ from typing import Sequence
 import pandas as pd
 
 from .. import runs
-from .arms import label_of
+from .arms import label_of, tuned_setting
 from .render import latex, markdown, md_escape, signed, tex_escape
 from .scores import check_scores
 from .stats import N_FLIPS, compare, holm
@@ -26,12 +26,10 @@ TAIL = 0.2
 def chosen_pairs(chosen: pd.DataFrame) -> list[tuple[str, str, str]]:
     """``[(divergence, fixed arm, adaptive arm)]`` of a choice file: each divergence with both a chosen beta and a
     chosen adaptive-beta target, in :data:`rocm_rlhf.runs.DIVERGENCES` order."""
-    if "target" not in chosen.columns:  # a choice file from before the adaptive beta
-        return []
     rocm = chosen[chosen["method"] == "rocm"]
-    has_target = rocm["target"].notna() & (rocm["target"].astype(str) != "")  # '' in memory, NaN read from CSV
-    fixed = {r["divergence"]: r["arm"] for _, r in rocm[~has_target].iterrows()}
-    adaptive = {r["divergence"]: r["arm"] for _, r in rocm[has_target].iterrows()}
+    kind = rocm["arm"].map(tuned_setting)
+    fixed = dict(zip(rocm.loc[kind == "beta", "divergence"], rocm.loc[kind == "beta", "arm"]))
+    adaptive = dict(zip(rocm.loc[kind == "target", "divergence"], rocm.loc[kind == "target", "arm"]))
     return [(d, fixed[d], adaptive[d]) for d in runs.DIVERGENCES if d in fixed and d in adaptive]
 
 

@@ -203,6 +203,13 @@ def _chosen_lrs(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool
         columns={"group": "method", "setting": "lr"})
 
 
+def tuned_setting(arm) -> str:
+    """What a row of the choice file (results/stats/chosen.csv) chose, from its arm id: 'beta' (a divergence's fixed
+    beta), 'target' (its adaptive beta's target) or 'lr' (a tuned baseline's learning rate)."""
+    run = runs.parse_arm(str(arm))
+    return "target" if run.adaptive else "lr" if run.lr else "beta"
+
+
 def adaptive_arms(arms) -> list[str]:
     """The arm ids among ``arms`` of ROCM with an adaptive beta (``rocm-<divergence>-t<target>``)."""
     return [a for a in dict.fromkeys(map(str, arms)) if getattr(runs.arm_or_none(a), "adaptive", False)]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
-from .arms import arm_table, choose_arms, regularised, sweep_arms
+from .arms import arm_table, choose_arms, regularised, sweep_arms, tuned_setting
 from .render import (DAGGER, MISSING, best_flags, cell_text, latex, markdown, md_escape, signed, tex_escape,
                      write_table)
 from .scores import check_scores, name_list
@@ -372,16 +372,6 @@ def learning_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, str]:
             latex([tex_escape(h).replace("→", r"$\to$") for h in header], tex_rows, align))
 
 
-def _tuned_setting(row) -> str:
-    """What a row of the choice file chose: 'beta' (a divergence's fixed beta), 'target' (its adaptive beta's
-    target; the column is empty or NaN on the other rows, and absent in files from before it) or 'lr' (a tuned
-    baseline's learning rate)."""
-    if row["method"] != "rocm":
-        return "lr"
-    target = row.get("target", "")
-    return "beta" if pd.isna(target) or str(target) == "" else "target"
-
-
 def tuning_table(
     val_scores: pd.DataFrame,
     chosen: pd.DataFrame,
@@ -402,7 +392,7 @@ def tuning_table(
     check_scores(val_scores, list(metrics))
     rows = []
     for _, c in chosen.iterrows():
-        tuned = _tuned_setting(c)
+        tuned = tuned_setting(c["arm"])
         make = {"beta": lambda s: runs.rocm_run(c["divergence"], s, 0),
                 "target": lambda s: runs.adaptive_run(c["divergence"], s, 0),
                 "lr": lambda s: runs.baseline_run(c["method"], 0, s)}[tuned]

@@ -166,9 +166,10 @@ def table_efficiency(job) -> None:
     from ..infra.utils import atomic_path
 
     reward, quality = figure_metrics(job.config)
+    from ..analysis.arms import tuned_setting
+
     chosen = pd.read_csv(job.input.chosen)
-    fixed = chosen["target"].isna() if "target" in chosen else True  # files from before the adaptive beta lack it
-    chosen = chosen[(chosen["method"] == "rocm") & fixed]  # the fixed betas
+    chosen = chosen[chosen["arm"].map(tuned_setting) == "beta"]  # the fixed betas
     reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])
     curves = _curves(job)
     table = efficiency_table(curves, list(dict.fromkeys([quality, reward])), reference,
