@@ -23,14 +23,22 @@ from ..samplers.consistency import consistency_sample, divergence_per_step, draw
 from .loop import reward_stats
 
 
-def consistency_step_inputs(ctx, step: int, batch_size: int | None = None, *, shard: bool = False):
+def consistency_step_inputs(ctx, step: int, batch_size: int | None = None, *, shard: bool = False,
+                            images_per_prompt: int = 1):
     """The inputs of one training step through the consistency sampler, drawn alike by ROCM, its score-function
     variant and RLCM: the step's prompts (``batch_size`` of them, default the run's), then from the step's generator
     the initial latents and the per-transition noise (in this order, so that a resumed run replays them), and the
     prompt embeddings. ``shard``: every process draws the global batch and keeps its own share (data parallel).
-    Returns (prompts, latents, noise, prompt embeddings)."""
+    ``images_per_prompt`` k > 1: ``batch_size / k`` prompts, each k times in a row (a group of images per prompt,
+    with its own latents and noise). Returns (prompts, latents, noise, prompt embeddings)."""
     pipe, dtype = ctx.pipe, ctx.pipe.unet.dtype
-    prompts = ctx.batch_prompts(step) if batch_size is None else ctx.batch_prompts(step, batch_size)
+    n = ctx.settings.batch_size if batch_size is None else batch_size
+    if images_per_prompt > 1:
+        if n % images_per_prompt:
+            raise ValueError(f"a batch of {n} images does not split into groups of {images_per_prompt} per prompt")
+        prompts = [p for p in ctx.batch_prompts(step, n // images_per_prompt) for _ in range(images_per_prompt)]
+    else:
+        prompts = ctx.batch_prompts(step) if batch_size is None else ctx.batch_prompts(step, batch_size)
     g = ctx.generator(step)
     shape = (len(prompts), *latent_shape(pipe))
     latents, noise = torch.randn(shape, generator=g), draw_noise(shape, ctx.settings.num_steps, g)

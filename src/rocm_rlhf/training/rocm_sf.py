@@ -23,8 +23,9 @@ of the residual: the better S tracks R, the closer it is to ROCM's.
 
 The log-densities are recomputed at the sampled states (detached), with the sampler's own transition
 (:func:`rocm_rlhf.samplers.consistency.consistency_transition`), summed over latent dimensions (the true log-density:
-the hybrid's two terms must be on the same scale). API: :class:`ROCMScoreFunction`. Library only so far: no pipeline
-arm yet.
+the hybrid's two terms must be on the same scale). API: :class:`ROCMScoreFunction` (pure, or hybrid when given a
+surrogate) and :class:`ROCMHybrid` (the hybrid, its surrogate required); the pipeline's methods ``rocm_sf`` and
+``rocm_hybrid`` (config block ``score_function``, the surrogate ``train.surrogate``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,18 @@ from .loop import reward_stats
 from .rocm import Regularised, consistency_step_inputs
 
 
-def leave_one_out_advantages(returns: torch.Tensor) -> torch.Tensor:
-    """``G_i - mean_{j != i} G_j`` for a batch of returns [B] (B >= 2): each sample's baseline uses only the others,
-    so the score-function estimator stays unbiased."""
+def leave_one_out_advantages(returns: torch.Tensor, images_per_prompt: int = 1) -> torch.Tensor:
+    """``G_i - mean_{j != i} G_j`` for a batch of returns [B]: each sample's baseline uses only the others, so the
+    score-function estimator stays unbiased. ``images_per_prompt`` k >= 2: the others are the k - 1 other images of
+    the same prompt (consecutive groups of k, as :func:`rocm_rlhf.training.rocm.consistency_step_inputs` draws
+    them), so that a prompt's difficulty drops out of the advantage; 1: the other samples of the whole batch (B >= 2)."""
+    k = int(images_per_prompt)
     n = returns.shape[0]
+    if k >= 2:
+        if n % k:
+            raise ValueError(f"a batch of {n} returns does not split into groups of {k} images per prompt")
+        r = returns.reshape(-1, k)
+        return (r - (r.sum(1, keepdim=True) - r) / (k - 1)).reshape(-1)
     if n < 2:
         raise ValueError("a score-function step needs at least 2 samples per batch (leave-one-out baseline)")
     return returns - (returns.sum() - returns) / (n - 1)
@@ -51,12 +60,35 @@ def leave_one_out_advantages(returns: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ROCMScoreFunction(Regularised):
-    surrogate: Any = None  # a differentiable scorer (images, prompts) -> [B]: the hybrid; None: the pure estimator
+    # a differentiable scorer (images, prompts) -> [B], or a scorer's name (loaded in setup with surrogate_kwargs):
+    # the hybrid; None: the pure estimator
+    surrogate: Any = None
+    surrogate_kwargs: dict | None = None
+    images_per_prompt: int = 1  # k >= 2: batch_size / k prompts, k images each, the baseline within each prompt
     data_parallel: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, config: dict, *, divergence: str = "kl", beta: float = 0.0, surrogate: Any = None,
+                    surrogate_kwargs: dict | None = None) -> "ROCMScoreFunction":
+        """The run's ``divergence`` and ``beta`` (from its run id), ``rocm.reduction`` and ``rocm.final_step`` (the
+        regulariser as ROCM's), ``score_function.images_per_prompt``; ``surrogate`` (a scorer or its name, with
+        ``surrogate_kwargs``) makes it the hybrid."""
+        r = config["rocm"]
+        k = (config.get("score_function") or {}).get("images_per_prompt", 1)
+        return cls(divergence=divergence, beta=float(beta), reduction=r["reduction"], final_step=r["final_step"],
+                   surrogate=surrogate, surrogate_kwargs=surrogate_kwargs, images_per_prompt=int(k))
 
     def __post_init__(self):
         self.check_regulariser()
-        if self.surrogate is not None and not getattr(self.surrogate, "differentiable", True):
+        if int(self.images_per_prompt) < 1:
+            raise ValueError(f"images_per_prompt must be >= 1, got {self.images_per_prompt}")
+        if isinstance(self.surrogate, str):
+            from ..infra.scorer_catalogue import BUILTIN
+
+            if self.surrogate in BUILTIN and not BUILTIN[self.surrogate][0]:
+                raise ValueError(f"the hybrid's surrogate '{self.surrogate}' is not differentiable (its pathwise "
+                                 "gradient is used); name a differentiable scorer")
+        elif self.surrogate is not None and not getattr(self.surrogate, "differentiable", True):
             raise ValueError("the hybrid's surrogate must be a differentiable scorer (its pathwise gradient is used)")
 
     def queries_per_step(self):
@@ -68,6 +100,16 @@ class ROCMScoreFunction(Regularised):
                              "chain has no stochastic transition")
         if ctx.settings.batch_size < 2:
             raise ValueError("a score-function step needs train.batch_size >= 2 (leave-one-out baseline)")
+        if ctx.settings.batch_size % self.images_per_prompt:
+            raise ValueError(f"train.batch_size = {ctx.settings.batch_size} is not a multiple of images_per_prompt = "
+                             f"{self.images_per_prompt} (the images of one prompt share a baseline)")
+        if isinstance(self.surrogate, str):
+            from ..rewards import load_scorer
+
+            self.surrogate = load_scorer(self.surrogate, **(self.surrogate_kwargs or {}))
+            if not getattr(self.surrogate, "differentiable", True):
+                raise ValueError("the hybrid's surrogate must be a differentiable scorer (its pathwise gradient is "
+                                 "used)")
         if self.surrogate is not None:
             self.surrogate = self.surrogate.to(ctx.device)
 
@@ -93,7 +135,7 @@ class ROCMScoreFunction(Regularised):
     def train_step(self, ctx, step: int) -> dict:
         s = ctx.settings
         pipe = ctx.pipe
-        prompts, latents, noise, emb = consistency_step_inputs(ctx, step)
+        prompts, latents, noise, emb = consistency_step_inputs(ctx, step, images_per_prompt=self.images_per_prompt)
         hybrid = self.surrogate is not None
         regularised = self.beta > 0
         # hybrid: ROCM's pathwise pass; pure: the chain without gradients (the regulariser's direct gradient at the
@@ -115,7 +157,7 @@ class ROCMScoreFunction(Regularised):
         out = {}
         if hybrid:
             surrogate = self.surrogate(images.float(), prompts).float()
-            adv = leave_one_out_advantages((reward - surrogate).detach())
+            adv = leave_one_out_advantages((reward - surrogate).detach(), self.images_per_prompt)
             loss = -surrogate.mean() - (adv * log_prob).mean()
             if regularised:
                 loss = loss + self.beta * div.sum(1).mean()
@@ -123,7 +165,7 @@ class ROCMScoreFunction(Regularised):
             out["residual_std"] = (reward - surrogate).detach().double().std().item()
         else:
             returns = reward - self.beta * div.detach().sum(1) if regularised else reward
-            adv = leave_one_out_advantages(returns)
+            adv = leave_one_out_advantages(returns, self.images_per_prompt)
             loss = -(adv * log_prob).mean()
             if direct:  # the regulariser's direct gradient at the fixed states (the reference's means constants)
                 from ..divergences import gaussian_divergence
@@ -137,3 +179,15 @@ class ROCMScoreFunction(Regularised):
         out.update({"loss": loss.item(), **reward_stats(reward), "divergence_mean": div_total.mean().item(),
                     "advantage_std": adv.double().std().item()})
         return out
+
+
+@dataclass
+class ROCMHybrid(ROCMScoreFunction):
+    """The hybrid estimator (:class:`ROCMScoreFunction` with a surrogate), as the pipeline's method ``rocm_hybrid``:
+    a surrogate is required."""
+
+    def __post_init__(self):
+        if self.surrogate is None or self.surrogate == "":
+            raise ValueError("the hybrid score-function method needs a differentiable surrogate of the reward "
+                             "(config key train.surrogate)")
+        super().__post_init__()
