@@ -133,10 +133,13 @@ def test_catalogue_matches_the_implementations():
     from rocm_rlhf.divergences import available
 
     assert set(runs.DIVERGENCES) <= set(available())
+    classes = {"rocm_sf": "rocmscorefunction", "rocm_hybrid": "rocmhybrid"}
     for m in runs.METHODS.values():
         cls = m.load_class()
-        assert cls.__name__.lower() == m.name
+        assert cls.__name__.lower() == classes.get(m.name, m.name)
         assert m.generator in ("lcm", "diffusion")
+        assert m.role == ("baseline" if m.name in runs.BASELINES else "treatment")
+    assert runs.SCORE_FUNCTION_METHODS == ("rocm_sf", "rocm_hybrid") and "rocm_sf" not in runs.BASELINES
     assert runs.generator("base") == "lcm" and runs.generator("dpok") == "diffusion"
 
 
@@ -146,6 +149,9 @@ def test_the_schema_takes_its_choices_from_the_catalogue():
     base = schema["properties"]["baselines"]["properties"]["methods"]
     assert rocm["items"]["enum"] == list(runs.DIVERGENCES) == rocm["default"]
     assert base["items"]["enum"] == list(runs.BASELINES) == base["default"]
+    sf = schema["properties"]["score_function"]["properties"]
+    assert sf["methods"]["items"]["enum"] == list(runs.SCORE_FUNCTION_METHODS) and sf["methods"]["default"] == []
+    assert sf["divergence"]["enum"] == list(runs.DIVERGENCES)
     config = validate_config({})
     assert config["rocm"]["divergences"] == list(runs.DIVERGENCES)
     with pytest.raises(Exception, match="tv"):

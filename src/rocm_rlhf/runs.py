@@ -2,7 +2,9 @@
 
 Every other place (the Snakemake rules, the stages, the trainer, the analysis) takes these words from here. A run id
 is ``rocm-<divergence>-b<beta>-s<seed>`` (``rocm-none-b0-s<seed>`` is ROCM at beta = 0), ``rocm-<divergence>-t<target>-s<seed>``
-for ROCM with an adaptive beta that holds the divergence near ``target`` (``rocm.targets``), ``<method>-s<seed>`` for a
+for ROCM with an adaptive beta that holds the divergence near ``target`` (``rocm.targets``),
+``rocm_sf-<divergence>-b<beta>-s<seed>`` and ``rocm_hybrid-<divergence>-b<beta>-s<seed>`` for ROCM's score-function
+variants for rewards without gradients (``score_function``), ``<method>-s<seed>`` for a
 baseline at its configured learning rate or ``<method>-lr<lr>-s<seed>`` for a baseline whose learning rate is tuned
 (``baselines.lr_factors``), or ``base``; its arm is the id without the seed. A beta has one text form, :func:`fmt_beta`, from the
 config to the run id, the score table's arm and the labels. Torch-free and Snakemake-free.
@@ -52,6 +54,7 @@ class Method:
     generator: str
     class_path: str  # "module:Class", imported only when a run is trained
     config_block: str
+    role: str = "baseline"  # "treatment" (ROCM and its variants: compared against the controls) or "baseline"
 
     def load_class(self):
         module, _, cls = self.class_path.partition(":")
@@ -61,16 +64,27 @@ class Method:
 METHODS = {
     m.name: m
     for m in (
-        Method("rocm", "ROCM", "lcm", "rocm_rlhf.training.rocm:ROCM", "rocm"),
+        Method("rocm", "ROCM", "lcm", "rocm_rlhf.training.rocm:ROCM", "rocm", "treatment"),
+        Method("rocm_sf", "ROCM-SF", "lcm", "rocm_rlhf.training.rocm_sf:ROCMScoreFunction", "score_function",
+               "treatment"),
+        Method("rocm_hybrid", "ROCM-hybrid", "lcm", "rocm_rlhf.training.rocm_sf:ROCMHybrid", "score_function",
+               "treatment"),
         Method("rlcm", "RLCM", "lcm", "rocm_rlhf.training.rlcm:RLCM", "baselines.rlcm"),
         Method("ddpo", "DDPO", "diffusion", "rocm_rlhf.training.ddpo:DDPO", "baselines.ddpo"),
         Method("d3po", "D3PO", "diffusion", "rocm_rlhf.training.d3po:D3PO", "baselines.d3po"),
         Method("dpok", "DPOK", "diffusion", "rocm_rlhf.training.dpok:DPOK", "baselines.dpok"),
     )
 }
-"""The training methods, ROCM first, then the baselines in the paper's order."""
+"""The training methods: ROCM, its score-function variants for rewards without gradients (beyond the paper: pure,
+and hybrid with a differentiable surrogate; :mod:`rocm_rlhf.training.rocm_sf`), then the baselines in the paper's
+order."""
 
-BASELINES = tuple(m for m in METHODS if m != "rocm")
+BASELINES = tuple(m.name for m in METHODS.values() if m.role == "baseline")
+SCORE_FUNCTION_METHODS = ("rocm_sf", "rocm_hybrid")
+"""ROCM's score-function variants (``score_function.methods``): ``rocm_sf`` weighs the reward's numbers alone,
+``rocm_hybrid`` adds ROCM's pathwise gradient of ``train.surrogate``."""
+REGULARISED_METHODS = ("rocm", *SCORE_FUNCTION_METHODS)
+"""The methods whose runs carry a divergence and a beta in their id (ROCM's f-divergence regulariser)."""
 ARM_METHODS = (BASE, BASE_DIFFUSION, *METHODS)
 """Every method an arm of the score table can have, in the row order of the tables."""
 METHOD_LABELS = {BASE: "Base", BASE_DIFFUSION: "Base diffusion (DDIM)", **{m.name: m.label for m in METHODS.values()}}
@@ -99,7 +113,8 @@ def fmt_beta(beta) -> str:
 
 
 _NUMBER = r"[0-9][0-9.e+-]*"
-ROCM_RUN_PATTERN = (rf"rocm-({UNREGULARISED}-b{_NUMBER}|({'|'.join(DIVERGENCES)})-[bt]{_NUMBER})-s\d+")
+ROCM_RUN_PATTERN = (rf"rocm-({UNREGULARISED}-b{_NUMBER}|({'|'.join(DIVERGENCES)})-[bt]{_NUMBER})-s\d+|"
+                    rf"({'|'.join(SCORE_FUNCTION_METHODS)})-({UNREGULARISED}|{'|'.join(DIVERGENCES)})-b{_NUMBER}-s\d+")
 BASELINE_RUN_PATTERN = rf"({'|'.join(BASELINES)})(-lr{_NUMBER})?-s\d+"
 RUN_PATTERN = rf"{BASE}|{BASE_DIFFUSION}|{ROCM_RUN_PATTERN}|{BASELINE_RUN_PATTERN}"
 """Regular expressions of run ids (the training rules' wildcard constraints use the first two)."""
@@ -128,8 +143,9 @@ class Run:
     @property
     def arm(self) -> str:
         """The run id without its training seed: the unit the tables compare."""
-        if self.method == "rocm":
-            return f"rocm-{self.divergence}-t{self.target}" if self.target else f"rocm-{self.divergence}-b{self.beta}"
+        if self.method in REGULARISED_METHODS:
+            return (f"{self.method}-{self.divergence}-t{self.target}" if self.target else
+                    f"{self.method}-{self.divergence}-b{self.beta}")
         return f"{self.method}-lr{self.lr}" if self.lr else self.method
 
     @property
@@ -153,16 +169,19 @@ class Run:
                 "seed": self.seed}
 
 
-def rocm_run(divergence: str, beta, seed: int) -> Run:
-    """A ROCM run; beta = 0 is the unregularised run whatever the divergence given."""
+def rocm_run(divergence: str, beta, seed: int, method: str = "rocm") -> Run:
+    """A run of ROCM (or, ``method``, of one of its score-function variants :data:`SCORE_FUNCTION_METHODS`); beta = 0
+    is the unregularised run whatever the divergence given."""
+    if method not in REGULARISED_METHODS:
+        raise ValueError(f"{method!r} has no divergence and beta; those are ROCM's: {', '.join(REGULARISED_METHODS)}")
     if divergence != UNREGULARISED and divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; known: {', '.join(DIVERGENCES)}")
     text = fmt_beta(beta)
     if float(text) == 0:
-        return Run("rocm", UNREGULARISED, "0", int(seed))
+        return Run(method, UNREGULARISED, "0", int(seed))
     if divergence == UNREGULARISED:
         raise ValueError(f"ROCM without a divergence ('{UNREGULARISED}') has beta 0, got {beta!r}")
-    return Run("rocm", divergence, text, int(seed))
+    return Run(method, divergence, text, int(seed))
 
 
 def adaptive_run(divergence: str, target, seed: int) -> Run:
@@ -196,16 +215,21 @@ def parse_run(run_id: str) -> Run:
     if not re.fullmatch(RUN_PATTERN, run_id):
         raise ValueError(f"{run_id!r} is not a run id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>-s<seed>' "
                          f"(divergence one of {UNREGULARISED}, {', '.join(DIVERGENCES)}), "
-                         f"'rocm-<divergence>-t<target>-s<seed>' (an adaptive beta) or '<method>-s<seed>' "
+                         f"'rocm-<divergence>-t<target>-s<seed>' (an adaptive beta), "
+                         f"'<{'|'.join(SCORE_FUNCTION_METHODS)}>-<divergence>-b<beta>-s<seed>' or '<method>-s<seed>' "
                          f"(method one of {', '.join(BASELINES)})")
     if run_id in UNTRAINED:
         return Run(run_id)
-    rocm = re.fullmatch(rf"rocm-(?P<div>\w+)-(?P<kind>[bt])(?P<value>{_NUMBER})-s(?P<seed>\d+)", run_id)
+    methods = "|".join(REGULARISED_METHODS)
+    rocm = re.fullmatch(rf"(?P<method>{methods})-(?P<div>[a-z]+)-(?P<kind>[bt])(?P<value>{_NUMBER})-s(?P<seed>\d+)",
+                        run_id)
     if rocm:
         what = "beta" if rocm["kind"] == "b" else "target"
         try:
-            make = rocm_run if rocm["kind"] == "b" else adaptive_run
-            run = make(rocm["div"], rocm["value"], int(rocm["seed"]))
+            if rocm["kind"] == "b":
+                run = rocm_run(rocm["div"], rocm["value"], int(rocm["seed"]), rocm["method"])
+            else:
+                run = adaptive_run(rocm["div"], rocm["value"], int(rocm["seed"]))
         except ValueError as err:
             raise ValueError(f"{run_id!r} is not a valid run id: {err}") from None
         if run.id != run_id:
@@ -229,7 +253,8 @@ def parse_arm(arm: str) -> Run:
         return parse_run(f"{arm}-s0")
     except ValueError:
         raise ValueError(f"{arm!r} is not an arm id: expected '{BASE}', '{BASE_DIFFUSION}', 'rocm-<divergence>-b<beta>', "
-                         f"'rocm-<divergence>-t<target>' or a baseline's name ({', '.join(BASELINES)}), optionally "
+                         f"'rocm-<divergence>-t<target>', '<{'|'.join(SCORE_FUNCTION_METHODS)}>-<divergence>-b<beta>' "
+                         f"or a baseline's name ({', '.join(BASELINES)}), optionally "
                          "with '-lr<learning rate>'") from None
 
 
@@ -248,13 +273,14 @@ def is_unregularised(divergence: str, beta) -> bool:
 
 def arm_label(method_name: str, divergence: str = UNREGULARISED, beta=math.nan, lr: str = "", target: str = "") -> str:
     """A row label: 'Base', 'RLCM', 'DDPO (lr=0.0003)' (a tuned baseline), 'ROCM (β=0)', 'ROCM-KL (β=10)',
-    'ROCM-KL (adaptive β, target 0.01)'."""
-    if method_name == "rocm":
+    'ROCM-KL (adaptive β, target 0.01)', 'ROCM-SF-KL (β=10)', 'ROCM-hybrid (β=0)'."""
+    if method_name in REGULARISED_METHODS:
+        name = METHOD_LABELS[method_name]
         if target:
-            return f"ROCM-{DIVERGENCE_LABELS[divergence]} (adaptive β, target {target})"
+            return f"{name}-{DIVERGENCE_LABELS[divergence]} (adaptive β, target {target})"
         if is_unregularised(divergence, beta):
-            return "ROCM (β=0)"
-        return f"ROCM-{DIVERGENCE_LABELS[divergence]} (β={fmt_beta(beta)})"
+            return f"{name} (β=0)"
+        return f"{name}-{DIVERGENCE_LABELS[divergence]} (β={fmt_beta(beta)})"
     label = METHOD_LABELS.get(method_name, str(method_name))
     return f"{label} (lr={fmt_lr(lr)})" if lr else label
 
@@ -308,18 +334,37 @@ def adaptive_runs(config: dict) -> list[str]:
             for div, targets in target_grid(config).items() for t in targets]
 
 
+def score_function_betas(config: dict) -> list[str]:
+    """The betas of ROCM's score-function variants (``score_function.betas``, canonical text, config order); [] when
+    ``score_function.methods`` is empty."""
+    sf = config.get("score_function") or {}
+    return [fmt_beta(b) for b in sf.get("betas", [])] if sf.get("methods") else []
+
+
+def score_function_runs(config: dict) -> list[str]:
+    """The sweep of ROCM's score-function variants: ``score_function.methods`` x ``score_function.betas`` (of the
+    divergence ``score_function.divergence``) x ``rocm.seeds``, chosen from on the validation prompts like beta
+    (:func:`confirm_runs` adds the chosen betas' confirmatory seeds)."""
+    sf = config.get("score_function") or {}
+    return [rocm_run(sf["divergence"], beta, seed, m).id for seed in config["rocm"]["seeds"]
+            for m in sf.get("methods", []) for beta in score_function_betas(config)]
+
+
 def sweep_runs(config: dict) -> list[str]:
     """The regularised ROCM runs of the sweep (divergence x beta x rocm.seeds): what beta is chosen from."""
     return [run for run in rocm_runs(config) if parse_run(run).divergence != UNREGULARISED]
 
 
-def confirm_runs(config: dict, chosen_betas, chosen_targets=None) -> list[str]:
+def confirm_runs(config: dict, chosen_betas, chosen_targets=None, chosen_sf=None) -> list[str]:
     """The confirmatory runs of each divergence's chosen beta (``{divergence: beta}``, chosen on the validation
-    prompts) and, with ``chosen_targets`` (``{divergence: target}``), of its chosen adaptive-beta target: one per
+    prompts), with ``chosen_targets`` (``{divergence: target}``) of its chosen adaptive-beta target, and with
+    ``chosen_sf`` (``{score-function method: beta}``) of each score-function variant's chosen beta: one per
     ``confirm.seeds`` seed not already in the sweep's ``rocm.seeds``."""
     seeds = extra_seeds(config, config["rocm"]["seeds"])
-    return ([rocm_run(div, beta, s).id for div, beta in chosen_betas.items() for s in seeds]
-            + [adaptive_run(div, t, s).id for div, t in (chosen_targets or {}).items() for s in seeds])
+    div = (config.get("score_function") or {}).get("divergence", "kl")
+    return ([rocm_run(d, beta, s).id for d, beta in chosen_betas.items() for s in seeds]
+            + [adaptive_run(d, t, s).id for d, t in (chosen_targets or {}).items() for s in seeds]
+            + [rocm_run(div, beta, s, m).id for m, beta in (chosen_sf or {}).items() for s in seeds])
 
 
 def lr_grid(config: dict) -> dict[str, list[str]]:
@@ -351,12 +396,12 @@ def baseline_runs(config: dict, chosen_lrs=None) -> list[str]:
     return tuning_runs(config) + [baseline_run(m, s, lr).id for m, lr in (chosen_lrs or {}).items() for s in seeds]
 
 
-def trained_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None) -> list[str]:
+def trained_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None, chosen_sf=None) -> list[str]:
     """Every training run of the config; with ``chosen_betas`` also the chosen betas' confirmatory runs, with
-    ``chosen_targets`` the chosen adaptive-beta targets', with ``chosen_lrs`` the tuned baselines'
-    (:func:`baseline_runs`)."""
-    return (rocm_runs(config) + adaptive_runs(config) + confirm_runs(config, chosen_betas or {}, chosen_targets)
-            + baseline_runs(config, chosen_lrs))
+    ``chosen_targets`` the chosen adaptive-beta targets', with ``chosen_sf`` the score-function variants' chosen
+    betas', with ``chosen_lrs`` the tuned baselines' (:func:`baseline_runs`)."""
+    return (rocm_runs(config) + adaptive_runs(config) + score_function_runs(config)
+            + confirm_runs(config, chosen_betas or {}, chosen_targets, chosen_sf) + baseline_runs(config, chosen_lrs))
 
 
 def untrained_runs(config: dict) -> list[str]:
@@ -365,25 +410,29 @@ def untrained_runs(config: dict) -> list[str]:
     return [BASE, BASE_DIFFUSION] if diffusion else [BASE]
 
 
-def eval_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None) -> list[str]:
+def eval_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None, chosen_sf=None) -> list[str]:
     """Every run that is sampled and scored: the untrained arms and every trained run."""
-    return [*untrained_runs(config), *trained_runs(config, chosen_betas, chosen_lrs, chosen_targets)]
+    return [*untrained_runs(config), *trained_runs(config, chosen_betas, chosen_lrs, chosen_targets, chosen_sf)]
 
 
-def reported_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None) -> list[str]:
+def reported_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targets=None, chosen_sf=None) -> list[str]:
     """The runs the test tables, statistics and figures report: :func:`eval_runs` without the tuning runs of learning
-    rates and the adaptive-beta targets that were not chosen (those are seen on the validation prompts only, as the
-    choice's candidates)."""
+    rates, the adaptive-beta targets and the score-function variants' betas that were not chosen (those are seen on
+    the validation prompts only, as the choice's candidates)."""
     chosen = {baseline_run(m, 0, lr).arm for m, lr in (chosen_lrs or {}).items()}
     chosen |= {adaptive_run(d, t, 0).arm for d, t in (chosen_targets or {}).items()}
-    dropped = {r for r in tuning_runs(config) + adaptive_runs(config) if parse_run(r).arm not in chosen}
-    return [r for r in eval_runs(config, chosen_betas, chosen_lrs, chosen_targets) if r not in dropped]
+    div = (config.get("score_function") or {}).get("divergence", "kl")
+    chosen |= {rocm_run(div, beta, 0, m).arm for m, beta in (chosen_sf or {}).items()}
+    candidates = tuning_runs(config) + adaptive_runs(config) + score_function_runs(config)
+    dropped = {r for r in candidates if parse_run(r).arm not in chosen}
+    return [r for r in eval_runs(config, chosen_betas, chosen_lrs, chosen_targets, chosen_sf) if r not in dropped]
 
 
 CHOSEN_COLUMNS = ("method", "divergence", "beta", "lr", "target", "arm")
 """The leading columns of the choice file (results/stats/chosen.csv): one row per divergence (method rocm, its chosen
 beta, lr and target empty), then one per divergence with adaptive-beta targets (its chosen target, beta and lr empty),
-then one per tuned baseline (its chosen learning rate, beta and target empty)."""
+then one per score-function variant (method rocm_sf or rocm_hybrid, its chosen beta), then one per tuned baseline
+(its chosen learning rate, beta and target empty)."""
 
 
 def _read_chosen_rows(path) -> list[dict]:
@@ -407,6 +456,13 @@ def read_chosen_targets(path) -> dict[str, str]:
     targets were swept)."""
     return {row["divergence"]: adaptive_run(row["divergence"], row["target"], 0).target
             for row in _read_chosen_rows(path) if row["method"] == "rocm" and row["target"]}
+
+
+def read_chosen_sf(path) -> dict[str, str]:
+    """``{score-function method: beta text}`` of a choice file: the chosen beta of each of ROCM's score-function
+    variants ({} when none was run)."""
+    return {row["method"]: fmt_beta(row["beta"]) for row in _read_chosen_rows(path)
+            if row["method"] in SCORE_FUNCTION_METHODS}
 
 
 def read_chosen_lrs(path) -> dict[str, str]:

@@ -124,12 +124,22 @@ def chosen_targets():
     return runs.read_chosen_targets(checkpoints.choose_settings.get().output[0])
 
 
+def chosen_sf():
+    """{score-function method: beta} of the choose_settings checkpoint when ROCM's score-function variants are swept
+    (score_function.methods), else {}: their confirmatory runs, and which betas the test tables report, are known once
+    it has run. Call only from input functions."""
+    if not runs.score_function_runs(config):
+        return {}
+    return runs.read_chosen_sf(checkpoints.choose_settings.get().output[0])
+
+
 def chosen():
     """The choose_settings checkpoint's choices as keyword arguments of rocm_rlhf.runs' run lists."""
     return dict(
         chosen_betas=chosen_betas(),
         chosen_lrs=chosen_lrs(),
         chosen_targets=chosen_targets(),
+        chosen_sf=chosen_sf(),
     )
 
 
@@ -259,6 +269,9 @@ def all_targets():
     targets += [f"{FIG}/{f}.png" for f in FIGURES if probed or f != "fig_efficiency"]
     if runs.target_grid(config):  # beyond the paper: the adaptive beta
         targets += [f"{FIG}/table_adaptive_beta.md", f"{FIG}/fig_adaptive_beta.png"]
+    if runs.score_function_runs(config):  # beyond the paper: rewards without gradients
+        targets += [f"{FIG}/table_score_function.md"]
+        targets += [f"{FIG}/fig_score_function.png"] if probed else []
     if config["study"]["enabled"]:
         targets.append(STUDY)
     if study_results_in_all():
@@ -363,9 +376,11 @@ def reward_input(name):
 
 
 def training_reward_inputs():
-    """The sandbox proxy folders of train.reward: one scorer, or each term of a weighted sum."""
-    terms = scorer_catalogue.reward_terms(config["train"]["reward"])
-    return [reward_input(name) for name in terms if reward_input(name)]
+    """The sandbox proxy folders of train.reward (one scorer, or each term of a weighted sum) and of
+    train.surrogate."""
+    terms = list(scorer_catalogue.reward_terms(config["train"]["reward"]))
+    terms += [config["train"]["surrogate"]] if config["train"]["surrogate"] else []
+    return [reward_input(name) for name in dict.fromkeys(terms) if reward_input(name)]
 
 
 # The fork server (rocm_rlhf.infra.forkserver): one process imports torch and the rest once, and every job's stage

@@ -25,6 +25,7 @@ checkpoint choose_settings:
             f"{RES}/scores/val/{{run}}.csv",
             run=runs.sweep_runs(config)
             + runs.adaptive_runs(config)
+            + runs.score_function_runs(config)
             + runs.tuning_runs(config),
         ),
     output:
@@ -254,6 +255,50 @@ rule fig_adaptive_beta:
         config_digest=stage_digest(pipeline.report.fig_adaptive_beta),  # reruns it when a config value its stage reads changes
     script:
         "../scripts/fig_adaptive_beta.py"
+
+
+rule table_score_function:
+    input:
+        scores=SCORE_TABLES["test"],
+        chosen=CHOSEN,  # the score-function variants' betas, ROCM's and the baselines' settings, chosen on validation
+        logs=log_files,  # reward queries and seconds per run
+    output:
+        md=report(
+            f"{FIG}/table_score_function.md",
+            caption="../report/table_score_function.rst",
+            category="Tables",
+        ),
+        tex=f"{FIG}/table_score_function.tex",
+        csv=f"{FIG}/table_score_function.csv",
+    log:
+        f"{LOG}/table_score_function.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.table_score_function),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/table_score_function.py"
+
+
+rule fig_score_function:
+    input:
+        chosen=CHOSEN,
+        curves=curve_files,
+    output:
+        pdf=f"{FIG}/fig_score_function.pdf",
+        png=report(
+            f"{FIG}/fig_score_function.png",
+            caption="../report/fig_score_function.rst",
+            category="Figures",
+        ),
+    log:
+        f"{LOG}/fig_score_function.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config_digest=stage_digest(pipeline.report.fig_score_function),  # reruns it when a config value its stage reads changes
+    script:
+        "../scripts/fig_score_function.py"
 
 
 rule fig_divergence_gallery:

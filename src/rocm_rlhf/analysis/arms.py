@@ -47,13 +47,15 @@ def arm_order(meta: pd.DataFrame) -> pd.DataFrame:
 def _group(method: str) -> str:
     if method in runs.UNTRAINED:
         return "base"
+    if method in runs.SCORE_FUNCTION_METHODS:
+        return "score_function"
     return "rocm" if method == "rocm" else "baseline"
 
 
 def arm_table(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per arm, in the paper's row order, indexed by arm.
 
-    Columns: method, divergence, beta, group ("base", "rocm" or "baseline") and label (:func:`rocm_rlhf.runs.arm_label`,
+    Columns: method, divergence, beta, group ("base", "rocm", "score_function" or "baseline") and label (:func:`rocm_rlhf.runs.arm_label`,
     e.g. "Base", "ROCM (β=0)", "ROCM-KL (β=0.1)", "RLCM"; a baseline with several arms, or two arms with one label,
     are labelled by their arm ids). An arm whose method, divergence or beta varies between its rows is an error.
     """
@@ -226,10 +228,25 @@ def _chosen_targets(scores: pd.DataFrame, quality_metric: str, lower_is_better: 
         columns={"group": "divergence", "setting": "target"})
 
 
+def _chosen_sf(scores: pd.DataFrame, quality_metric: str, lower_is_better: bool) -> pd.DataFrame:
+    """Per score-function variant of ROCM (:data:`rocm_rlhf.runs.SCORE_FUNCTION_METHODS`) with arms in ``scores``,
+    the row of the beta with the best mean ``quality_metric`` over training seeds (ties: the smaller beta): columns
+    method, divergence, beta, arm, mean, n_seeds, candidates."""
+    sf = {a: r for a in scores["arm"].unique()
+          if (r := runs.arm_or_none(a)) is not None and r.method in runs.SCORE_FUNCTION_METHODS}
+    rows = _choose_within(scores, quality_metric, lower_is_better, sf, runs.SCORE_FUNCTION_METHODS,
+                          lambda r: r.method, lambda r: r.beta, "score-function") if sf else []
+    out = pd.DataFrame(rows, columns=["group", "setting", "arm", "mean", "n_seeds", "candidates"]).rename(
+        columns={"group": "method", "setting": "beta"})
+    out.insert(1, "divergence", [runs.parse_arm(a).divergence for a in out["arm"]])
+    return out
+
+
 def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: bool = False) -> pd.DataFrame:
     """The choice of settings on the scores given (the validation prompts) as a table (results/stats/chosen.csv):
     per divergence the chosen arm of :func:`choose_arms`, then per divergence with adaptive-beta arms its chosen
-    target (:func:`_chosen_targets`), then per tuned baseline its chosen learning rate (:func:`_chosen_lrs`); columns
+    target (:func:`_chosen_targets`), then per score-function variant its chosen beta (:func:`_chosen_sf`), then per
+    tuned baseline its chosen learning rate (:func:`_chosen_lrs`); columns
     :data:`rocm_rlhf.runs.CHOSEN_COLUMNS` then metric, mean (over training seeds, of the per-run means), n_seeds and
     candidates (the betas, targets or learning rates it was chosen from)."""
     chosen = _chosen(scores, quality_metric, lower_is_better)
@@ -253,11 +270,15 @@ def chosen_table(scores: pd.DataFrame, quality_metric: str, *, lower_is_better: 
     adaptive = pd.DataFrame({"method": "rocm", "divergence": tg["divergence"], "beta": "", "lr": "",
                              "target": tg["target"], "arm": tg["arm"], "metric": quality_metric,
                              "mean": tg["mean"].astype(float), "n_seeds": tg["n_seeds"], "candidates": tg["candidates"]})
+    sf = _chosen_sf(scores, quality_metric, lower_is_better)
+    sf = pd.DataFrame({"method": sf["method"], "divergence": sf["divergence"], "beta": sf["beta"], "lr": "",
+                       "target": "", "arm": sf["arm"], "metric": quality_metric, "mean": sf["mean"].astype(float),
+                       "n_seeds": sf["n_seeds"], "candidates": sf["candidates"]})
     lrs = _chosen_lrs(scores, quality_metric, lower_is_better)
     base = pd.DataFrame({"method": lrs["method"], "divergence": runs.UNREGULARISED, "beta": "", "lr": lrs["lr"],
                          "target": "", "arm": lrs["arm"], "metric": quality_metric, "mean": lrs["mean"].astype(float),
                          "n_seeds": lrs["n_seeds"], "candidates": lrs["candidates"]})
-    parts = [part for part in (rocm, adaptive, base) if len(part)]
+    parts = [part for part in (rocm, adaptive, sf, base) if len(part)]
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else rocm
 
 

@@ -1,8 +1,9 @@
 """The paper's figures: the beta sweep (reward hacking), training efficiency, training curves, the divergence
-gallery; and beyond the paper, the adaptive beta.
+gallery; and beyond the paper, the adaptive beta and rewards without gradients.
 
 API: :func:`fig_beta_sweep` (from the score table), :func:`fig_efficiency`, :func:`fig_training_curves` and
-:func:`fig_adaptive_beta` (from :func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
+:func:`fig_adaptive_beta` (from :func:`rocm_rlhf.analysis.logs.load_training_logs`), :func:`fig_score_function` (from
+the probe curves), :func:`fig_divergence_gallery` with :func:`load_gallery_images`,
 and :func:`save_figure`; helpers :func:`~.stats.t_interval` (the 95 % interval of a mean over seeds) and :func:`smooth_steps`
 (the moving average of training curves). Each figure function writes ``<stem>.pdf`` and ``<stem>.png``
 reproducibly and returns a :class:`SavedFigure`; every arm is drawn in its style of :mod:`rocm_rlhf.analysis.style`.
@@ -29,7 +30,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from .. import runs
 from ..infra.utils import atomic_path
-from .arms import arm_table, label_of, regularised, row_label, sweep_arms, unregularised
+from .arms import arm_order, arm_table, label_of, regularised, row_label, sweep_arms, unregularised
 from .logs import check_logs, mean_over_seeds
 from .render import out_stem as _out_stem
 from .scores import check_scores
@@ -335,25 +336,79 @@ def fig_efficiency(
                 ax.xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: their labels collide
                 if start is not None:
                     ax.axhline(start, color="#666666", linestyle=":", linewidth=0.8)
-                for i, (arm, row) in enumerate(info.iterrows()):
-                    arm_curve = sub[(sub["arm"] == arm) & (sub[xcol] > 0)]
-                    if len(arm_curve) == 0:
-                        continue
-                    grid, mean, std = mean_over_seeds(
-                        [(g.sort_values("step")[xcol].to_numpy(float), g.sort_values("step")["mean"].to_numpy(float))
-                         for _, g in arm_curve.groupby("run_id", sort=True)])
-                    n = arm_curve["run_id"].nunique()
-                    lo, hi = t_interval(mean, std, np.full_like(mean, n))
-                    label = row_label(arm, row)
-                    _plot_band(ax, grid, mean, lo, hi, arm_style(row["method"], row["divergence"], row["beta"]),
-                               label if (r == 0 and xcol == "device_hours") else None, n_marks=6,
-                               phase=i / len(info))
-                    if r == 0 and xcol == "device_hours":
-                        n_seeds.append(n)
+                n = _probe_lines(ax, sub, info, xcol, labelled=r == 0 and xcol == "device_hours")
+                if r == 0 and xcol == "device_hours":
+                    n_seeds += n
             axes[r, 0].set_ylabel(f"held-out {metric}\n(validation prompts)")
         axes[-1, 0].set_xlabel(xlabel)
         axes[-1, 1].set_xlabel("reward queries")
         fig.legend(loc="outside upper center", ncol=min(4, len(info)),
+                   title=legend_label_seeds(n_seeds, "95% t-interval") + "; dotted: the untrained LCM")
+        return save_figure(fig, out_stem)
+
+
+def _probe_lines(ax, sub: pd.DataFrame, info: pd.DataFrame, xcol: str, *, labelled: bool) -> list[int]:
+    """One line per arm of ``info`` (an arm table's rows, in order) of the probe curves ``sub`` (one metric) against
+    ``xcol`` (positive values only), mean over the arm's runs on a common grid (:func:`mean_over_seeds`) with a 95%
+    t-interval band over training seeds, in the arm's style; the arm's label where ``labelled``. Returns the number
+    of runs of each line drawn."""
+    n_seeds = []
+    for i, (arm, row) in enumerate(info.iterrows()):
+        arm_curve = sub[(sub["arm"] == arm) & (sub[xcol] > 0)]
+        if len(arm_curve) == 0:
+            continue
+        grid, mean, std = mean_over_seeds(
+            [(g.sort_values("step")[xcol].to_numpy(float), g.sort_values("step")["mean"].to_numpy(float))
+             for _, g in arm_curve.groupby("run_id", sort=True)])
+        n = arm_curve["run_id"].nunique()
+        lo, hi = t_interval(mean, std, np.full_like(mean, n))
+        _plot_band(ax, grid, mean, lo, hi, arm_style(row["method"], row["divergence"], row["beta"]),
+                   row_label(arm, row) if labelled else None, n_marks=6, phase=i / len(info))
+        n_seeds.append(n)
+    return n_seeds
+
+
+def fig_score_function(
+    curves: pd.DataFrame,
+    out_stem: str | os.PathLike,
+    metrics: Sequence[str],
+    arms: Sequence[str],
+    *,
+    width: float = TEXT_WIDTH,
+    height: float = 2.9,
+) -> SavedFigure:
+    """Rewards given only as numbers (beyond the paper): held-out ``metrics`` (the training reward, then the primary
+    endpoint; one panel each), scored on the validation prompts by each run's probe at its checkpoints
+    (:func:`rocm_rlhf.analysis.logs.load_curves`), against reward queries, for ``arms`` (ROCM's score-function
+    variants and what they are compared with, :func:`rocm_rlhf.analysis.score_function.comparison_arms`): mean over
+    each arm's runs with a 95% t-interval band over training seeds, in the arm's style; the dotted line is the
+    untrained LCM (the step-0 probe). Axes = len(metrics)."""
+    from .efficiency import start_value
+
+    check_logs(curves, ["step", "reward_queries", "metric", "mean"])
+    if not metrics:
+        raise ValueError("fig_score_function needs at least one metric")
+    missing = [a for a in arms if a not in set(curves["arm"])]
+    if missing:
+        raise ValueError(f"the probe curves lack the arm(s) {missing}; probed: {sorted(curves['arm'].unique())}")
+    meta = curves[["arm", "method", "divergence", "beta"]].drop_duplicates("arm").set_index("arm")
+    info = arm_order(meta.loc[list(arms)])
+    n_seeds = []
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(width, height)
+        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+        for j, metric in enumerate(metrics):
+            sub = curves[curves["metric"] == metric]
+            if len(sub) == 0:
+                raise ValueError(f"no probe rows of metric {metric!r}; probed: {sorted(curves['metric'].unique())}")
+            lcm_runs = sub["method"].map(lambda m: runs.generator(m) == "lcm")
+            if ((sub["step"] == 0) & lcm_runs).any():
+                axes[j].axhline(start_value(curves, metric), color="#666666", linestyle=":", linewidth=0.8)
+            n = _probe_lines(axes[j], sub, info, "reward_queries", labelled=j == 0)
+            n_seeds += n if j == 0 else []
+            axes[j].set_xlabel("reward queries")
+            axes[j].set_ylabel(f"held-out {metric}\n(validation prompts)")
+        fig.legend(loc="outside upper center", ncol=min(3, len(info)),
                    title=legend_label_seeds(n_seeds, "95% t-interval") + "; dotted: the untrained LCM")
         return save_figure(fig, out_stem)
 

@@ -62,8 +62,16 @@ BETA_LINESTYLES = ("--", "-.", (0, (1, 1)), (0, (5, 1.5)), (0, (3, 1, 1, 1, 1, 1
 beta = 0's solid line and open diamond, which shares those panels)."""
 
 
+SCORE_FUNCTION_LOOKS = {"rocm_sf": ("d", (0, (2, 1))), "rocm_hybrid": ("p", (0, (1, 2)))}
+"""Marker and line style of ROCM's score-function variants: drawn in their divergence's colour (black at beta = 0),
+hollow, so that the regulariser reads from the colour and the estimator from the marker and line."""
+
+
 def style_key(method: str, divergence: str = runs.UNREGULARISED, beta: float = math.nan) -> str:
-    """The key of :data:`ARM_STYLES`: 'base', 'rocm-none' (ROCM at beta = 0), 'rocm-<divergence>', a baseline's name."""
+    """The key of an arm's look: 'base', 'rocm-none' (ROCM at beta = 0), 'rocm-<divergence>', a baseline's name (the
+    keys of :data:`ARM_STYLES`), or '<score-function method>-<divergence>' ('none' at beta = 0)."""
+    if method in runs.SCORE_FUNCTION_METHODS:
+        return f"{method}-{runs.UNREGULARISED if runs.is_unregularised(divergence, beta) else divergence}"
     if method == "rocm":
         if runs.is_unregularised(divergence, beta):
             return ZERO_KEY
@@ -75,7 +83,12 @@ def style_key(method: str, divergence: str = runs.UNREGULARISED, beta: float = m
 
 def arm_style(method: str, divergence: str = runs.UNREGULARISED, beta: float = math.nan) -> dict:
     """An arm's ``Axes.plot`` keyword arguments (colour, marker, line style, hollow marker face)."""
-    return ARM_STYLES[style_key(method, divergence, beta)].kwargs()
+    key = style_key(method, divergence, beta)
+    if method in runs.SCORE_FUNCTION_METHODS:
+        marker, linestyle = SCORE_FUNCTION_LOOKS[method]
+        colour = ARM_STYLES[style_key("rocm", divergence, beta)].color
+        return ArmStyle(colour, marker, linestyle, hollow=True).kwargs()
+    return ARM_STYLES[key].kwargs()
 
 
 def _mix(color: str, target: float, t: float) -> str:

@@ -393,7 +393,7 @@ def tuning_table(
     rows = []
     for _, c in chosen.iterrows():
         tuned = tuned_setting(c["arm"])
-        make = {"beta": lambda s: runs.rocm_run(c["divergence"], s, 0),
+        make = {"beta": lambda s: runs.rocm_run(c["divergence"], s, 0, c["method"]),
                 "target": lambda s: runs.adaptive_run(c["divergence"], s, 0),
                 "lr": lambda s: runs.baseline_run(c["method"], 0, s)}[tuned]
         cand = {s: make(s).arm for s in str(c["candidates"]).split()}
@@ -416,7 +416,7 @@ def tuning_table(
         if first:
             starts.append(i)
         name = runs.METHOD_LABELS[r["method"]]
-        if r["method"] == "rocm":
+        if r["method"] in runs.REGULARISED_METHODS:
             name = f"{name}-{runs.DIVERGENCE_LABELS[r['divergence']]}"
             name += ", adaptive β" if r["tuned"] == "target" else ""
         label = name if first else ""
@@ -430,6 +430,8 @@ def tuning_table(
     legend = (f"The settings each method was tuned over, on the validation prompts (mean over the "
               f"{'/'.join(map(str, seeds))} training seed(s) every candidate has): ROCM's beta per divergence"
               + (", the adaptive beta's target per divergence" if (long["tuned"] == "target").any() else "")
+              + (", the score-function variants' beta" if long["method"].isin(runs.SCORE_FUNCTION_METHODS).any()
+                 else "")
               + f" and each baseline's learning rate. Bold: the setting chosen on {metrics[0]} (results/stats/chosen.csv), the one "
               "Table 1 reports on the test prompts with more seeds.")
     write_table(out_stem, long, markdown(header, md_rows, align) + "\n" + legend + "\n",

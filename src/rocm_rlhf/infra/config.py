@@ -23,9 +23,9 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | Path | None = None) -> dict:
-    """The config schema, with the catalogue's names (rocm_rlhf.runs) as the choices of the lists that name
-    divergences and baselines, so that the names are defined once."""
-    from ..runs import BASELINES, DIVERGENCES
+    """The config schema, with the catalogue's names (rocm_rlhf.runs) as the choices of the keys that name
+    divergences, baselines and score-function methods, so that the names are defined once."""
+    from ..runs import BASELINES, DIVERGENCES, SCORE_FUNCTION_METHODS
 
     with open(path or SCHEMA_PATH) as fh:
         schema = yaml.safe_load(fh)
@@ -34,6 +34,9 @@ def load_schema(path: str | Path | None = None) -> dict:
         prop = props[block]["properties"][key]
         prop["items"] = {"enum": list(names)}
         prop["default"] = list(names)
+    sf = props["score_function"]["properties"]
+    sf["methods"]["items"] = {"enum": list(SCORE_FUNCTION_METHODS)}  # none by default
+    sf["divergence"]["enum"] = list(DIVERGENCES)
     return schema
 
 
@@ -157,6 +160,17 @@ def _check_semantics(config: dict) -> None:
         problems.append(f"config key 'train.num_processes': the global batch train.batch_size = {t['batch_size']} "
                         f"does not split evenly over {t['num_processes']} processes; make batch_size a multiple of "
                         f"num_processes")
+    sf = config["score_function"]
+    if sf["methods"]:
+        k = sf["images_per_prompt"]
+        if t["batch_size"] < 2 or t["batch_size"] % k:
+            problems.append(f"config key 'score_function.images_per_prompt': the score-function methods "
+                            f"({', '.join(sf['methods'])}) split train.batch_size = {t['batch_size']} into groups of "
+                            f"{k} images per prompt (each image's baseline is the others' mean), so the batch must be "
+                            f"at least 2 and a multiple of {k}; raise train.batch_size or change images_per_prompt")
+        if config["model"]["num_steps"] < 2:
+            problems.append("config key 'model.num_steps': the score-function methods weigh the sampler's stochastic "
+                            "transitions, and with 1 step there is none; use 2 or more")
     if t["mixed_precision"] == "fp16":
         problems.append(f"config key 'train.mixed_precision': {FP16_REFUSED}")
     unknown = [m for m in t["lora"]["target_modules"] if m not in UNET_LORA_TARGETS]

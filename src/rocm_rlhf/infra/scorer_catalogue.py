@@ -24,6 +24,7 @@ BUILTIN: dict[str, tuple[bool, str]] = {
     "gold_fidelity": (False, "sandbox"),
     "gold_realism": (False, "sandbox"),
     "jpeg_compressibility": (False, "any"),
+    "total_variation": (True, "any"),
 }
 
 
@@ -103,6 +104,32 @@ def known_scorers() -> dict[str, tuple[bool, str]]:
     return out
 
 
+def _pathwise_runs(config: dict) -> bool:
+    """Whether the config trains ROCM runs (the pathwise gradient through the reward): a beta sweep, beta = 0 or
+    adaptive-beta targets."""
+    r = config["rocm"]
+    return bool(r["divergences"] or r["unregularised"] or any((r.get("targets") or {}).values()))
+
+
+def pathwise_reward(config: dict):
+    """What ROCM's pathwise gradient climbs: ``train.reward``, or ``train.surrogate`` where that is set and
+    ``train.reward`` is a built-in or plug-in scorer without gradients (:func:`scorer_problems` refuses a config that
+    has neither)."""
+    spec, surrogate = config["train"]["reward"], config["train"].get("surrogate") or ""
+    if not surrogate:
+        return spec
+    known = known_scorers()
+    for name in reward_terms(spec):
+        if is_plugin(name) and name not in known:
+            try:
+                known[name] = (bool(getattr(load_plugin(name), "differentiable", True)), "any")
+            except ValueError:
+                continue
+        if name in known and not known[name][0]:
+            return surrogate
+    return spec
+
+
 def scorer_problems(config: dict) -> list[str]:
     """Unknown scorer names, plug-ins that cannot be loaded, a non-differentiable training reward, sandbox scorers
     outside the sandbox, and built-in figure metrics that are not evaluated, each naming its config key."""
@@ -118,6 +145,9 @@ def scorer_problems(config: dict) -> list[str]:
         return [str(err)]
     single = isinstance(spec, str)
     checks = [("train.reward" if single else f"train.reward[{name}]", name) for name in terms]
+    surrogate = config["train"].get("surrogate") or ""
+    if surrogate:
+        checks.append(("train.surrogate", surrogate))
     checks += [(f"evaluation.metrics[{i}]", m) for i, m in enumerate(metrics)]
     f = config["figures"]
     checks += [(f"figures.{k}", f[k]) for k in ("quality_metric", "reward_metric") if f[k]]
@@ -144,11 +174,24 @@ def scorer_problems(config: dict) -> list[str]:
     # the next check is a static fact of the built-ins and of the plug-ins (their `differentiable` attribute): a
     # scorer registered at run time is checked when its job starts (and a library user training a baseline alone may
     # well give it a reward without gradients)
-    for key, name in checks[:len(terms)]:
-        if (name in BUILTIN or is_plugin(name)) and name in known and not known[name][0]:
+    def static_nondiff(name):
+        return (name in BUILTIN or is_plugin(name)) and name in known and not known[name][0]
+
+    example = "proxy_pick" if setting == "sandbox" else "pickscore"
+    nondiff = [(key, name) for key, name in checks[:len(terms)] if static_nondiff(name)]
+    if surrogate and static_nondiff(surrogate):
+        out.append(f"config key 'train.surrogate': scorer '{surrogate}' is not differentiable, and a surrogate is "
+                   f"what the pathwise gradient climbs; name a differentiable scorer (e.g. {example})")
+    sf_methods = list((config.get("score_function") or {}).get("methods", []))
+    if "rocm_hybrid" in sf_methods and not surrogate:
+        out.append("config key 'score_function.methods': rocm_hybrid takes the pathwise gradient of a differentiable "
+                   f"surrogate of train.reward; set train.surrogate (e.g. {example}), or run rocm_sf alone")
+    if nondiff and not surrogate and _pathwise_runs(config):
+        for key, name in nondiff:
             out.append(f"config key '{key}': scorer '{name}' is not differentiable, and ROCM backpropagates "
-                       f"through the reward; train on a differentiable scorer (e.g. "
-                       f"{'proxy_pick' if setting == 'sandbox' else 'pickscore'}) and evaluate with '{name}'")
+                       f"through the reward; set train.surrogate to a differentiable scorer that ROCM climbs instead "
+                       f"(e.g. {example}; the score-function methods and the baselines still train on '{name}'), or "
+                       f"train on a differentiable scorer and evaluate with '{name}'")
     if not single and not f["reward_metric"]:
         out.append(f"config key 'figures.reward_metric': train.reward is a weighted sum ({reward_label(spec)}), which "
                    f"is no evaluation metric; name the metric the figures report as the training reward (e.g. "

@@ -19,6 +19,7 @@ STAGES = {
         report.table_divergence_beta,
         report.fig_beta_sweep, report.fig_efficiency, report.table_efficiency, report.fig_training_curves,
         report.fig_divergence_gallery, report.table_adaptive_beta, report.fig_adaptive_beta,
+        report.table_score_function, report.fig_score_function,
         report.publish_results,
         study.build_study, study.simulate_study, study.analyze_study,
         stage.stage_models, stage.check_device,

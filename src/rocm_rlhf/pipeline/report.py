@@ -169,7 +169,7 @@ def table_efficiency(job) -> None:
     from ..analysis.arms import tuned_setting
 
     chosen = pd.read_csv(job.input.chosen)
-    chosen = chosen[chosen["arm"].map(tuned_setting) == "beta"]  # the fixed betas
+    chosen = chosen[(chosen["method"] == "rocm") & (chosen["arm"].map(tuned_setting) == "beta")]  # ROCM's fixed betas
     reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])
     curves = _curves(job)
     table = efficiency_table(curves, list(dict.fromkeys([quality, reward])), reference,
@@ -259,3 +259,55 @@ def publish_results(job) -> None:
     with atomic_path(job.output[0]) as tmp:
         shutil.copyfile(job.input[0], tmp)
     print(f"published {job.input[0]} as {job.output[0]}")
+
+
+def _trains_on(config: dict) -> dict[str, str]:
+    """What each method trains on, in words, for the score-function table: ROCM's pathwise gradient climbs
+    :func:`rocm_rlhf.infra.scorer_catalogue.pathwise_reward`, the score-function variants and the baselines weigh
+    ``train.reward``'s numbers, the hybrid both."""
+    from ..infra.scorer_catalogue import pathwise_reward, reward_label
+
+    reward, surrogate = reward_label(config["train"]["reward"]), config["train"]["surrogate"]
+    pathwise = reward_label(pathwise_reward(config))
+    out = {"rocm": f"{pathwise} (gradient)", "rocm_sf": f"{reward} (numbers)",
+           "rocm_hybrid": f"{surrogate} (gradient) + {reward} (numbers)"}
+    out.update({m: f"{reward} (numbers)" for m in runs.BASELINES})
+    return out
+
+
+@stage(reads=(*REPORT, "train.surrogate"))
+def table_score_function(job) -> None:
+    """Beyond the paper: ROCM's score-function variants at their betas chosen on validation against ROCM's pathwise
+    gradient of the surrogate and the baselines, on the training reward and the primary endpoint of the test
+    prompts (paired over training seeds, its own Holm family), with reward queries and seconds per run
+    (rocm_rlhf.analysis.score_function)."""
+    import pandas as pd
+
+    from ..analysis.render import write_table
+    from ..analysis.score_function import score_function_legend, score_function_table, score_function_text
+    from ..analysis.scores import read_scores
+
+    reward, quality = figure_metrics(job.config)
+    f = job.config["figures"]
+    table = score_function_table(read_scores(job.input.scores), pd.read_csv(job.input.chosen), _logs(job),
+                                 list(dict.fromkeys([reward, quality])), _trains_on(job.config), n_boot=f["n_boot"],
+                                 n_flips=f["n_flips"], rng_seed=job.config["seed"])
+    md, tex = score_function_text(table)
+    write_table(Path(job.output.md).with_suffix(""), table, md + "\n" + score_function_legend(table) + "\n", tex)
+    print(md)
+
+
+@stage(reads=REPORT)
+def fig_score_function(job) -> None:
+    """Beyond the paper: held-out training reward and primary endpoint against reward queries for ROCM's
+    score-function variants and what they are compared with."""
+    import pandas as pd
+
+    from ..analysis.figures import fig_score_function as make
+    from ..analysis.score_function import comparison_arms
+
+    reward, quality = figure_metrics(job.config)
+    curves = _curves(job)
+    treatments, references = comparison_arms(pd.read_csv(job.input.chosen), curves["arm"].unique())
+    make(curves, Path(job.output.pdf).with_suffix(""), list(dict.fromkeys([reward, quality])),
+         treatments + references)

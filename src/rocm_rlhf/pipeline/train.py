@@ -1,5 +1,5 @@
-"""Stage of workflow/rules/train.smk: one training run (ROCM with a fixed or an adaptive beta, or a baseline) from its
-run id, resuming from its latest checkpoint and scoring held-out validation prompts at its checkpoints
+"""Stage of workflow/rules/train.smk: one training run (ROCM with a fixed or an adaptive beta, one of its
+score-function variants, or a baseline) from its run id, resuming from its latest checkpoint and scoring held-out validation prompts at its checkpoints
 (:func:`probe_spec`); a ROCM run with ``train.num_processes`` N > 1 runs on N devices
 (rocm_rlhf.training.distributed)."""
 
@@ -22,6 +22,8 @@ def train_reads(wildcards) -> tuple[str, ...]:
     run = runs.parse_run(wildcards.run)
     if run.method == "rocm":
         return (*READS, "rocm.adaptive") if run.adaptive else READS
+    if run.method in runs.SCORE_FUNCTION_METHODS:
+        return (*READS, "score_function.images_per_prompt")
     return (*READS, *BASELINE_READS, runs.method(run.method).config_block, *sampler_keys(run))
 
 
@@ -44,7 +46,7 @@ def probe_spec(cfg: dict, run: runs.Run, val_prompts: str, rewards_dir: str | No
 
 @stage(reads=train_reads)
 def train(job) -> None:
-    from ..infra.scorer_catalogue import reward_terms
+    from ..infra.scorer_catalogue import pathwise_reward, reward_terms
     from ..prompts import read_prompts
     from ..rewards import scorer_kwargs
     from ..training import distributed
@@ -55,7 +57,8 @@ def train(job) -> None:
         cfg = {**cfg, "baselines": {**cfg["baselines"], run.method: {**cfg["baselines"][run.method], "lr": float(run.lr)}}}
     probing = bool(cfg["train"]["probe"]["prompts"])
     preflight(cfg, generators=[run.generator], metrics=list(figure_metrics(cfg)) if probing else [], reward=True)
-    spec = cfg["train"]["reward"]  # a scorer's name, or a weighted sum of scorers
+    # a scorer's name, or a weighted sum of scorers; ROCM climbs train.surrogate where train.reward has no gradient
+    spec = pathwise_reward(cfg) if run.method == "rocm" else cfg["train"]["reward"]
     rewards_dir = parent_dir(job.input, "reward")
     kwargs = (scorer_kwargs(spec, cfg, rewards_dir) if isinstance(spec, str) else
               {name: scorer_kwargs(name, cfg, rewards_dir) for name in reward_terms(spec)})
@@ -64,6 +67,11 @@ def train(job) -> None:
         method_kwargs = ({"divergence": run.divergence, "beta": 0.0, "target": float(run.target),
                           "adaptive": dict(cfg["rocm"]["adaptive"])} if run.adaptive else
                          {"divergence": run.divergence, "beta": run.beta_value})
+    elif run.method in runs.SCORE_FUNCTION_METHODS:
+        method_kwargs = {"divergence": run.divergence, "beta": run.beta_value}
+        if run.method == "rocm_hybrid":
+            surrogate = cfg["train"]["surrogate"]
+            method_kwargs.update(surrogate=surrogate, surrogate_kwargs=scorer_kwargs(surrogate, cfg, rewards_dir))
     arguments = dict(config=cfg, method=run.method, run_id=run.id, seed=run.seed,
                      run_dir=str(Path(job.output.run_json).parent), model_id=job.params.model_id, reward_name=spec,
                      reward_kwargs=kwargs,

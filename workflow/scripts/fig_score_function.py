@@ -1,0 +1,4 @@
+from rocm_rlhf.infra.jobs import run_stage
+from rocm_rlhf.pipeline.report import fig_score_function
+
+run_stage(snakemake, fig_score_function)  # noqa: F821
