@@ -14,7 +14,7 @@ rule collect_scores:
     wildcard_constraints:
         table="all|val",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     script:
         "../scripts/collect_scores.py"
 
@@ -32,7 +32,7 @@ checkpoint choose_settings:
     log:
         f"{LOG}/choose_settings.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.choose_settings),  # reruns it when a config value its stage reads changes
     script:
@@ -48,7 +48,7 @@ rule stats:
     log:
         f"{LOG}/stats.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.stats),  # reruns it when a config value its stage reads changes
     script:
@@ -71,7 +71,7 @@ rule table1:
     log:
         f"{LOG}/table1.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table1),  # reruns it when a config value its stage reads changes
     script:
@@ -93,7 +93,7 @@ rule table_tuning:
     log:
         f"{LOG}/table_tuning.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_tuning),  # reruns it when a config value its stage reads changes
     script:
@@ -114,7 +114,7 @@ rule table_divergence_beta:
     log:
         f"{LOG}/table_divergence_beta.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_divergence_beta),  # reruns it when a config value its stage reads changes
     script:
@@ -134,7 +134,7 @@ rule fig_beta_sweep:
     log:
         f"{LOG}/fig_beta_sweep.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_beta_sweep),  # reruns it when a config value its stage reads changes
     script:
@@ -155,7 +155,7 @@ rule fig_efficiency:
     log:
         f"{LOG}/fig_efficiency.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_efficiency),  # reruns it when a config value its stage reads changes
     script:
@@ -185,7 +185,7 @@ rule table_efficiency:
     log:
         f"{LOG}/table_efficiency.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_efficiency),  # reruns it when a config value its stage reads changes
     script:
@@ -205,7 +205,7 @@ rule fig_training_curves:
     log:
         f"{LOG}/fig_training_curves.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_training_curves),  # reruns it when a config value its stage reads changes
     script:
@@ -228,7 +228,7 @@ rule table_adaptive_beta:
     log:
         f"{LOG}/table_adaptive_beta.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_adaptive_beta),  # reruns it when a config value its stage reads changes
     script:
@@ -249,7 +249,7 @@ rule fig_adaptive_beta:
     log:
         f"{LOG}/fig_adaptive_beta.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_adaptive_beta),  # reruns it when a config value its stage reads changes
     script:
@@ -270,7 +270,7 @@ rule fig_divergence_gallery:
     log:
         f"{LOG}/fig_divergence_gallery.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_divergence_gallery),  # reruns it when a config value its stage reads changes
     script:
@@ -287,6 +287,6 @@ rule publish_results:
     wildcard_constraints:
         name="|".join(re.escape(n) for n in published()),
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     script:
         "../scripts/publish_results.py"
