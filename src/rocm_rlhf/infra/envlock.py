@@ -14,8 +14,13 @@ Regenerate (needs the network and ``uv``; ``pip install uv``)::
     python -m rocm_rlhf.infra.envlock            # both locks, at the versions installed in this Python
     python -m rocm_rlhf.infra.envlock --latest   # the newest versions within the ranges instead
 
-API: :func:`range_requirements`, :func:`parse_requirements_txt`, :func:`read_lock`, :func:`lock_env`,
-:class:`LockedPackage`, :class:`EnvLockError`, ``ENVS_DIR``, ``ENV_NAMES``, ``PYTHON_VERSION``, ``PLATFORM``.
+The workflow picks the range files or the locks with config key ``conda_envs`` (:func:`conda_env_files`, and
+:func:`check_conda_envs` refuses the locks on another platform than theirs).
+
+API: :func:`conda_env_files`, :func:`check_conda_envs`, :func:`range_requirements`, :func:`parse_requirements_txt`,
+:func:`read_lock`, :func:`read_lock_text`, :func:`check_lock`, :func:`installed_versions`, :func:`lock_env`,
+:func:`main`, :class:`LockedPackage`, :class:`EnvLockError`, ``ENVS_DIR``, ``ENV_NAMES``, ``CONDA_ENV_CHOICES``,
+``PYTHON_VERSION``, ``PLATFORM``.
 """
 
 from __future__ import annotations
