@@ -382,6 +382,11 @@ def test_check_device_names_a_cpu_only_build_and_a_missing_bf16(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", None)
     with pytest.raises(devices.DeviceCheckError, match="CPU-only build.*install a CUDA build.*device: cpu"):
         devices.check_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")  # a CUDA build that sees no device (e.g. an older driver)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(devices.DeviceCheckError, match="no CUDA device.*driver may be older than torch's CUDA 13.0.*"
+                                                       "conda_envs=ranges"):
+        devices.check_device("cuda")
     monkeypatch.setattr(torch.version, "cuda", "12.6")  # a CUDA build that sees a GPU without bfloat16 (a V100)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

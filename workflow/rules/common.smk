@@ -20,6 +20,8 @@ from rocm_rlhf.infra.config import (  # noqa: E402
 from rocm_rlhf.infra.devices import threads_per_gpu_process  # noqa: E402
 from rocm_rlhf.infra.jobs import stage_reads  # noqa: E402
 from rocm_rlhf.infra import forkserver  # noqa: E402
+from rocm_rlhf.infra.envlock import check_conda_envs, conda_env_files  # noqa: E402
+from snakemake_interface_executor_plugins.settings import DeploymentMethod  # noqa: E402
 
 # Validate before any job is scheduled; fills in every default of the schema.
 validate_config(
@@ -28,6 +30,11 @@ validate_config(
 # A config other than the default one needs a name: its outputs go to results/<name>/, paper_figures/<name>/ and
 # logs/<name>/, never over the committed figures (rocm_rlhf.infra.config.output_dirs; config/README.md, 'name').
 check_output_name(config, Path(workflow.basedir) / "config" / "config.yaml")
+# The rules' conda environments under --sdm conda (config key conda_envs; envs/README.md): the locks pin every
+# package pip installs (PyPI wheels for Linux x86_64), the range files let conda solve afresh.
+CONDA_ENVS = conda_env_files(config["conda_envs"], prefix="../../")
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    check_conda_envs(config["conda_envs"])
 OUT = output_dirs(config)
 RES = OUT["results"]  # every pipeline output but the figures
 FIG = OUT["figures"]  # the tables and figures (paper_figures/ for the default config)

@@ -28,7 +28,7 @@ rule sample_eval:
     wildcard_constraints:
         run=runs.RUN_PATTERN,
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     resources:
         gpu=1,
     params:
@@ -59,7 +59,7 @@ rule evaluate:
     wildcard_constraints:
         run=runs.RUN_PATTERN,
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     resources:
         gpu=1,
     params:

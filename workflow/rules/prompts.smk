@@ -9,7 +9,7 @@ rule prepare_prompts:
     log:
         f"{LOG}/prepare_prompts.log",
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.prompts.prepare_prompts),  # reruns it when a config value its stage reads changes
     script:

@@ -14,7 +14,7 @@ rule collect_scores:
     wildcard_constraints:
         table="all|val",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     script:
         "../scripts/collect_scores.py"
 
@@ -33,7 +33,7 @@ checkpoint choose_settings:
     log:
         f"{LOG}/choose_settings.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.choose_settings),  # reruns it when a config value its stage reads changes
     script:
@@ -49,7 +49,7 @@ rule stats:
     log:
         f"{LOG}/stats.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.stats),  # reruns it when a config value its stage reads changes
     script:
@@ -72,7 +72,7 @@ rule table1:
     log:
         f"{LOG}/table1.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table1),  # reruns it when a config value its stage reads changes
     script:
@@ -94,7 +94,7 @@ rule table_tuning:
     log:
         f"{LOG}/table_tuning.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_tuning),  # reruns it when a config value its stage reads changes
     script:
@@ -115,7 +115,7 @@ rule table_divergence_beta:
     log:
         f"{LOG}/table_divergence_beta.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_divergence_beta),  # reruns it when a config value its stage reads changes
     script:
@@ -135,7 +135,7 @@ rule fig_beta_sweep:
     log:
         f"{LOG}/fig_beta_sweep.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_beta_sweep),  # reruns it when a config value its stage reads changes
     script:
@@ -156,7 +156,7 @@ rule fig_efficiency:
     log:
         f"{LOG}/fig_efficiency.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_efficiency),  # reruns it when a config value its stage reads changes
     script:
@@ -186,7 +186,7 @@ rule table_efficiency:
     log:
         f"{LOG}/table_efficiency.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_efficiency),  # reruns it when a config value its stage reads changes
     script:
@@ -206,7 +206,7 @@ rule fig_training_curves:
     log:
         f"{LOG}/fig_training_curves.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_training_curves),  # reruns it when a config value its stage reads changes
     script:
@@ -229,7 +229,7 @@ rule table_adaptive_beta:
     log:
         f"{LOG}/table_adaptive_beta.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_adaptive_beta),  # reruns it when a config value its stage reads changes
     script:
@@ -250,7 +250,7 @@ rule fig_adaptive_beta:
     log:
         f"{LOG}/fig_adaptive_beta.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_adaptive_beta),  # reruns it when a config value its stage reads changes
     script:
@@ -315,7 +315,7 @@ rule fig_divergence_gallery:
     log:
         f"{LOG}/fig_divergence_gallery.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_divergence_gallery),  # reruns it when a config value its stage reads changes
     script:
@@ -332,6 +332,6 @@ rule publish_results:
     wildcard_constraints:
         name="|".join(re.escape(n) for n in published()),
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     script:
         "../scripts/publish_results.py"

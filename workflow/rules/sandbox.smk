@@ -10,7 +10,7 @@ rule sandbox_vae:
     benchmark:
         f"{RES}/benchmarks/sandbox/vae.tsv"
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     # nothing else can run beside it (every later stage needs it); 2 threads train it 1.2-1.3x faster than 1 on
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
@@ -31,7 +31,7 @@ rule sandbox_teacher:
     benchmark:
         f"{RES}/benchmarks/sandbox/teacher.tsv"
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     # nothing else can run beside it (every later stage needs it); 2 threads train it 1.2-1.3x faster than 1 on
     # 2 cores (the LCM distillation gains nothing, so it keeps 1). Capped at --cores.
     threads: 2
@@ -52,7 +52,7 @@ rule sandbox_lcm:
     benchmark:
         f"{RES}/benchmarks/sandbox/lcm.tsv"
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.sandbox.sandbox_lcm),  # reruns it when a config value its stage reads changes
     script:
@@ -72,7 +72,7 @@ rule sandbox_proxy:
     wildcard_constraints:
         proxy="|".join(PROXIES),
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.sandbox.sandbox_proxy),  # reruns it when a config value its stage reads changes
     script:
@@ -90,7 +90,7 @@ rule sandbox_quality:
     log:
         f"{LOG}/sandbox/quality.log",
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.sandbox.sandbox_quality),  # reruns it when a config value its stage reads changes
     script:

@@ -9,7 +9,7 @@ rule stage_models:
     log:
         f"{LOG}/stage_models.log",
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.stage.stage_models),  # reruns it when a config value its stage reads changes
     script:
@@ -26,7 +26,7 @@ rule check_device:
     # take its output as ancient(), so neither rerunning it nor its digest reruns them.
     priority: 100
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     resources:
         gpu=1,
     params:

@@ -17,7 +17,7 @@ rule build_study:
     log:
         f"{LOG}/study/build_study.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.study.build_study),  # reruns it when a config value its stage reads changes
     script:
@@ -34,7 +34,7 @@ rule simulate_study:
     benchmark:
         f"{RES}/benchmarks/simulate_study.tsv"
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.study.simulate_study),  # reruns it when a config value its stage reads changes
     script:
@@ -64,7 +64,7 @@ rule analyze_study:
     log:
         f"{LOG}/study/analyze_study.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.study.analyze_study),  # reruns it when a config value its stage reads changes
     script:

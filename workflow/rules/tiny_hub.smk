@@ -10,7 +10,7 @@ rule tiny_hub:
     log:
         f"{LOG}/tiny_hub.log",
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     params:
         config_digest=stage_digest(pipeline.tiny_hub.tiny_hub),  # reruns it when a config value its stage reads changes
     script:

@@ -24,7 +24,7 @@ rule train_rocm:
     wildcard_constraints:
         run=runs.ROCM_RUN_PATTERN,
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     threads: gpu_job_threads(config["train"]["num_processes"])  # per process x processes
     resources:
         gpu=config["train"]["num_processes"],  # one device per process (train.num_processes)
@@ -59,7 +59,7 @@ rule train_baseline:
     # the baselines are the longest jobs: start them first so that they do not trail the ROCM grid
     priority: 1
     conda:
-        "../../envs/torch.yaml"
+        CONDA_ENVS["torch"]
     threads: gpu_job_threads()
     resources:
         gpu=1,

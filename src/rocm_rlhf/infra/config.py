@@ -194,8 +194,8 @@ def _check_semantics(config: dict) -> None:
 
 
 #: keys that change how a job runs, not what it computes: never a reason to rerun a finished job
-OPERATIONAL_KEYS = ("device", "fork_server", "train.threads", "train.num_processes", "train.checkpoint_every",
-                    "train.log_every", "train.trackers", "train.tracker_project", "train.sample_every", "evaluation.batch_size")
+OPERATIONAL_KEYS = ("device", "fork_server", "conda_envs", "train.threads", "train.num_processes",
+                    "train.checkpoint_every", "train.log_every", "train.trackers", "train.tracker_project", "train.sample_every", "evaluation.batch_size")
 
 
 #: the default config: the only one whose outputs go to results/ and paper_figures/ themselves (no ``name``)

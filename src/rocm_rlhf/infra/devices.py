@@ -359,14 +359,19 @@ def check_device(device: str, bf16: bool = False) -> dict:
         raise DeviceCheckError(
             f"config key 'device' is 'cuda' but this environment's torch {torch.__version__} is a CPU-only build "
             f"({sys.executable}): install a CUDA build (pip: `pip install torch --index-url "
-            f"https://download.pytorch.org/whl/cu126`, before the rest; --sdm conda: create envs/torch.yaml on a GPU "
-            f"node, or with CONDA_OVERRIDE_CUDA=12.6 where there is none), or set device: cpu for a toy run")
+            f"https://download.pytorch.org/whl/cu126`, before the rest; --sdm conda: the default conda_envs: locked "
+            f"installs PyPI's CUDA build, with conda_envs: ranges create envs/torch.yaml on a GPU node, or with "
+            f"CONDA_OVERRIDE_CUDA=12.6 where there is none; envs/README.md), or set device: cpu for a toy run")
     from .utils import pick_device
 
     try:
         pick_device("cuda")
     except RuntimeError as err:
-        raise DeviceCheckError(str(err)) from None
+        raise DeviceCheckError(
+            f"{err}. If this node has a GPU, its NVIDIA driver may be older than torch's CUDA {torch.version.cuda} "
+            f"(nvidia-smi shows the newest CUDA the driver supports): update the driver, or install a torch built "
+            f"for an older CUDA (--sdm conda: --config conda_envs=ranges lets conda-forge pick one the driver "
+            f"supports; envs/README.md)") from None
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
         found["devices"].append({"index": i, "name": p.name, "memory_gb": round(p.total_memory / 2**30, 1),
