@@ -61,13 +61,27 @@ def adaptive_choice(ci_run) -> tuple[list[str], list[str]]:
     return [f"rocm-kl-t{t}-s0" for t in ("0.01", "0.1")], [f"rocm-kl-t{chosen['kl']}-s{s}" for s in (0, 1)]
 
 
+def sf_choice(ci_run) -> tuple[list[str], list[str]]:
+    """(the score-function variants' candidate runs, their chosen betas' runs at seeds 0 and 1) of the ci run:
+    ci.yaml sweeps rocm_sf and rocm_hybrid over KL betas 0.1 and 1 at seed 0."""
+    from rocm_rlhf.runs import read_chosen_sf
+
+    chosen = read_chosen_sf(ci_run / "results/ci/stats/chosen.csv")
+    methods = ("rocm_sf", "rocm_hybrid")
+    assert set(chosen) == set(methods) and set(chosen.values()) <= {"0.1", "1"}
+    return ([f"{m}-kl-b{b}-s0" for m in methods for b in ("0.1", "1")],
+            [f"{m}-kl-b{chosen[m]}-s{s}" for m in methods for s in (0, 1)])
+
+
 def test_runs_and_scores(ci_run):
     # the sweep (betas and adaptive-beta targets) and the baselines' tuning runs at seed 0, then (confirm.seeds [1])
     # beta = 0, the chosen KL beta, the chosen target and each baseline's chosen learning rate at seed 1
     tuning, chosen = baseline_choice(ci_run)
     targets, chosen_target = adaptive_choice(ci_run)
-    reported = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1", *chosen_target, *chosen]
-    runs = list(dict.fromkeys(reported + tuning + targets))
+    sf, chosen_sf = sf_choice(ci_run)
+    reported = ["rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-b0.1-s1", *chosen_target,
+                *chosen_sf, *chosen]
+    runs = list(dict.fromkeys(reported + tuning + targets + sf))
     for run in runs:
         log = pd.read_csv(ci_run / f"results/ci/runs/{run}/log.csv")
         assert log["reward_queries"].iloc[-1] == 16, run  # every method gets ROCM's budget: 4 steps x 4 images
@@ -78,6 +92,10 @@ def test_runs_and_scores(ci_run):
         if "-lr" in run:  # a baseline trains at the learning rate of its id
             method, lr = run.split("-s")[0].split("-lr")
             assert meta["config"]["baselines"][method]["lr"] == float(lr), run
+        if run.startswith("rocm_"):  # a score-function variant: the reward ROCM climbs, the hybrid's surrogate too
+            assert meta["reward"] == "proxy_pick" and meta["beta"] == float(run.split("-b")[1].split("-s")[0]), run
+            assert ("surrogate_mean" in log) == run.startswith("rocm_hybrid"), run
+            assert meta.get("surrogate", "") == ("proxy_aesthetic" if run.startswith("rocm_hybrid") else ""), run
         if "-t" in run:  # an adaptive beta: its target from its id, its controller from rocm.adaptive, beta logged
             assert meta["target"] == float(run.split("-t")[1].split("-s")[0]) and meta["adaptive"]["gain"] == 0.1
             assert log["adaptive_beta"].iloc[0] == 1.0 and (log["adaptive_beta"] > 0).all(), run
@@ -120,14 +138,21 @@ def test_tables_figures_and_report(ci_run):
     figs = ci_run / "paper_figures" / "ci"
     for stem in ("fig_beta_sweep", "fig_efficiency", "fig_training_curves", "fig_divergence_gallery"):
         assert (figs / f"{stem}.pdf").stat().st_size > 1000 and (figs / f"{stem}.png").stat().st_size > 1000
-    # the choice's candidates: KL's one beta, its two adaptive-beta targets, two lrs per baseline
+    # the choice's candidates: KL's one beta, its two adaptive-beta targets, two betas per score-function variant,
+    # two lrs per baseline
     tuning = pd.read_csv(figs / "table_tuning.csv")
-    assert len(tuning) == 1 + 2 + 4 * 2 and tuning["chosen"].sum() == 6
+    assert len(tuning) == 1 + 2 + 2 * 2 + 4 * 2 and tuning["chosen"].sum() == 8
     t1 = pd.read_csv(figs / "table1.csv")
     _, chosen = baseline_choice(ci_run)
     baselines = {run.rsplit("-s", 1)[0] for run in chosen}  # each baseline at its chosen learning rate
     adaptive = adaptive_choice(ci_run)[1][0].rsplit("-s", 1)[0]  # KL's chosen target
-    assert set(t1["arm"]) == {"base", "base-ddim", "rocm-none-b0", "rocm-kl-b0.1", adaptive, *baselines}
+    sf = {run.rsplit("-s", 1)[0] for run in sf_choice(ci_run)[1]}  # each score-function variant at its chosen beta
+    assert set(t1["arm"]) == {"base", "base-ddim", "rocm-none-b0", "rocm-kl-b0.1", adaptive, *sf, *baselines}
+    # beyond the paper: the score-function variants against ROCM on the surrogate and the baselines, and their figure
+    st = pd.read_csv(figs / "table_score_function.csv")
+    assert set(st["treatment"]) == sf and set(st["reference"]) == {"rocm-kl-b0.1", *baselines}
+    assert len(st) == len(sf) * (1 + len(baselines)) * 2 and (st["queries_treatment"] == 16).all()
+    assert (figs / "fig_score_function.png").stat().st_size > 1000
     # beyond the paper: the adaptive beta against the fixed one, and the controller's figure
     ab = pd.read_csv(figs / "table_adaptive_beta.csv")
     assert list(ab["divergence"]) == ["kl", "kl"] and set(ab["adaptive_arm"]) == {adaptive}

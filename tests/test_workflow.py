@@ -49,11 +49,13 @@ def test_dry_run_default_config(tmp_path):
 def test_dry_run_ci_config(tmp_path):
     counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
                      "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/ci.yaml"))
-    # beta = 0 at seeds 0 and 1, one KL beta and two adaptive-beta targets at seed 0 (seed 1 of the chosen ones later)
-    assert counts["train_rocm"] == 5
+    # beta = 0 at seeds 0 and 1, one KL beta and two adaptive-beta targets at seed 0, and the two score-function
+    # variants at two betas each (seed 1 of the chosen ones later): the rule trains ROCM and its variants
+    assert counts["train_rocm"] == 5 + 4
     assert counts["train_baseline"] == 8  # each baseline at two learning rates, seed 0 (seed 1 once chosen)
-    assert counts["sample_eval"] == 15 and counts["evaluate"] == 15  # 13 trained runs and 2 untrained ones
+    assert counts["sample_eval"] == 19 and counts["evaluate"] == 19  # 17 trained runs and 2 untrained ones
     assert counts["table_adaptive_beta"] == counts["fig_adaptive_beta"] == 1
+    assert counts["table_score_function"] == counts["fig_score_function"] == 1
     assert counts["sandbox_proxy"] == 2 and counts["collect_scores"] == 2 and counts["publish_results"] == 9
     assert counts["build_study"] == counts["simulate_study"] == counts["analyze_study"] == 1
 
@@ -89,8 +91,9 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
         by_rule.setdefault(job["rule"], []).append(job)
     assert by_rule["prepare_prompts"][0]["output"] == [
         "results/ci/prompts/train.csv", "results/ci/prompts/eval.csv", "results/ci/prompts/val.csv"]
+    sf = [f"{m}-kl-b{b}-s0" for m in ("rocm_sf", "rocm_hybrid") for b in ("0.1", "1")]  # ci.yaml: score_function
     runs = {"base", "base-ddim", "rocm-none-b0-s0", "rocm-kl-b0.1-s0", "rocm-none-b0-s1", "rocm-kl-t0.01-s0",
-            "rocm-kl-t0.1-s0"}
+            "rocm-kl-t0.1-s0", *sf}
     lrs = {"rlcm": (0.003, 0.006), "ddpo": (0.003, 0.006), "d3po": (0.003, 0.006), "dpok": (0.003, 0.006)}
     tuning = [f"{m}-lr{lr:g}-s0" for m, pair in lrs.items() for lr in pair]  # ci.yaml: lr_factors [1, 2]
     runs |= set(tuning)
@@ -101,9 +104,11 @@ def test_ci_dry_run_samples_and_scores_the_validation_split_and_chooses_beta_on_
         assert all(prompts in j["input"] for j in by_rule["sample_eval"])
         scored = {o for j in by_rule["evaluate"] for o in j["output"] if f"/{split}/" in o}
         assert scored == {f"results/ci/scores/{split}/{r}.csv" for r in runs}
-    # the sweep (betas, then the adaptive beta's targets) and the baselines' tuning runs, seed 0
+    # the sweep (betas, the adaptive beta's targets, the score-function variants' betas) and the baselines' tuning
+    # runs, seed 0
     assert by_rule["choose_settings"][0]["input"] == [
-        f"results/ci/scores/val/{r}.csv" for r in ("rocm-kl-b0.1-s0", "rocm-kl-t0.01-s0", "rocm-kl-t0.1-s0", *tuning)]
+        f"results/ci/scores/val/{r}.csv" for r in ("rocm-kl-b0.1-s0", "rocm-kl-t0.01-s0", "rocm-kl-t0.1-s0", *sf,
+                                                   *tuning)]
     assert by_rule["choose_settings"][0]["output"] == ["results/ci/stats/chosen.csv"]
     for rule in ("table1", "fig_efficiency", "fig_divergence_gallery"):  # the rules that show the chosen beta
         assert "results/ci/stats/chosen.csv" in by_rule[rule][0]["input"], rule

@@ -273,7 +273,7 @@ rule table_score_function:
     log:
         f"{LOG}/table_score_function.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.table_score_function),  # reruns it when a config value its stage reads changes
     script:
@@ -294,7 +294,7 @@ rule fig_score_function:
     log:
         f"{LOG}/fig_score_function.log",
     conda:
-        "../../envs/analysis.yaml"
+        CONDA_ENVS["analysis"]
     params:
         config_digest=stage_digest(pipeline.report.fig_score_function),  # reruns it when a config value its stage reads changes
     script:

@@ -104,6 +104,9 @@ def table1(
         if any(getattr(runs.arm_or_none(a), "target", "") for a in arms.index):
             legend += (" The adaptive beta's target per divergence (beyond the paper; in its label) chosen the same "
                        "way, from its sweep of targets.")
+        if any(getattr(runs.arm_or_none(a), "method", "") in runs.SCORE_FUNCTION_METHODS for a in arms.index):
+            legend += (" The score-function variants' beta (ROCM-SF, ROCM-hybrid: beyond the paper, for rewards "
+                       "without gradients; in their labels) chosen the same way, per variant.")
         if any(getattr(runs.arm_or_none(a), "lr", "") for a in arms.index):
             legend += " Each baseline's learning rate (in its label) chosen the same way, from its tuning runs."
     elif rocm_betas == "best" and len(regularised(arms)):
