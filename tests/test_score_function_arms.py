@@ -331,3 +331,37 @@ def test_a_hybrid_run_with_groups_of_images_through_the_trainer(tmp_path, tiny_l
         ROCMHybrid.from_config(config, divergence="kl", beta=0.1)
     with pytest.raises(ValueError, match="not differentiable"):
         ROCMHybrid.from_config(config, divergence="kl", beta=0.1, surrogate="jpeg_compressibility")
+
+
+def test_ill_typed_scores_get_one_clear_error_naming_the_scorer():
+    from rocm_rlhf.rewards import FunctionScorer, checked_scores
+    from rocm_rlhf.training.loop import CountingScorer, TrainingDivergedError
+
+    images = torch.rand(3, 3, 8, 12)
+
+    def numbers(images, prompts):
+        """clicks: how many people liked each image"""
+        return [1, 0, 2]
+
+    numbers.differentiable = False
+    clicks = FunctionScorer(numbers)
+    out = CountingScorer(clicks)(images, ["a", "b", "c"])  # numbers without gradients are fine
+    assert out.dtype == torch.float32 and out.tolist() == [1.0, 0.0, 2.0]
+    diff = FunctionScorer(lambda images, prompts: [0.0] * 3)
+    cases = [
+        (diff, [0.0] * 3, TypeError, "differentiable scorer must return a torch tensor"),
+        (clicks, "high", TypeError, "returned str"),
+        (clicks, torch.zeros(3, 1), ValueError, r"shape \(3, 1\) for 3 images"),
+        (clicks, [1.0, 2.0], ValueError, r"shape \(2,\) for 3 images"),
+        (clicks, [[1.0], [2.0, 3.0]], TypeError, "not 3 numbers"),
+        (clicks, torch.zeros(3, dtype=torch.complex64), TypeError, "complex64"),
+        (clicks, torch.tensor([1.0, float("inf"), 0.0]), ValueError, "1 non-finite"),
+    ]
+    for scorer, scores, error, message in cases:
+        with pytest.raises(error, match=message) as info:
+            checked_scores(scores, images, scorer)
+        assert "clicks" in str(info.value) or scorer is diff
+    assert checked_scores(torch.tensor([1, 2, 3]), images, clicks).dtype == torch.float32  # integers: counts
+    nan = FunctionScorer(lambda images, prompts: torch.full((3,), float("nan")))
+    with pytest.raises(TrainingDivergedError, match="3 non-finite"):
+        CountingScorer(nan)(images, ["a"] * 3)

@@ -46,6 +46,38 @@ class Scorer(torch.nn.Module):
         return dict(config["rewards"].get(name, {}))
 
 
+def checked_scores(scores, images: torch.Tensor, scorer, *, finite: bool = True) -> torch.Tensor:
+    """``scores``, what ``scorer`` returned for ``images`` [B, 3, H, W], as a float tensor [B] on the images' device,
+    or one error naming the scorer and what is wrong: not a tensor (a scorer without gradients may return numbers:
+    a list, a tuple or a NumPy array of B of them), not B scores in one dimension ([B, 1] included: squeezing it
+    silently would hide a scorer that scores something else), not a real number, or (``finite``) not finite."""
+    what = getattr(scorer, "definition", "") or type(scorer).__name__
+    name = f"scorer {type(scorer).__name__} ({what})"
+    b = images.shape[0]
+    if not isinstance(scores, torch.Tensor):
+        if getattr(scorer, "differentiable", True) or not isinstance(scores, (list, tuple)) and not hasattr(
+                scores, "__array__"):
+            kind = "a differentiable scorer must return a torch tensor (gradients flow through it)" if getattr(
+                scorer, "differentiable", True) else "return a tensor, a list or a NumPy array of numbers"
+            raise TypeError(f"{name} returned {type(scores).__name__}, not scores; {kind} of shape [{b}]")
+        try:
+            scores = torch.as_tensor(scores, dtype=torch.float32, device=images.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} returned {type(scores).__name__} that is not {b} numbers: {err}") from None
+    if scores.is_complex() or scores.dtype == torch.bool:
+        raise TypeError(f"{name} returned {scores.dtype} scores; return real numbers")
+    if tuple(scores.shape) != (b,):
+        raise ValueError(f"{name} returned scores of shape {tuple(scores.shape)} for {b} images; return one score per "
+                         f"image, shape [{b}]")
+    if not scores.dtype.is_floating_point:
+        scores = scores.float()
+    bad = ~torch.isfinite(scores.detach())
+    if finite and bad.any():
+        raise ValueError(f"{name} returned {int(bad.sum())} non-finite score(s) of {b} (e.g. "
+                         f"{scores.detach()[bad][0].item()}); every image needs a finite score")
+    return scores
+
+
 def register(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
     def deco(factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
         if name in _REGISTRY and _REGISTRY[name] is not factory:

@@ -78,7 +78,9 @@ def _fsync(path: Path) -> None:
 
 
 class CountingScorer(torch.nn.Module):
-    """Wraps a reward model and counts every image it scores (the reward-query budget)."""
+    """Wraps a reward model and counts every image it scores (the reward-query budget); what it returns is checked
+    (:func:`rocm_rlhf.rewards.checked_scores`: one score per image, or one error naming the scorer; a non-finite
+    score stops the run as a non-finite loss does, :class:`TrainingDivergedError`)."""
 
     def __init__(self, scorer, world_size: int = 1):
         super().__init__()
@@ -87,8 +89,15 @@ class CountingScorer(torch.nn.Module):
         self.world_size = world_size  # equal shards: every process scores as many images, the count is global
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        from ..rewards import checked_scores
+
         self.queries += images.shape[0] * self.world_size
-        return self.scorer(images, prompts)
+        scores = checked_scores(self.scorer(images, prompts), images, self.scorer, finite=False)
+        bad = ~torch.isfinite(scores.detach())
+        if bad.any():  # the run stops as on a non-finite loss, its last checkpoint kept
+            raise TrainingDivergedError(f"the reward ({getattr(self.scorer, 'definition', '') or type(self.scorer).__name__}) "
+                                        f"returned {int(bad.sum())} non-finite score(s) of {scores.shape[0]}")
+        return scores
 
 
 MIXED_PRECISION = ("no", "bf16")

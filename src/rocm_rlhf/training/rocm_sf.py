@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..rewards import checked_scores
 from ..samplers.common import decode_latents, transition_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step
 from .loop import reward_stats
@@ -156,7 +157,7 @@ class ROCMScoreFunction(Regularised):
         log_prob = self.log_prob(traj, means[: s.num_steps - 1])  # [B], gradients into the adapter
         out = {}
         if hybrid:
-            surrogate = self.surrogate(images.float(), prompts).float()
+            surrogate = checked_scores(self.surrogate(images.float(), prompts), images, self.surrogate).float()
             adv = leave_one_out_advantages((reward - surrogate).detach(), self.images_per_prompt)
             loss = -surrogate.mean() - (adv * log_prob).mean()
             if regularised:
