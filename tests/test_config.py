@@ -107,6 +107,14 @@ def test_config_digest_sees_content_keys_and_ignores_operational_ones():
     assert config_digest(base, "model.num_steps", "train") == d  # order of the keys does not matter
     with pytest.raises(KeyError, match="no config key 'train.nope'"):
         config_digest(base, "train.nope")
+    # a key added later (train.surrogate) at its neutral value leaves the digest of the train block as it was before
+    # the key existed (finished runs do not rerun); any other value changes it
+    before = copy.deepcopy(base)
+    del before["train"]["surrogate"]
+    assert config_digest(before, "train") == config_digest(base, "train")
+    other = copy.deepcopy(base)
+    other["train"]["surrogate"] = "proxy_aesthetic"
+    assert config_digest(other, "train") != config_digest(base, "train")
 
 
 @pytest.mark.parametrize("override, key, words", [

@@ -193,6 +193,10 @@ def _check_semantics(config: dict) -> None:
         raise ConfigError("invalid configuration (see config/README.md for every key):\n  - " + "\n  - ".join(problems))
 
 
+#: keys added after results existed, with the value under which a job computes what it computed before the key
+#: existed: left out of the rerun digest at that value, so that a new key does not rerun finished jobs
+NEUTRAL_DEFAULTS = {"train.surrogate": ""}
+
 #: keys that change how a job runs, not what it computes: never a reason to rerun a finished job
 OPERATIONAL_KEYS = ("device", "fork_server", "conda_envs", "train.threads", "train.num_processes",
                     "train.checkpoint_every", "train.log_every", "train.trackers", "train.tracker_project", "train.sample_every", "evaluation.batch_size")
@@ -250,9 +254,20 @@ def check_output_name(config: dict, default_path: str | Path = DEFAULT_CONFIG_PA
             f"results/<name>/, paper_figures/<name>/ and logs/<name>/ (config/README.md, 'name')")
 
 
+def _get(config: dict, key: str, missing=object()):
+    """The value at a dotted key, or ``missing``."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
 def config_digest(config: dict, *keys: str) -> str:
     """A 12-hex-digit hash of the config values at the dotted ``keys`` (whole sections such as ``"train"`` or single
-    values such as ``"sandbox.judge_tau"``), leaving out :data:`OPERATIONAL_KEYS`.
+    values such as ``"sandbox.judge_tau"``), leaving out :data:`OPERATIONAL_KEYS` and the keys of
+    :data:`NEUTRAL_DEFAULTS` at their neutral value.
 
     Each rule passes the digest of the keys its stage reads as a ``params`` entry, so that Snakemake's ``params``
     rerun trigger reruns a finished job (and, through its newer outputs, everything downstream) when one of those
@@ -262,7 +277,8 @@ def config_digest(config: dict, *keys: str) -> str:
     import hashlib
 
     content = copy.deepcopy(config)
-    for op in OPERATIONAL_KEYS:  # drop them once, wherever they sit under a picked section
+    neutral = [k for k, v in NEUTRAL_DEFAULTS.items() if _get(content, k) == v]
+    for op in (*OPERATIONAL_KEYS, *neutral):  # drop them once, wherever they sit under a picked section
         *parents, leaf = op.split(".")
         node = content
         for part in parents:
