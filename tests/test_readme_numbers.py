@@ -17,13 +17,15 @@ def _results_section() -> str:
 
 
 def _committed_numbers() -> list[float]:
-    files = [*FIGS.glob("*.md"), *FIGS.glob("*.csv"), *(FIGS / "data").glob("*"), *(FIGS / "replication").rglob("*.*")]
+    files = [*FIGS.glob("*.md"), *FIGS.glob("*.csv"), *(FIGS / "data").glob("*"), *(FIGS / "replication").rglob("*.*"),
+             *(FIGS / "nondiff").rglob("*.md"), *(FIGS / "nondiff").rglob("*.csv")]
     return [float(x) for f in files for x in NUMBER.findall(f.read_text(encoding="utf-8"))]
 
 
 def _blocks(section: str) -> dict[str, str]:
-    """The committed tables the README shows: <!-- paper_figures/<name>.md --> ... <!-- end --> blocks."""
-    return dict(re.findall(r"<!-- (paper_figures/[\w.]+\.md) -->\n(.*?)<!-- end -->", section, re.S))
+    """The committed tables the README shows: <!-- paper_figures/[<config name>/]<name>.md --> ... <!-- end -->
+    blocks."""
+    return dict(re.findall(r"<!-- (paper_figures/[\w./-]+\.md) -->\n(.*?)<!-- end -->", section, re.S))
 
 
 def test_the_readme_shows_the_committed_tables_verbatim():

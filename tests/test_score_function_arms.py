@@ -93,6 +93,11 @@ def test_the_config_refuses_what_cannot_train():
         ({"score_function": {"methods": ["rocm_ppo"]}}, "rocm_ppo"),
         ({"score_function": {"divergence": "tv"}}, "tv"),
         ({"score_function": {"betas": [0.0]}}, "betas"),
+        # compared at equal reward queries: the baselines' own budget must be ROCM's
+        ({"baselines": {"reward_queries": 400}, "score_function": {"methods": ["rocm_sf"]}},
+         "baselines.reward_queries': 400"),
+        ({"rocm": {"divergences": ["js"]}, "score_function": {"methods": ["rocm_sf"], "divergence": "kl"}},
+         "not in rocm.divergences"),
     ]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -263,7 +268,8 @@ def test_the_table_compares_each_variant_with_rocm_on_the_surrogate_and_the_base
     scores = _scores(test)
     assert comparison_arms(chosen, scores["arm"].unique()) == (["rocm_sf-kl-b10", "rocm_hybrid-kl-b1"],
                                                                ["rocm-kl-b10", "rlcm-lr0.001"])
-    table = score_function_table(scores, chosen, _logs(test), ["gold_fidelity", "gold"], TRAINS_ON, n_boot=400)
+    use = {"rocm": "instead", "rocm_hybrid": "also"}  # ROCM climbed the surrogate, the hybrid called both
+    table = score_function_table(scores, chosen, _logs(test), ["gold_fidelity", "gold"], TRAINS_ON, use, n_boot=400)
     assert len(table) == 2 * 2 * 2 and list(table["p_holm"]) == pytest.approx(list(holm(table["p_value"])))
     hy = table.set_index(["treatment", "reference", "metric"])
     row = hy.loc[("rocm_hybrid-kl-b1", "rlcm-lr0.001", "gold")]
@@ -271,11 +277,17 @@ def test_the_table_compares_each_variant_with_rocm_on_the_surrogate_and_the_base
     same = hy.loc[("rocm_sf-kl-b10", "rocm-kl-b10", "gold")]
     assert abs(same["mean_diff"]) < 0.02 and not same["significant"]
     assert (row["queries_treatment"], row["seconds_treatment"], row["seconds_reference"]) == (160, 30, 30)
-    assert hy.loc[("rocm_sf-kl-b10", "rocm-kl-b10", "gold"), "seconds_reference"] == 40
+    assert (row["surrogate_calls_treatment"], row["surrogate_calls_reference"]) == (160, 0)
+    rocm = hy.loc[("rocm_sf-kl-b10", "rocm-kl-b10", "gold")]
+    assert (rocm["seconds_reference"], rocm["queries_reference"], rocm["surrogate_calls_reference"]) == (40, 0, 160)
+    assert (rocm["queries_treatment"], rocm["surrogate_calls_treatment"]) == (160, 0)  # rocm_sf: the reward alone
     md, tex = score_function_text(table)
-    assert "| ROCM-hybrid-KL (β=1) | proxy_pick (gradient) + gold_fidelity (numbers) | 160 | 30 | 3 |" in md
+    assert "| ROCM-hybrid-KL (β=1) | proxy_pick (gradient) + gold_fidelity (numbers) | 160 | 160 | 30 | 3 |" in md
+    assert "| ROCM-KL (β=10) | proxy_pick (gradient) | 0 | 160 | 40 | 3 |" in md
     assert re.search(r"\| ROCM-hybrid-KL \(β=1\) \| RLCM \(lr=0.001\) \| \+0\.(199|200|201) \[.*\]†", md) and "\\toprule" in tex
     assert "8 comparisons" in score_function_legend(table)
+    with pytest.raises(ValueError, match="surrogate_use"):
+        score_function_table(scores, chosen, _logs(test), ["gold"], TRAINS_ON, {"rocm": "sometimes"}, n_boot=50)
     with pytest.raises(ValueError, match="trains_on"):
         score_function_table(scores, chosen, _logs(test), ["gold"], {"rocm": "x"}, n_boot=50)
     no_sf = chosen[~chosen["method"].isin(runs.SCORE_FUNCTION_METHODS)]
@@ -298,10 +310,11 @@ def test_fig_score_function_draws_the_compared_arms_against_reward_queries(tmp_p
                                  "metric": metric, "mean": 0.3 + slope * step / 20 + 0.01 * seed, "n_images": 32})
     curves = pd.DataFrame(rows)
     saved = fig_score_function(curves, tmp_path / "fig", ["gold_fidelity", "gold"],
-                               ["rocm_sf-kl-b10", "rocm-kl-b10", "rlcm"])
+                               ["rocm_sf-kl-b10", "rocm-kl-b10", "rlcm"], surrogate_arms=["rocm-kl-b10"])
     assert saved.png.is_file() and len(saved.figure.axes) == 2
     labels = [t.get_text() for t in saved.figure.legends[0].get_texts()]
-    assert labels == ["ROCM-KL (β=10)", "ROCM-SF-KL (β=10)", "RLCM"]  # the paper's row order
+    # the paper's row order; ROCM climbed the surrogate, so its x counts surrogate calls
+    assert labels == ["ROCM-KL (β=10) (x: surrogate calls)", "ROCM-SF-KL (β=10)", "RLCM"]
     sf_line = next(line for line in saved.figure.axes[0].get_lines() if line.get_label() == "ROCM-SF-KL (β=10)")
     assert sf_line.get_marker() == "d" and sf_line.get_color() == "#0072B2"  # KL's colour, its own marker
     assert any(line.get_linestyle() == ":" for line in saved.figure.axes[0].get_lines())  # the untrained LCM
@@ -335,7 +348,7 @@ def test_a_hybrid_run_with_groups_of_images_through_the_trainer(tmp_path, tiny_l
 
 def test_ill_typed_scores_get_one_clear_error_naming_the_scorer():
     from rocm_rlhf.rewards import FunctionScorer, checked_scores
-    from rocm_rlhf.training.loop import CountingScorer, TrainingDivergedError
+    from rocm_rlhf.training.loop import CountingScorer
 
     images = torch.rand(3, 3, 8, 12)
 
@@ -362,6 +375,30 @@ def test_ill_typed_scores_get_one_clear_error_naming_the_scorer():
             checked_scores(scores, images, scorer)
         assert "clicks" in str(info.value) or scorer is diff
     assert checked_scores(torch.tensor([1, 2, 3]), images, clicks).dtype == torch.float32  # integers: counts
-    nan = FunctionScorer(lambda images, prompts: torch.full((3,), float("nan")))
-    with pytest.raises(TrainingDivergedError, match="3 non-finite"):
-        CountingScorer(nan)(images, ["a"] * 3)
+    nan = CountingScorer(FunctionScorer(lambda images, prompts: torch.full((3,), float("nan"))))
+    assert nan(images, ["a"] * 3).isnan().all() and nan.nonfinite == 3  # counted; the loss check stops the run
+    assert "returned 3 non-finite score(s)" in nan.nonfinite_cause()
+
+
+def test_plain_numbers_reach_the_probe_the_evaluation_and_a_weighted_sum():
+    """A scorer without gradients that returns a list works wherever a scorer is called, not only in training."""
+    from rocm_rlhf.evaluation import score_images
+    from rocm_rlhf.rewards import FunctionScorer, WeightedSum
+
+    def count(images, prompts):
+        return [float(i) for i in range(images.shape[0])]
+
+    count.differentiable = False
+    scorer = FunctionScorer(count)
+    images = torch.rand(5, 3, 8, 6)
+    units = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(5)], "sample_seed": 0, "prompt": ["x"] * 5})
+    scores = score_images(images, units, {"count": scorer}, batch_size=3)
+    assert scores.loc[scores["metric"] == "count", "value"].tolist() == [0.0, 1.0, 2.0, 0.0, 1.0]  # per batch of 3
+    total = WeightedSum({"count": scorer, "tv": FunctionScorer(lambda im, p: im.mean((1, 2, 3)))},
+                        {"count": 2.0, "tv": 1.0})
+    assert torch.allclose(total(images, ["x"] * 5), 2 * torch.arange(5.0) + images.mean((1, 2, 3)))
+    from rocm_rlhf.training.probe import HeldOutProbe
+
+    probe = HeldOutProbe.__new__(HeldOutProbe)  # only score(): its units, scorers and batch size
+    probe.units, probe.scorers, probe.batch_size = units, {"count": scorer}, 2
+    assert probe.score(images, "cpu") == {"count": pytest.approx((0 + 1 + 0 + 1 + 0) / 5)}

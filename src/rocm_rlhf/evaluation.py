@@ -136,12 +136,16 @@ def diversity(images: torch.Tensor, units: pd.DataFrame) -> np.ndarray:
 def score_images(images: torch.Tensor, units: pd.DataFrame, scorers: dict, batch_size: int = 64,
                  device: str | torch.device = "cpu") -> pd.DataFrame:
     """Long table (prompt_id, sample_seed, prompt, metric, value) of every scorer on every image, batched."""
+    from .rewards import checked_scores
+
     frames = []
     prompts = units["prompt"].tolist()
     for name, scorer in scorers.items():
         vals = []
         for i in tqdm(range(0, len(images), batch_size), desc=name, mininterval=5.0, ascii=True):
-            vals.append(scorer(images[i: i + batch_size].to(device), prompts[i: i + batch_size]).float().cpu())
+            batch = images[i: i + batch_size].to(device)
+            scores = checked_scores(scorer(batch, prompts[i: i + batch_size]), batch, scorer, finite=False)
+            vals.append(scores.float().cpu())
         frames.append(units.assign(metric=name, value=torch.cat(vals).numpy()))
     frames.append(units.assign(metric="diversity", value=diversity(images, units)))
     return pd.concat(frames, ignore_index=True)

@@ -26,7 +26,8 @@ FRACTIONS = (0.5, 0.9)
 def shown_arms(frame: pd.DataFrame, chosen_betas: Mapping[str, float] | None) -> pd.DataFrame:
     """The arms of training curves (logs or probe curves) that the efficiency figure and table show, in the paper's
     row order, indexed by arm: ROCM at beta = 0, each divergence at ``chosen_betas[divergence]`` (matched by
-    canonical text) and every baseline; untrained arms and adaptive-beta arms (their own figure,
+    canonical text), the score-function variants' arms (those reported: their chosen betas) and every baseline;
+    untrained arms and adaptive-beta arms (their own figure,
     :func:`rocm_rlhf.analysis.figures.fig_adaptive_beta`) are left out. ``chosen_betas=None`` shows a divergence
     logged at a single beta and refuses several (pick one)."""
     lg = frame[~frame["method"].isin(runs.UNTRAINED) & ~frame["arm"].isin(adaptive_arms(frame["arm"].unique()))]

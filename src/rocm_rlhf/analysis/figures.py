@@ -307,7 +307,7 @@ def fig_efficiency(
     log scale (the step-0 probe, at zero cost, is the dotted line of the untrained LCM).
 
     One line per shown arm (:func:`rocm_rlhf.analysis.efficiency.shown_arms`: ROCM at beta = 0, each divergence at
-    ``chosen_betas[divergence]``, every baseline), mean over its runs on a common grid (:func:`mean_over_seeds`)
+    ``chosen_betas[divergence]``, the score-function variants' arms, every baseline), mean over its runs on a common grid (:func:`mean_over_seeds`)
     with a 95% t-interval band over training seeds where there are several (:func:`t_interval`), in the arm's style
     (:mod:`rocm_rlhf.analysis.style`). Axes = 2 x len(metrics).
     """
@@ -347,11 +347,12 @@ def fig_efficiency(
         return save_figure(fig, out_stem)
 
 
-def _probe_lines(ax, sub: pd.DataFrame, info: pd.DataFrame, xcol: str, *, labelled: bool) -> list[int]:
+def _probe_lines(ax, sub: pd.DataFrame, info: pd.DataFrame, xcol: str, *, labelled: bool,
+                 labels: Mapping[str, str] | None = None) -> list[int]:
     """One line per arm of ``info`` (an arm table's rows, in order) of the probe curves ``sub`` (one metric) against
     ``xcol`` (positive values only), mean over the arm's runs on a common grid (:func:`mean_over_seeds`) with a 95%
-    t-interval band over training seeds, in the arm's style; the arm's label where ``labelled``. Returns the number
-    of runs of each line drawn."""
+    t-interval band over training seeds, in the arm's style; the arm's label (``labels[arm]`` where given) where
+    ``labelled``. Returns the number of runs of each line drawn."""
     n_seeds = []
     for i, (arm, row) in enumerate(info.iterrows()):
         arm_curve = sub[(sub["arm"] == arm) & (sub[xcol] > 0)]
@@ -363,7 +364,8 @@ def _probe_lines(ax, sub: pd.DataFrame, info: pd.DataFrame, xcol: str, *, labell
         n = arm_curve["run_id"].nunique()
         lo, hi = t_interval(mean, std, np.full_like(mean, n))
         _plot_band(ax, grid, mean, lo, hi, arm_style(row["method"], row["divergence"], row["beta"]),
-                   row_label(arm, row) if labelled else None, n_marks=6, phase=i / len(info))
+                   (labels or {}).get(arm, row_label(arm, row)) if labelled else None, n_marks=6,
+                   phase=i / len(info))
         n_seeds.append(n)
     return n_seeds
 
@@ -374,6 +376,7 @@ def fig_score_function(
     metrics: Sequence[str],
     arms: Sequence[str],
     *,
+    surrogate_arms: Sequence[str] = (),
     width: float = TEXT_WIDTH,
     height: float = 2.9,
 ) -> SavedFigure:
@@ -382,7 +385,8 @@ def fig_score_function(
     (:func:`rocm_rlhf.analysis.logs.load_curves`), against reward queries, for ``arms`` (ROCM's score-function
     variants and what they are compared with, :func:`rocm_rlhf.analysis.score_function.comparison_arms`): mean over
     each arm's runs with a 95% t-interval band over training seeds, in the arm's style; the dotted line is the
-    untrained LCM (the step-0 probe). Axes = len(metrics)."""
+    untrained LCM (the step-0 probe). ``surrogate_arms`` trained on the surrogate instead of the reward: their
+    runs count surrogate calls, so their x is that and their label says so. Axes = len(metrics)."""
     from .efficiency import start_value
 
     check_logs(curves, ["step", "reward_queries", "metric", "mean"])
@@ -404,7 +408,8 @@ def fig_score_function(
             lcm_runs = sub["method"].map(lambda m: runs.generator(m) == "lcm")
             if ((sub["step"] == 0) & lcm_runs).any():
                 axes[j].axhline(start_value(curves, metric), color="#666666", linestyle=":", linewidth=0.8)
-            n = _probe_lines(axes[j], sub, info, "reward_queries", labelled=j == 0)
+            labels = {a: f"{label_of(a)} (x: surrogate calls)" for a in surrogate_arms}
+            n = _probe_lines(axes[j], sub, info, "reward_queries", labelled=j == 0, labels=labels)
             n_seeds += n if j == 0 else []
             axes[j].set_xlabel("reward queries")
             axes[j].set_ylabel(f"held-out {metric}\n(validation prompts)")

@@ -42,17 +42,22 @@ def comparison_arms(chosen: pd.DataFrame, arms: Sequence[str]) -> tuple[list[str
 
 
 def score_function_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.DataFrame, metrics: Sequence[str],
-                         trains_on: Mapping[str, str], *, n_boot: int = 10_000, n_flips: int = N_FLIPS,
-                         rng_seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+                         trains_on: Mapping[str, str], surrogate_use: Mapping[str, str] | None = None, *,
+                         n_boot: int = 10_000, n_flips: int = N_FLIPS, rng_seed: int = 0,
+                         alpha: float = 0.05) -> pd.DataFrame:
     """Per treatment x reference (:func:`comparison_arms`) x metric of ``metrics`` (the training reward, then the
     primary endpoint): the treatment against the reference on the test scores
     (:func:`rocm_rlhf.analysis.stats.compare`: paired over shared training seeds, then prompts; p the larger of the
     sign-flip and the run-aware test), Holm over this table's own family. Each row also carries both arms' mean
-    reward queries and training seconds per run (the logs' last ``reward_queries`` and ``wall_s``) and what each
-    trains on (``trains_on``: method -> words). Columns: treatment, reference, treatment_label, reference_label,
-    metric, mean_treatment, mean_reference, mean_diff, ci_low, ci_high, p_value, p_holm, significant, seeds_paired,
-    n_seeds_treatment, n_seeds_reference, queries_treatment, queries_reference, seconds_treatment,
-    seconds_reference, trains_on_treatment, trains_on_reference."""
+    queries of the reward and calls of the surrogate per run and training seconds per run (the logs' last
+    ``reward_queries`` and ``wall_s``) and what each trains on (``trains_on``: method -> words). The logs count the
+    calls of what a run trained on: ``surrogate_use`` (method -> 'instead' or 'also') says which methods called the
+    surrogate: 'instead' (ROCM climbing it): its logged count is surrogate calls and it made no reward queries;
+    'also' (the hybrid): one surrogate call per reward query. Columns: treatment, reference, treatment_label,
+    reference_label, metric, mean_treatment, mean_reference, mean_diff, ci_low, ci_high, p_value, p_holm,
+    significant, seeds_paired, n_seeds_treatment, n_seeds_reference, queries_treatment, queries_reference,
+    surrogate_calls_treatment, surrogate_calls_reference, seconds_treatment, seconds_reference,
+    trains_on_treatment, trains_on_reference."""
     check_scores(scores, list(metrics))
     treatments, references = comparison_arms(chosen, scores["arm"].unique())
     for column in ("reward_queries", "wall_s"):
@@ -68,6 +73,17 @@ def score_function_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.Da
     unknown = sorted({m for m in method_of.values() if m not in trains_on})
     if unknown:
         raise ValueError(f"trains_on has no entry for method(s) {unknown}")
+    use = dict(surrogate_use or {})
+    bad = {m: u for m, u in use.items() if u not in ("instead", "also")}
+    if bad:
+        raise ValueError(f"surrogate_use takes 'instead' or 'also' per method, got {bad}")
+
+    def calls(arm):
+        """(reward queries, surrogate calls) per run of an arm."""
+        n = float(per_arm.loc[arm, "reward_queries"])
+        u = use.get(method_of[arm], "")
+        return (0.0, n) if u == "instead" else (n, n) if u == "also" else (n, 0.0)
+
     rows = []
     for t in treatments:
         for r in references:
@@ -78,8 +94,8 @@ def score_function_table(scores: pd.DataFrame, chosen: pd.DataFrame, logs: pd.Da
                              "mean_reference": c["mean_b"], "mean_diff": c["mean_diff"], "ci_low": c["ci_low"],
                              "ci_high": c["ci_high"], "p_value": c["p_value"], "seeds_paired": c["seeds_paired"],
                              "n_seeds_treatment": c["n_seeds_a"], "n_seeds_reference": c["n_seeds_b"],
-                             "queries_treatment": float(per_arm.loc[t, "reward_queries"]),
-                             "queries_reference": float(per_arm.loc[r, "reward_queries"]),
+                             "queries_treatment": calls(t)[0], "queries_reference": calls(r)[0],
+                             "surrogate_calls_treatment": calls(t)[1], "surrogate_calls_reference": calls(r)[1],
                              "seconds_treatment": float(per_arm.loc[t, "wall_s"]),
                              "seconds_reference": float(per_arm.loc[r, "wall_s"]),
                              "trains_on_treatment": trains_on[method_of[t]],
@@ -99,17 +115,19 @@ def score_function_text(table: pd.DataFrame, decimals: int = 3) -> tuple[str, st
     for side in ("treatment", "reference"):
         for _, r in table.iterrows():
             arms.setdefault(r[side], {"label": r[f"{side}_label"], "trains_on": r[f"trains_on_{side}"],
-                                      "queries": r[f"queries_{side}"], "seconds": r[f"seconds_{side}"],
+                                      "queries": r[f"queries_{side}"], "calls": r[f"surrogate_calls_{side}"],
+                                      "seconds": r[f"seconds_{side}"],
                                       "n": r[f"n_seeds_{side}"]})
             arms[r[side]].setdefault(r["metric"], r[f"mean_{side}"])
-    header = ["Arm", "trains on", "reward queries per run", "s per run", "seeds", *metrics]
+    header = ["Arm", "trains on", "reward queries per run", "surrogate calls per run", "s per run", "seeds", *metrics]
     md_rows, tex_rows = [], []
     for a in arms.values():
-        cells = [a["label"], a["trains_on"], f"{a['queries']:.0f}", f"{a['seconds']:.0f}", f"{a['n']}",
+        cells = [a["label"], a["trains_on"], f"{a['queries']:.0f}", f"{a['calls']:.0f}", f"{a['seconds']:.0f}",
+                 f"{a['n']}",
                  *(f"{a[m]:.{decimals}f}" for m in metrics)]
         md_rows.append([md_escape(c) for c in cells])
         tex_rows.append([tex_escape(c) for c in cells])
-    align = "llccc" + "c" * len(metrics)
+    align = "llcccc" + "c" * len(metrics)
     md_arms, tex_arms = markdown(header, md_rows, align), latex([tex_escape(h) for h in header], tex_rows, align)
     header = ["Score-function variant", "against", *[f"{m}: difference [95% CI]" for m in metrics]]
     md_rows, tex_rows = [], []
@@ -139,5 +157,8 @@ def score_function_legend(table: pd.DataFrame) -> str:
             f"learning rates, on the test prompts; mean over {'/'.join(map(str, n))} training seeds per arm. "
             f"Difference: variant − other, 95% CI of the hierarchical bootstrap ({paired}, then prompts); †: "
             f"Holm-significant at 0.05 over this table's {len(table)} comparisons (p the larger of the sign-flip "
-            f"test over prompts and the t test over seeds). Reward queries and seconds per run: the training logs' "
-            f"last step, mean over runs (seconds are training wall-clock on this machine).")
+            f"test over prompts and the t test over seeds; the variants are also treatments of Table 1's family, "
+            f"where the same pairs are corrected over that larger family). Reward queries: calls of the training "
+            f"reward per run; surrogate calls: of the differentiable surrogate (the data the surrogate was trained on "
+            f"are not counted); both from the training logs' last step, as are the seconds per run (training "
+            f"wall-clock on this machine), mean over runs.")

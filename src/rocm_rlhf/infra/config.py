@@ -171,6 +171,15 @@ def _check_semantics(config: dict) -> None:
         if config["model"]["num_steps"] < 2:
             problems.append("config key 'model.num_steps': the score-function methods weigh the sampler's stochastic "
                             "transitions, and with 1 step there is none; use 2 or more")
+        budget = config["baselines"]["reward_queries"]
+        if budget is not None and budget != t["steps"] * t["batch_size"]:
+            problems.append(f"config key 'baselines.reward_queries': {budget} reward queries for the baselines, but the "
+                            f"score-function methods make ROCM's train.steps x train.batch_size = "
+                            f"{t['steps'] * t['batch_size']}; they are compared at equal queries, so leave it null")
+        if sf["divergence"] not in config["rocm"]["divergences"]:
+            problems.append(f"config key 'score_function.divergence': '{sf['divergence']}' is not in rocm.divergences "
+                            f"{config['rocm']['divergences']}, so the variants would have no ROCM arm of their "
+                            f"divergence to be compared with; add it there or choose one of those")
     if t["mixed_precision"] == "fp16":
         problems.append(f"config key 'train.mixed_precision': {FP16_REFUSED}")
     unknown = [m for m in t["lora"]["target_modules"] if m not in UNET_LORA_TARGETS]

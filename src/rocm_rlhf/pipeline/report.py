@@ -275,6 +275,17 @@ def _trains_on(config: dict) -> dict[str, str]:
     return out
 
 
+def _surrogate_use(config: dict) -> dict[str, str]:
+    """Which methods call ``train.surrogate`` (:func:`rocm_rlhf.analysis.score_function.score_function_table`): ROCM
+    instead of ``train.reward`` where it climbs it, the hybrid also."""
+    from ..infra.scorer_catalogue import pathwise_reward
+
+    use = {"rocm_hybrid": "also"} if config["train"]["surrogate"] else {}
+    if pathwise_reward(config) != config["train"]["reward"]:
+        use["rocm"] = "instead"
+    return use
+
+
 @stage(reads=(*REPORT, "train.surrogate"))
 def table_score_function(job) -> None:
     """Beyond the paper: ROCM's score-function variants at their betas chosen on validation against ROCM's pathwise
@@ -290,14 +301,15 @@ def table_score_function(job) -> None:
     reward, quality = figure_metrics(job.config)
     f = job.config["figures"]
     table = score_function_table(read_scores(job.input.scores), pd.read_csv(job.input.chosen), _logs(job),
-                                 list(dict.fromkeys([reward, quality])), _trains_on(job.config), n_boot=f["n_boot"],
-                                 n_flips=f["n_flips"], rng_seed=job.config["seed"])
+                                 list(dict.fromkeys([reward, quality])), _trains_on(job.config),
+                                 _surrogate_use(job.config), n_boot=f["n_boot"], n_flips=f["n_flips"],
+                                 rng_seed=job.config["seed"])
     md, tex = score_function_text(table)
     write_table(Path(job.output.md).with_suffix(""), table, md + "\n" + score_function_legend(table) + "\n", tex)
     print(md)
 
 
-@stage(reads=REPORT)
+@stage(reads=(*REPORT, "train.surrogate"))
 def fig_score_function(job) -> None:
     """Beyond the paper: held-out training reward and primary endpoint against reward queries for ROCM's
     score-function variants and what they are compared with."""
@@ -309,5 +321,6 @@ def fig_score_function(job) -> None:
     reward, quality = figure_metrics(job.config)
     curves = _curves(job)
     treatments, references = comparison_arms(pd.read_csv(job.input.chosen), curves["arm"].unique())
+    instead = [m for m, u in _surrogate_use(job.config).items() if u == "instead"]
     make(curves, Path(job.output.pdf).with_suffix(""), list(dict.fromkeys([reward, quality])),
-         treatments + references)
+         treatments + references, surrogate_arms=[a for a in references if runs.parse_arm(a).method in instead])

@@ -145,7 +145,7 @@ class WeightedSum(Scorer):
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         total = None
         for name, scorer in self.terms.items():
-            term = self.weights[name] * scorer(images, prompts).float()
+            term = self.weights[name] * checked_scores(scorer(images, prompts), images, scorer, finite=False).float()
             total = term if total is None else total + term
         return total
 

@@ -79,25 +79,30 @@ def _fsync(path: Path) -> None:
 
 class CountingScorer(torch.nn.Module):
     """Wraps a reward model and counts every image it scores (the reward-query budget); what it returns is checked
-    (:func:`rocm_rlhf.rewards.checked_scores`: one score per image, or one error naming the scorer; a non-finite
-    score stops the run as a non-finite loss does, :class:`TrainingDivergedError`)."""
+    (:func:`rocm_rlhf.rewards.checked_scores`: one score per image, or one error naming the scorer); a non-finite
+    score is counted (``nonfinite``), and the run stops on the non-finite loss or reward it makes, naming it."""
 
     def __init__(self, scorer, world_size: int = 1):
         super().__init__()
         self.scorer = scorer
         self.queries = 0
         self.world_size = world_size  # equal shards: every process scores as many images, the count is global
+        self.nonfinite = 0  # non-finite scores returned so far: named when the run stops on a non-finite loss
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         from ..rewards import checked_scores
 
         self.queries += images.shape[0] * self.world_size
         scores = checked_scores(self.scorer(images, prompts), images, self.scorer, finite=False)
-        bad = ~torch.isfinite(scores.detach())
-        if bad.any():  # the run stops as on a non-finite loss, its last checkpoint kept
-            raise TrainingDivergedError(f"the reward ({getattr(self.scorer, 'definition', '') or type(self.scorer).__name__}) "
-                                        f"returned {int(bad.sum())} non-finite score(s) of {scores.shape[0]}")
+        self.nonfinite += int((~torch.isfinite(scores.detach())).sum())
         return scores
+
+    def nonfinite_cause(self) -> str:
+        """Words for an error message: how many non-finite scores the reward returned so far ('' if none)."""
+        if not self.nonfinite:
+            return ""
+        what = getattr(self.scorer, "definition", "") or type(self.scorer).__name__
+        return f" (the reward, {what}, returned {self.nonfinite} non-finite score(s) so far)"
 
 
 MIXED_PRECISION = ("no", "bf16")
@@ -203,7 +208,8 @@ class Context:
         if not self.group.all_finite(loss.detach()):
             value = loss.item()
             what = value if not math.isfinite(value) else "not finite in another process"
-            raise TrainingDivergedError(f"loss is {what} at update {self.updates + 1}")
+            cause = getattr(self.reward, "nonfinite_cause", str)()  # a non-finite reward named
+            raise TrainingDivergedError(f"loss is {what} at update {self.updates + 1}{cause}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.group.average_gradients(self.params)
@@ -286,6 +292,10 @@ class Trainer:
         kwargs = {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in kwargs.items()
                   for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
         info["reward_files"] = {k: _fingerprint(v) for k, v in kwargs.items() if isinstance(v, (str, os.PathLike))}
+        surrogate = method.get("surrogate_kwargs") or {}  # the hybrid's surrogate: a rebuilt one is another one
+        if surrogate:
+            info["surrogate_files"] = {k: _fingerprint(v) for k, v in surrogate.items()
+                                       if isinstance(v, (str, os.PathLike))}
         if info.get("init_adapter"):  # the warm start's weights: another adapter is another starting point
             info["init_adapter_files"] = _fingerprint(info["init_adapter"])
         cfg = self.run_info.get("config") or {}
@@ -489,8 +499,8 @@ class Trainer:
             for k in ("reward_mean", "loss"):
                 if k in row and not math.isfinite(row[k]):
                     self.flush_log()  # the rows up to the failing step, for the post-mortem
-                    raise TrainingDivergedError(f"{k} is {row[k]} at step {step}; last good checkpoint kept in "
-                                                f"{self.ckpt_dir}")
+                    raise TrainingDivergedError(f"{k} is {row[k]} at step {step}{self.ctx.reward.nonfinite_cause()}; "
+                                                f"last good checkpoint kept in {self.ckpt_dir}")
             self.rows.append(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row.get('reward_mean', float('nan')):.4f}")

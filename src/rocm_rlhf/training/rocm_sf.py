@@ -117,15 +117,26 @@ class ROCMScoreFunction(Regularised):
     def fixed_state_means(self, ctx, traj, emb, count: int) -> list[torch.Tensor]:
         """The policy's transition means at the first ``count`` sampled states, held fixed (detached): gradients
         into the adapter only, from the sampler's own transition (the last one, with ``final_step``, re-noises to its
-        own timestep, as ROCM regularises it)."""
+        own timestep, as ROCM regularises it). With ``train.gradient_checkpointing`` each transition's activations
+        are recomputed in the backward pass instead of held (the same gradients, the memory of one UNet call)."""
         s = ctx.settings
+        unet, scheduler = ctx.pipe.unet, ctx.pipe.scheduler
+
+        def mean(state, t, t_next):
+            return consistency_transition(unet, scheduler, emb, state, t, t_next, s.guidance_scale)[1]
+
         means = []
         for n in range(count):
             t = traj.timesteps[n]
             t_next = t if n == s.num_steps - 1 else traj.timesteps[n + 1]
             with ctx.autocast():
-                means.append(consistency_transition(ctx.pipe.unet, ctx.pipe.scheduler, emb, traj.states[n].detach(),
-                                                    t, t_next, s.guidance_scale)[1])
+                state = traj.states[n].detach()
+                if s.gradient_checkpointing and torch.is_grad_enabled():
+                    from torch.utils.checkpoint import checkpoint
+
+                    means.append(checkpoint(mean, state, t, t_next, use_reentrant=False))
+                else:
+                    means.append(mean(state, t, t_next))
         return means
 
     @staticmethod
@@ -145,6 +156,7 @@ class ROCMScoreFunction(Regularised):
             traj = consistency_sample(pipe.unet, pipe.scheduler, emb, num_steps=s.num_steps,
                                       guidance_scale=s.guidance_scale, latents=latents, noise=noise, reference=True,
                                       reference_grad=hybrid and regularised, final_step=self.final_step,
+                                      grad_steps=(s.truncated_backprop or None) if hybrid else None,
                                       checkpoint=s.gradient_checkpointing and hybrid)
             images = decode_latents(pipe.vae, traj.final)
         with torch.no_grad():
@@ -157,7 +169,9 @@ class ROCMScoreFunction(Regularised):
         log_prob = self.log_prob(traj, means[: s.num_steps - 1])  # [B], gradients into the adapter
         out = {}
         if hybrid:
-            surrogate = checked_scores(self.surrogate(images.float(), prompts), images, self.surrogate).float()
+            with ctx.autocast():  # as ROCM scores its reward
+                surrogate = self.surrogate(images.float(), prompts)
+            surrogate = checked_scores(surrogate, images, self.surrogate, finite=False).float()
             adv = leave_one_out_advantages((reward - surrogate).detach(), self.images_per_prompt)
             loss = -surrogate.mean() - (adv * log_prob).mean()
             if regularised:
