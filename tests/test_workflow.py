@@ -132,7 +132,7 @@ def test_snakefmt_clean():
 
 
 def _planned(*args: str) -> list[dict]:
-    """Rule, threads, resources, input and output of every planned job of a dry run (``snakemake -n``)."""
+    """Rule, threads, resources, input, output and wildcards of every planned job of a dry run (``snakemake -n``)."""
     res = subprocess.run([*SNAKEMAKE, "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     jobs = []
@@ -141,7 +141,7 @@ def _planned(*args: str) -> list[dict]:
         jobs.append({"rule": m.group(1), "threads": int(fields.get("threads", 1)),  # printed only when > 1
                      "resources": dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv),
                      "input": fields.get("input", "").split(", "), "output": fields.get("output", "").split(", "),
-                     "log": fields.get("log", "")})
+                     "log": fields.get("log", ""), "wildcards": fields.get("wildcards", "")})
     return jobs
 
 
@@ -161,6 +161,27 @@ def test_the_documented_two_gpu_command_runs_two_training_jobs_at_once(tmp_path)
     jobs16 = _planned("--cores", "16", "--resources", f"gpu={gpus}", "--directory", str(tmp_path),
                       "--configfile", str(REPO / "config/paper.yaml"))
     assert {j["threads"] for j in jobs16 if j["rule"] == "train_rocm"} == {8}
+
+
+def test_the_paper_settings_reward_without_gradients_plans_its_arms(tmp_path):
+    """config/paper-nondiff.yaml over paper.yaml (not run: it needs a GPU): the score-function variants, ROCM on the
+    total-variation surrogate and RLCM and DDPO on JPEG compressibility at the paper's 3 seeds, and the companion
+    table and figure, every training job on one GPU after staging and the device check."""
+    jobs = _planned("--cores", "8", "--resources", "gpu=2", "--directory", str(tmp_path),
+                    "--configfile", str(REPO / "config/paper.yaml"), str(REPO / "config/paper-nondiff.yaml"))
+    train = sorted(j["wildcards"].split("=", 1)[1] for j in jobs if j["rule"] in ("train_rocm", "train_baseline"))
+    sf = [r for r in train if r.startswith(("rocm_sf-", "rocm_hybrid-"))]
+    assert len(sf) == 2 * 3 * 3 and "rocm_hybrid-kl-b0.01-s2" in sf  # 2 variants x 3 betas x 3 seeds
+    assert sorted(r for r in train if r.startswith("rocm-")) == sorted(
+        [f"rocm-none-b0-s{s}" for s in range(3)] + [f"rocm-kl-b{b}-s{s}" for b in ("0.001", "0.01", "0.1")
+                                                     for s in range(3)])
+    assert sorted(r for r in train if not r.startswith("rocm")) == [f"{m}-s{s}" for m in ("ddpo", "rlcm")
+                                                                    for s in range(3)]
+    rules = {j["rule"] for j in jobs}
+    assert {"table_score_function", "fig_score_function", "stage_models", "check_device"} <= rules
+    for job in jobs:
+        if job["rule"] == "train_rocm":
+            assert job["resources"]["gpu"] == "1" and "results/paper-nondiff/device.json" in job["input"], job
 
 
 def test_hub_jobs_run_after_staging_and_the_device_preflight(tmp_path):
