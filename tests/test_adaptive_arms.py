@@ -78,9 +78,11 @@ def test_the_config_refuses_targets_of_unknown_divergences_and_a_start_outside_t
 
 
 def _scores(levels: dict[str, float], seeds: int = 3, n_prompts: int = 12, split: str = "test",
-            metrics=("gold", "proxy_pick"), noise: float = 0.02, rng_seed: int = 0) -> pd.DataFrame:
-    """Scores of each arm at ``levels[arm]`` (gold; proxy_pick 0.3 everywhere) with prompt effects shared by the
-    arms (so that paired differences are cleaner than the levels) and a little noise per image."""
+            metrics=("gold", "proxy_pick"), noise: float = 0.02, rng_seed: int = 0,
+            leveled=("gold",)) -> pd.DataFrame:
+    """Scores of each arm at ``levels[arm]`` on the ``leveled`` metrics (gold; the others, e.g. proxy_pick, 0.3
+    everywhere) with prompt effects shared by the arms (so that paired differences are cleaner than the levels) and
+    a little noise per image."""
     rng = np.random.default_rng(rng_seed)
     prompt_effect = rng.normal(0, 0.1, n_prompts)
     prefix = "val-" if split == "val" else ""
@@ -92,7 +94,7 @@ def _scores(levels: dict[str, float], seeds: int = 3, n_prompts: int = 12, split
             for p in range(n_prompts):
                 for s in range(2):
                     for metric in metrics:
-                        value = (level if metric == "gold" else 0.3) + prompt_effect[p] + noise * rng.standard_normal()
+                        value = (level if metric in leveled else 0.3) + prompt_effect[p] + noise * rng.standard_normal()
                         rows.append({"run_id": run.id, **run.identity(), "prompt_id": f"{prefix}sbx-{p:04d}",
                                      "sample_seed": s, "prompt": f"prompt {p}", "metric": metric, "value": value})
     return pd.DataFrame(rows)[SCORE_COLUMNS]

@@ -15,7 +15,6 @@ import torch
 
 from rocm_rlhf import runs
 from rocm_rlhf.analysis import arms
-from rocm_rlhf.analysis.scores import SCORE_COLUMNS
 from rocm_rlhf.infra.config import ConfigError, load_config, validate_config
 from rocm_rlhf.infra.scorer_catalogue import pathwise_reward
 from rocm_rlhf.training.rocm_sf import leave_one_out_advantages
@@ -186,24 +185,11 @@ def test_total_variation_is_a_differentiable_stand_in_for_jpeg_size():
         tv(torch.rand(1, 1, 8, 8), [""])
 
 
-def _scores(levels: dict[str, float], seeds: int = 3, n_prompts: int = 12, split: str = "test",
-            metrics=("gold_fidelity", "gold"), noise: float = 0.02, rng_seed: int = 0) -> pd.DataFrame:
-    """Scores of each arm at ``levels[arm]`` on every metric, prompt effects shared by the arms, a little noise."""
-    rng = np.random.default_rng(rng_seed)
-    prompt_effect = rng.normal(0, 0.1, n_prompts)
-    prefix = "val-" if split == "val" else ""
-    rows = []
-    for arm, level in levels.items():
-        run0 = runs.parse_arm(arm)
-        for seed in ([0] if arm in runs.UNTRAINED else range(seeds)):
-            run = runs.Run(run0.method, run0.divergence, run0.beta, seed, run0.lr, run0.target)
-            for p in range(n_prompts):
-                for s in range(2):
-                    for metric in metrics:
-                        value = level + prompt_effect[p] + noise * rng.standard_normal()
-                        rows.append({"run_id": run.id, **run.identity(), "prompt_id": f"{prefix}sbx-{p:04d}",
-                                     "sample_seed": s, "prompt": f"prompt {p}", "metric": metric, "value": value})
-    return pd.DataFrame(rows)[SCORE_COLUMNS]
+def _scores(levels: dict[str, float], seeds: int = 3, split: str = "test", metrics=("gold_fidelity", "gold")):
+    """Scores of each arm at ``levels[arm]`` on every metric (test_adaptive_arms' synthetic score table)."""
+    from test_adaptive_arms import _scores as scores
+
+    return scores(levels, seeds=seeds, split=split, metrics=metrics, leveled=metrics)
 
 
 VAL = {"base": 0.2, "rocm-none-b0": 0.1, "rocm-kl-b1": 0.3, "rocm-kl-b10": 0.5, "rocm_sf-kl-b1": 0.2,
