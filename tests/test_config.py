@@ -115,6 +115,9 @@ def test_config_digest_sees_content_keys_and_ignores_operational_ones():
     other = copy.deepcopy(base)
     other["train"]["surrogate"] = "proxy_aesthetic"
     assert config_digest(other, "train") != config_digest(base, "train")
+    # a stage may read the key itself (the score-function table reads train.surrogate)
+    assert config_digest(base, "seed", "train.surrogate") == config_digest(before, "seed")
+    assert config_digest(other, "seed", "train.surrogate") != config_digest(base, "seed", "train.surrogate")
 
 
 @pytest.mark.parametrize("override, key, words", [

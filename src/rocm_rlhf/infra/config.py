@@ -296,7 +296,7 @@ def config_digest(config: dict, *keys: str) -> str:
             node.pop(leaf, None)
     picked = {}
     for key in keys:
-        if key in OPERATIONAL_KEYS:
+        if key in OPERATIONAL_KEYS or key in neutral:  # a stage that reads the neutral key itself
             continue
         node = content
         for part in key.split("."):
