@@ -107,7 +107,7 @@ def test_kill_unlock_resume_damage_and_edit(copies):
     ("train: {steps: 4.0}\n", "train.steps"),
     ("rocm: {seeds: [0, 0]}\n", "rocm.seeds"),
     ("figures: {quality_metric: golde}\n", "figures.quality_metric"),
-    ("train: {reward: gold}\n", "train.reward"),
+    ("train: {reward: gold, surrogate: ''}\n", "train.reward"),  # no gradient, and nothing for ROCM to climb
     ("baselines: {ddpo: {batch_size: 6}}\n", "baselines.ddpo.num_minibatches"),
 ])
 def test_bad_config_values_fail_before_any_job_naming_the_key(copies, overlay, key):

@@ -214,9 +214,11 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
                    "evaluation: {batch_size: 7}\n")
     assert planned(operational) == {}
     lr = planned("train: {lr: 0.004}\n")  # every training run, then their samples, scores and reports
-    # the sweep and beta = 0 at both seeds, the baselines' tuning runs (they read the train block too); the chosen
-    # settings' seed 1 waits for the choice to be remade; the untrained arms do not rerun
-    assert lr["train_rocm"] == 5 and lr["train_baseline"] == 8 and lr["sample_eval"] == 13 and lr["choose_settings"] == 1
+    # the sweep (betas, targets, the score-function variants' betas) and beta = 0 at both seeds, the baselines'
+    # tuning runs (they read the train block too); the chosen settings' seed 1 waits for the choice to be remade; the
+    # untrained arms do not rerun
+    assert lr["train_rocm"] == 5 + 4 and lr["train_baseline"] == 8 and lr["sample_eval"] == 17
+    assert lr["choose_settings"] == 1
     assert not any(rule.startswith(("sandbox_", "prepare_")) for rule in lr) and "sample_eval" in lr
     ddpo = planned("baselines: {ddpo: {clip_range: 0.001}}\n")  # one method's block: that method's runs alone
     assert ddpo["train_baseline"] == 2 and "train_rocm" not in ddpo  # its two tuning runs (seed 1 after the choice)
@@ -226,7 +228,7 @@ def test_a_changed_value_reruns_the_jobs_that_read_it(ci_run, tmp_path):
     assert "fig_divergence_gallery" in figures and set(figures) <= {
         "stats", "table1", "table_tuning", "table_divergence_beta", "table_efficiency", "fig_beta_sweep",
         "fig_efficiency", "fig_training_curves", "fig_divergence_gallery", "table_adaptive_beta", "fig_adaptive_beta",
-        "publish_results", "all"}, figures  # + published copies
+        "table_score_function", "fig_score_function", "publish_results", "all"}, figures  # + published copies
 
 
 def test_jobs_in_the_fork_server_compute_what_their_own_processes_compute(ci_run, tmp_path):
