@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 
 import torch
 
@@ -73,3 +75,11 @@ def test_the_paper_unet_config_is_lcm_dreamshaper_v7():
         unet = UNet2DConditionModel(**cfg)
     n = sum(p.numel() for p in unet.parameters())
     assert 855e6 < n < 865e6, n
+
+
+def test_hybrid_gradient_norms_needs_the_nondiff_sandbox(tmp_path):
+    """The hybrid's gradient parts are measured on a finished nondiff run's sandbox; without one it says what to
+    run, before loading anything."""
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks/hybrid_gradient_norms.py"), "--sandbox",
+                          str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "no sandbox LCM" in res.stderr and "nondiff" in res.stderr
