@@ -137,24 +137,14 @@ def test_leave_one_out_baselines_within_each_prompts_images():
 
 def test_the_step_draws_each_prompt_once_per_group_of_images(tiny_lcm_dir):
     from rocm_rlhf.models import load_lcm_pipeline
+    from rocm_rlhf.training.loop import Context, TrainSettings
     from rocm_rlhf.training.rocm import consistency_step_inputs
 
-    class Ctx:  # the parts of the trainer's context the inputs need, around a real LCM pipeline
-        def __init__(self, pipe):
-            from rocm_rlhf.training.loop import TrainSettings
-
-            self.pipe, self.device = pipe, torch.device("cpu")
-            self.settings = TrainSettings(steps=1, batch_size=8, lr=0.0, seed=0, num_steps=2)
-            self.prompts = [f"prompt {i}" for i in range(50)]
-
-        def batch_prompts(self, step, n=None):
-            rng = np.random.default_rng([0, step, 99])
-            return [self.prompts[i] for i in rng.integers(0, len(self.prompts), size=n or 8)]
-
-        def generator(self, step):
-            return torch.Generator().manual_seed(step)
-
-    ctx = Ctx(load_lcm_pipeline(tiny_lcm_dir))
+    pipe = load_lcm_pipeline(tiny_lcm_dir)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    ctx = Context(pipe=pipe, params=params, reward=None, prompts=[f"prompt {i}" for i in range(50)],
+                  settings=TrainSettings(steps=1, batch_size=8, lr=0.0, seed=0, num_steps=2),
+                  device=torch.device("cpu"), optimizer=torch.optim.SGD(params, lr=0.0))  # the trainer's own draws
     prompts, latents, noise, emb = consistency_step_inputs(ctx, 3, images_per_prompt=4)
     assert prompts == [ctx.batch_prompts(3, 2)[0]] * 4 + [ctx.batch_prompts(3, 2)[1]] * 4
     assert latents.shape[0] == 8 and not torch.equal(latents[0], latents[1])  # own latents per image

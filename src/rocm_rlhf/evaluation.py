@@ -136,7 +136,7 @@ def diversity(images: torch.Tensor, units: pd.DataFrame) -> np.ndarray:
 def score_images(images: torch.Tensor, units: pd.DataFrame, scorers: dict, batch_size: int = 64,
                  device: str | torch.device = "cpu") -> pd.DataFrame:
     """Long table (prompt_id, sample_seed, prompt, metric, value) of every scorer on every image, batched."""
-    from .rewards import checked_scores
+    from .rewards import scores_of
 
     frames = []
     prompts = units["prompt"].tolist()
@@ -144,8 +144,7 @@ def score_images(images: torch.Tensor, units: pd.DataFrame, scorers: dict, batch
         vals = []
         for i in tqdm(range(0, len(images), batch_size), desc=name, mininterval=5.0, ascii=True):
             batch = images[i: i + batch_size].to(device)
-            scores = checked_scores(scorer(batch, prompts[i: i + batch_size]), batch, scorer, finite=False)
-            vals.append(scores.float().cpu())
+            vals.append(scores_of(scorer, batch, prompts[i: i + batch_size]).float().cpu())
         frames.append(units.assign(metric=name, value=torch.cat(vals).numpy()))
     frames.append(units.assign(metric="diversity", value=diversity(images, units)))
     return pd.concat(frames, ignore_index=True)

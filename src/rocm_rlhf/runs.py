@@ -80,7 +80,7 @@ and hybrid with a differentiable surrogate; :mod:`rocm_rlhf.training.rocm_sf`), 
 order."""
 
 BASELINES = tuple(m.name for m in METHODS.values() if m.role == "baseline")
-SCORE_FUNCTION_METHODS = ("rocm_sf", "rocm_hybrid")
+SCORE_FUNCTION_METHODS = tuple(m.name for m in METHODS.values() if m.config_block == "score_function")
 """ROCM's score-function variants (``score_function.methods``): ``rocm_sf`` weighs the reward's numbers alone,
 ``rocm_hybrid`` adds ROCM's pathwise gradient of ``train.surrogate``."""
 REGULARISED_METHODS = ("rocm", *SCORE_FUNCTION_METHODS)
@@ -341,13 +341,18 @@ def score_function_betas(config: dict) -> list[str]:
     return [fmt_beta(b) for b in sf.get("betas", [])] if sf.get("methods") else []
 
 
+def score_function_run(config: dict, method: str, beta, seed: int) -> Run:
+    """A run of a score-function variant (``method``) at ``beta``, regularised with ``score_function.divergence``."""
+    return rocm_run((config.get("score_function") or {}).get("divergence", "kl"), beta, seed, method)
+
+
 def score_function_runs(config: dict) -> list[str]:
     """The sweep of ROCM's score-function variants: ``score_function.methods`` x ``score_function.betas`` (of the
     divergence ``score_function.divergence``) x ``rocm.seeds``, chosen from on the validation prompts like beta
     (:func:`confirm_runs` adds the chosen betas' confirmatory seeds)."""
-    sf = config.get("score_function") or {}
-    return [rocm_run(sf["divergence"], beta, seed, m).id for seed in config["rocm"]["seeds"]
-            for m in sf.get("methods", []) for beta in score_function_betas(config)]
+    methods = (config.get("score_function") or {}).get("methods", [])
+    return [score_function_run(config, m, beta, seed).id for seed in config["rocm"]["seeds"]
+            for m in methods for beta in score_function_betas(config)]
 
 
 def sweep_runs(config: dict) -> list[str]:
@@ -361,10 +366,9 @@ def confirm_runs(config: dict, chosen_betas, chosen_targets=None, chosen_sf=None
     ``chosen_sf`` (``{score-function method: beta}``) of each score-function variant's chosen beta: one per
     ``confirm.seeds`` seed not already in the sweep's ``rocm.seeds``."""
     seeds = extra_seeds(config, config["rocm"]["seeds"])
-    div = (config.get("score_function") or {}).get("divergence", "kl")
     return ([rocm_run(d, beta, s).id for d, beta in chosen_betas.items() for s in seeds]
             + [adaptive_run(d, t, s).id for d, t in (chosen_targets or {}).items() for s in seeds]
-            + [rocm_run(div, beta, s, m).id for m, beta in (chosen_sf or {}).items() for s in seeds])
+            + [score_function_run(config, m, beta, s).id for m, beta in (chosen_sf or {}).items() for s in seeds])
 
 
 def lr_grid(config: dict) -> dict[str, list[str]]:
@@ -421,8 +425,7 @@ def reported_runs(config: dict, chosen_betas=None, chosen_lrs=None, chosen_targe
     the validation prompts only, as the choice's candidates)."""
     chosen = {baseline_run(m, 0, lr).arm for m, lr in (chosen_lrs or {}).items()}
     chosen |= {adaptive_run(d, t, 0).arm for d, t in (chosen_targets or {}).items()}
-    div = (config.get("score_function") or {}).get("divergence", "kl")
-    chosen |= {rocm_run(div, beta, 0, m).arm for m, beta in (chosen_sf or {}).items()}
+    chosen |= {score_function_run(config, m, beta, 0).arm for m, beta in (chosen_sf or {}).items()}
     candidates = tuning_runs(config) + adaptive_runs(config) + score_function_runs(config)
     dropped = {r for r in candidates if parse_run(r).arm not in chosen}
     return [r for r in eval_runs(config, chosen_betas, chosen_lrs, chosen_targets, chosen_sf) if r not in dropped]

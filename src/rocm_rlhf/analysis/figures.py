@@ -397,6 +397,7 @@ def fig_score_function(
         raise ValueError(f"the probe curves lack the arm(s) {missing}; probed: {sorted(curves['arm'].unique())}")
     meta = curves[["arm", "method", "divergence", "beta"]].drop_duplicates("arm").set_index("arm")
     info = arm_order(meta.loc[list(arms)])
+    labels = {a: f"{label_of(a)} (x: surrogate calls)" for a in surrogate_arms}
     n_seeds = []
     with matplotlib.rc_context(STYLE):
         fig = _new_figure(width, height)
@@ -408,7 +409,6 @@ def fig_score_function(
             lcm_runs = sub["method"].map(lambda m: runs.generator(m) == "lcm")
             if ((sub["step"] == 0) & lcm_runs).any():
                 axes[j].axhline(start_value(curves, metric), color="#666666", linestyle=":", linewidth=0.8)
-            labels = {a: f"{label_of(a)} (x: surrogate calls)" for a in surrogate_arms}
             n = _probe_lines(axes[j], sub, info, "reward_queries", labelled=j == 0, labels=labels)
             n_seeds += n if j == 0 else []
             axes[j].set_xlabel("reward queries")

@@ -104,13 +104,6 @@ def known_scorers() -> dict[str, tuple[bool, str]]:
     return out
 
 
-def _pathwise_runs(config: dict) -> bool:
-    """Whether the config trains ROCM runs (the pathwise gradient through the reward): a beta sweep, beta = 0 or
-    adaptive-beta targets."""
-    r = config["rocm"]
-    return bool(r["divergences"] or r["unregularised"] or any((r.get("targets") or {}).values()))
-
-
 def pathwise_reward(config: dict):
     """What ROCM's pathwise gradient climbs: ``train.reward``, or ``train.surrogate`` where that is set and
     ``train.reward`` is a built-in or plug-in scorer without gradients (:func:`scorer_problems` refuses a config that
@@ -186,7 +179,7 @@ def scorer_problems(config: dict) -> list[str]:
     if "rocm_hybrid" in sf_methods and not surrogate:
         out.append("config key 'score_function.methods': rocm_hybrid takes the pathwise gradient of a differentiable "
                    f"surrogate of train.reward; set train.surrogate (e.g. {example}), or run rocm_sf alone")
-    if nondiff and not surrogate and _pathwise_runs(config):
+    if nondiff and not surrogate:  # the pipeline always runs ROCM (rocm.divergences has at least one)
         for key, name in nondiff:
             out.append(f"config key '{key}': scorer '{name}' is not differentiable, and ROCM backpropagates "
                        f"through the reward; set train.surrogate to a differentiable scorer that ROCM climbs instead "

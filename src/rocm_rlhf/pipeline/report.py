@@ -165,9 +165,9 @@ def table_efficiency(job) -> None:
     from ..analysis.tables import efficiency_text, learning_text
     from ..infra.utils import atomic_path
 
-    reward, quality = figure_metrics(job.config)
     from ..analysis.arms import tuned_setting
 
+    reward, quality = figure_metrics(job.config)
     chosen = pd.read_csv(job.input.chosen)
     chosen = chosen[(chosen["method"] == "rocm") & (chosen["arm"].map(tuned_setting) == "beta")]  # ROCM's fixed betas
     reference = str(chosen.loc[chosen["mean"].idxmax(), "arm"])

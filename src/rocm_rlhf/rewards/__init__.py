@@ -46,13 +46,23 @@ class Scorer(torch.nn.Module):
         return dict(config["rewards"].get(name, {}))
 
 
+def scorer_name(scorer) -> str:
+    """A scorer in words for messages: its ``definition``, or its class name."""
+    return getattr(scorer, "definition", "") or type(scorer).__name__
+
+
+def scores_of(scorer, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """``scorer(images, prompts)``, checked by :func:`checked_scores` (non-finite scores returned: what to do with
+    them is the caller's, e.g. the trainer's loss check)."""
+    return checked_scores(scorer(images, prompts), images, scorer, finite=False)
+
+
 def checked_scores(scores, images: torch.Tensor, scorer, *, finite: bool = True) -> torch.Tensor:
     """``scores``, what ``scorer`` returned for ``images`` [B, 3, H, W], as a float tensor [B] on the images' device,
     or one error naming the scorer and what is wrong: not a tensor (a scorer without gradients may return numbers:
     a list, a tuple or a NumPy array of B of them), not B scores in one dimension ([B, 1] included: squeezing it
     silently would hide a scorer that scores something else), not a real number, or (``finite``) not finite."""
-    what = getattr(scorer, "definition", "") or type(scorer).__name__
-    name = f"scorer {type(scorer).__name__} ({what})"
+    name = f"scorer {type(scorer).__name__} ({scorer_name(scorer)})"
     b = images.shape[0]
     if not isinstance(scores, torch.Tensor):
         if getattr(scorer, "differentiable", True) or not isinstance(scores, (list, tuple)) and not hasattr(
@@ -145,7 +155,7 @@ class WeightedSum(Scorer):
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         total = None
         for name, scorer in self.terms.items():
-            term = self.weights[name] * checked_scores(scorer(images, prompts), images, scorer, finite=False).float()
+            term = self.weights[name] * scores_of(scorer, images, prompts).float()
             total = term if total is None else total + term
         return total
 

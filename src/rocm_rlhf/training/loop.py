@@ -90,19 +90,20 @@ class CountingScorer(torch.nn.Module):
         self.nonfinite = 0  # non-finite scores returned so far: named when the run stops on a non-finite loss
 
     def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        from ..rewards import checked_scores
+        from ..rewards import scores_of
 
         self.queries += images.shape[0] * self.world_size
-        scores = checked_scores(self.scorer(images, prompts), images, self.scorer, finite=False)
+        scores = scores_of(self.scorer, images, prompts)
         self.nonfinite += int((~torch.isfinite(scores.detach())).sum())
         return scores
 
     def nonfinite_cause(self) -> str:
         """Words for an error message: how many non-finite scores the reward returned so far ('' if none)."""
+        from ..rewards import scorer_name
+
         if not self.nonfinite:
             return ""
-        what = getattr(self.scorer, "definition", "") or type(self.scorer).__name__
-        return f" (the reward, {what}, returned {self.nonfinite} non-finite score(s) so far)"
+        return f" (the reward, {scorer_name(self.scorer)}, returned {self.nonfinite} non-finite score(s) so far)"
 
 
 MIXED_PRECISION = ("no", "bf16")

@@ -62,16 +62,13 @@ class HeldOutProbe:
     @torch.no_grad()
     def score(self, images: torch.Tensor, device) -> dict[str, float]:
         """``{metric: mean over the probe images}`` of images from :meth:`sample`."""
-        from ..rewards import checked_scores
+        from ..rewards import scores_of
 
         prompts = self.units["prompt"].tolist()
         out = {}
         for name, scorer in self.scorers.items():
-            vals = []
-            for i in range(0, len(images), self.batch_size):
-                batch = images[i: i + self.batch_size].to(device)
-                vals.append(checked_scores(scorer(batch, prompts[i: i + self.batch_size]), batch, scorer,
-                                           finite=False).float().cpu())
+            vals = [scores_of(scorer, images[i: i + self.batch_size].to(device), prompts[i: i + self.batch_size])
+                    .float().cpu() for i in range(0, len(images), self.batch_size)]
             out[name] = float(torch.cat(vals).double().mean())
         return out
 

@@ -32,13 +32,10 @@ def consistency_step_inputs(ctx, step: int, batch_size: int | None = None, *, sh
     ``images_per_prompt`` k > 1: ``batch_size / k`` prompts, each k times in a row (a group of images per prompt,
     with its own latents and noise). Returns (prompts, latents, noise, prompt embeddings)."""
     pipe, dtype = ctx.pipe, ctx.pipe.unet.dtype
-    n = ctx.settings.batch_size if batch_size is None else batch_size
-    if images_per_prompt > 1:
-        if n % images_per_prompt:
-            raise ValueError(f"a batch of {n} images does not split into groups of {images_per_prompt} per prompt")
-        prompts = [p for p in ctx.batch_prompts(step, n // images_per_prompt) for _ in range(images_per_prompt)]
-    else:
-        prompts = ctx.batch_prompts(step) if batch_size is None else ctx.batch_prompts(step, batch_size)
+    n, k = ctx.settings.batch_size if batch_size is None else batch_size, images_per_prompt
+    if n % k:
+        raise ValueError(f"a batch of {n} images does not split into groups of {k} per prompt")
+    prompts = [p for p in ctx.batch_prompts(step, n // k) for _ in range(k)]  # k = 1: the batch's own draw
     g = ctx.generator(step)
     shape = (len(prompts), *latent_shape(pipe))
     latents, noise = torch.randn(shape, generator=g), draw_noise(shape, ctx.settings.num_steps, g)

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..rewards import checked_scores
+from ..rewards import scores_of
 from ..samplers.common import decode_latents, transition_log_prob
 from ..samplers.consistency import consistency_sample, consistency_transition, divergence_per_step
 from .loop import reward_stats
@@ -83,14 +83,23 @@ class ROCMScoreFunction(Regularised):
         self.check_regulariser()
         if int(self.images_per_prompt) < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {self.images_per_prompt}")
-        if isinstance(self.surrogate, str):
-            from ..infra.scorer_catalogue import BUILTIN
+        self.check_surrogate()
 
-            if self.surrogate in BUILTIN and not BUILTIN[self.surrogate][0]:
-                raise ValueError(f"the hybrid's surrogate '{self.surrogate}' is not differentiable (its pathwise "
-                                 "gradient is used); name a differentiable scorer")
-        elif self.surrogate is not None and not getattr(self.surrogate, "differentiable", True):
-            raise ValueError("the hybrid's surrogate must be a differentiable scorer (its pathwise gradient is used)")
+    def check_surrogate(self) -> None:
+        """The hybrid's surrogate (a scorer, or a name the scorer catalogue knows) must be differentiable: its
+        pathwise gradient is used. Checked when the method is made and again once a named one is loaded."""
+        s = self.surrogate
+        if s is None:
+            return
+        if isinstance(s, str):
+            from ..infra.scorer_catalogue import known_scorers
+
+            differentiable, what = known_scorers().get(s, (True, ""))[0], s
+        else:
+            differentiable, what = getattr(s, "differentiable", True), type(s).__name__
+        if not differentiable:
+            raise ValueError(f"the hybrid's surrogate must be a differentiable scorer (its pathwise gradient is "
+                             f"used): '{what}' is not differentiable")
 
     def queries_per_step(self):
         return None
@@ -108,9 +117,7 @@ class ROCMScoreFunction(Regularised):
             from ..rewards import load_scorer
 
             self.surrogate = load_scorer(self.surrogate, **(self.surrogate_kwargs or {}))
-            if not getattr(self.surrogate, "differentiable", True):
-                raise ValueError("the hybrid's surrogate must be a differentiable scorer (its pathwise gradient is "
-                                 "used)")
+            self.check_surrogate()
         if self.surrogate is not None:
             self.surrogate = self.surrogate.to(ctx.device)
 
@@ -170,8 +177,7 @@ class ROCMScoreFunction(Regularised):
         out = {}
         if hybrid:
             with ctx.autocast():  # as ROCM scores its reward
-                surrogate = self.surrogate(images.float(), prompts)
-            surrogate = checked_scores(surrogate, images, self.surrogate, finite=False).float()
+                surrogate = scores_of(self.surrogate, images.float(), prompts).float()
             adv = leave_one_out_advantages((reward - surrogate).detach(), self.images_per_prompt)
             loss = -surrogate.mean() - (adv * log_prob).mean()
             if regularised:
