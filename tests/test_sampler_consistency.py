@@ -280,3 +280,47 @@ def test_consistency_function_matches_lcm_scheduler_for_each_prediction_type(tin
     with pytest.raises(ValueError, match="prediction_type 'flow' is not implemented"):
         consistency_sample(pipe.unet, odd, emb, num_steps=2, guidance_scale=3.0, latents=lat,
                            noise=draw_noise(lat.shape, 2, None))
+
+
+def test_adapter_switch_is_diffusers_switch(tiny_lcm_dir):
+    """adapter_disabled switches the adapter layers it found once, as diffusers' disable_adapters/enable_adapters
+    do: the same outputs, bit for bit, with the adapter off and on again, the adapters' requires_grad restored
+    (gradients flow to them after the switch), and a new adapter seen."""
+    from rocm_rlhf.samplers.consistency import adapter_layers
+
+    pipe = load_lcm_pipeline(tiny_lcm_dir)
+    params = add_lora(pipe.unet, 4, 8, ["to_q", "to_k", "to_v", "to_out.0"], seed=0)
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.05)
+    unet = pipe.unet
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = encode_prompts(pipe.tokenizer, pipe.text_encoder, PROMPTS[:2])
+    t = torch.tensor([499, 499])
+
+    def out():
+        return unet(x, t, encoder_hidden_states=emb, timestep_cond=None).sample.detach()
+
+    policy = out()
+    unet.disable_adapters()
+    base = out()
+    unet.enable_adapters()
+    assert not torch.equal(base, policy)  # the adapter matters
+    with adapter_disabled(unet):
+        assert torch.equal(out(), base)
+        assert not any(p.requires_grad for p in params)  # as diffusers' switch leaves them
+    assert torch.equal(out(), policy)
+    assert all(p.requires_grad for p in params)
+    unet(x, t, encoder_hidden_states=emb).sample.sum().backward()
+    assert all(p.grad is not None for p in params)
+    layers = adapter_layers(unet)
+    assert layers is adapter_layers(unet) and len(layers) == sum(1 for n, _ in unet.named_modules()
+                                                                    if n.endswith(("to_q", "to_k", "to_v", "to_out.0")))
+    with pytest.raises(RuntimeError, match="boom"):  # an error inside leaves the adapter on
+        with adapter_disabled(unet):
+            raise RuntimeError("boom")
+    assert torch.equal(out(), policy)
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q"]), adapter_name="other")
+    assert adapter_layers(unet) is not layers  # another set of adapters: found again
