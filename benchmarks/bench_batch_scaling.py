@@ -16,6 +16,14 @@ config's batch (ROCM and RLCM ``batch_size``, DDPO and DPOK ``batch_size``, D3PO
 ``rocm`` is ROCM at KL beta = 10 (the default's regularised runs), ``rocm-b0`` at beta = 0. The first two steps of
 each are warm-up; the median of the others is reported. Needs the sandbox models (`snakemake --cores 2
 results/models/sandbox/quality.json`). Results: results/benchmarks/batch_scaling.json (or --out).
+
+``--project RESULTS`` (a finished workflow run's results folder, e.g. ``results``) projects that run's training
+job-seconds had the runs of each method that the workflow can start together been trained as one batched model:
+the seed-0 runs of a method (ROCM's betas, divergences and targets; a baseline's learning-rate grid) in one group,
+its confirmatory seeds in another, a group's per-run step cost the measured factor at its size (interpolated
+linearly between the measured sizes, the largest measured one beyond them). Only a run's training steps (its
+``log.csv`` wall clock) are scaled; its loading, probe and checkpoints are kept. An estimate of the ceiling, not a
+measurement.
 """
 
 from __future__ import annotations
@@ -56,6 +64,56 @@ def merged(a: dict, b: dict) -> dict:
     return out
 
 
+def factor(measured: dict, method: str, runs: int) -> float:
+    """The measured per-run step cost of ``method`` with ``runs`` runs per call, relative to one run: linear between
+    the measured sizes, the largest measured size's beyond them."""
+    rows = {int(r): v["per_run_step_vs_one_run"] for r, v in measured["methods"][method].items()}
+    sizes = sorted(rows)
+    if runs >= sizes[-1]:
+        return rows[sizes[-1]]
+    hi = next(s for s in sizes if s >= runs)
+    lo = max(s for s in sizes if s <= runs)
+    return rows[lo] if hi == lo else rows[lo] + (rows[hi] - rows[lo]) * (runs - lo) / (hi - lo)
+
+
+def project(results: Path, measured: dict) -> dict:
+    """A finished run's training job-seconds, and the same had each group of runs been one batched model."""
+    import pandas as pd
+
+    from rocm_rlhf import runs as catalogue
+
+    jobs = []
+    for tsv in sorted((results / "benchmarks/train").glob("*.tsv")):
+        run = catalogue.parse_run(tsv.stem)
+        kind = run.method if run.method != "rocm" else ("rocm-b0" if run.divergence == catalogue.UNREGULARISED
+                                                        else "rocm")
+        group = (run.method, "seed 0" if run.seed == 0 else "confirmatory seeds")
+        job_s = float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
+        step_s = float(pd.read_csv(results / "runs" / run.id / "log.csv")["wall_s"].iloc[-1])
+        jobs.append({"run": run.id, "kind": kind, "group": group, "job_s": job_s, "steps_s": step_s})
+    if not jobs:
+        raise SystemExit(f"no training benchmarks under {results}/benchmarks/train: run the workflow first")
+    sizes = {}
+    for j in jobs:
+        sizes[j["group"]] = sizes.get(j["group"], 0) + 1
+    out = {"results": str(results), "groups": {f"{m}, {g}": n for (m, g), n in sizes.items()}, "by_method": {}}
+    for j in jobs:
+        if j["kind"] not in measured["methods"]:
+            raise SystemExit(f"{j['run']}: no measurement of {j['kind']}; measure it (--methods)")
+        f = factor(measured, j["kind"], sizes[j["group"]])
+        j["projected_s"] = j["job_s"] - j["steps_s"] + j["steps_s"] * f
+        m = out["by_method"].setdefault(j["group"][0], {"runs": 0, "job_s": 0.0, "steps_s": 0.0, "projected_s": 0.0})
+        m["runs"] += 1
+        for k in ("job_s", "steps_s", "projected_s"):
+            m[k] += j[k]
+    out["train_job_s"] = sum(j["job_s"] for j in jobs)
+    out["train_projected_s"] = sum(j["projected_s"] for j in jobs)
+    all_s = sum(float(pd.read_csv(t, sep="\t")["s"].iloc[-1]) for t in (results / "benchmarks").rglob("*.tsv"))
+    out["all_job_s"] = all_s
+    out["all_projected_s"] = all_s - out["train_job_s"] + out["train_projected_s"]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sandbox", default=str(REPO / "results/models/sandbox"))
@@ -64,7 +122,19 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", nargs="+", type=int, default=[1, 3, 8])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "results/benchmarks/batch_scaling.json"))
+    ap.add_argument("--project", help="a finished run's results folder: project its training job-seconds")
+    ap.add_argument("--measured", help="with --project: reuse this batch_scaling.json instead of measuring")
     args = ap.parse_args(argv)
+    if args.measured and not args.project:
+        ap.error("--measured needs --project")
+    if args.measured:
+        res = json.loads(Path(args.measured).read_text())
+        res["projection"] = project(Path(args.project), res)
+        print(json.dumps(res["projection"], indent=2))
+        from rocm_rlhf.infra.utils import write_json
+
+        write_json(args.out, res)
+        return 0
     if args.steps < 3:
         ap.error("--steps must be at least 3 (two warm-up steps, then the timed ones)")
 
@@ -112,6 +182,8 @@ def main(argv=None) -> int:
         for r, row in rows.items():
             row["per_run_step_vs_one_run"] = row["s_per_run_step"] / one["s_per_run_step"] if one else None
         res["methods"][method] = rows
+    if args.project:
+        res["projection"] = project(Path(args.project), res)
     write_json(args.out, res)  # atomic, creating the folder
     print(json.dumps(res, indent=2))
     return 0

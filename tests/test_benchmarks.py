@@ -83,3 +83,32 @@ def test_hybrid_gradient_norms_needs_the_nondiff_sandbox(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "benchmarks/hybrid_gradient_norms.py"), "--sandbox",
                           str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "no sandbox LCM" in res.stderr and "nondiff" in res.stderr
+
+
+def test_batch_scaling_projection(tmp_path):
+    """The batched-runs projection: per-run factors interpolated between measured sizes, only the training steps of
+    a job scaled, seed-0 runs and confirmatory seeds of a method in separate groups."""
+    import pandas as pd
+
+    mod = _load("bench_batch_scaling")
+    measured = {"methods": {
+        "rocm": {"1": {"per_run_step_vs_one_run": 1.0}, "3": {"per_run_step_vs_one_run": 0.6},
+                 "8": {"per_run_step_vs_one_run": 0.5}},
+        "ddpo": {"1": {"per_run_step_vs_one_run": 1.0}, "3": {"per_run_step_vs_one_run": 0.8}}}}
+    assert mod.factor(measured, "rocm", 1) == 1.0 and mod.factor(measured, "rocm", 2) == 0.8
+    assert mod.factor(measured, "rocm", 20) == 0.5 and mod.factor(measured, "ddpo", 5) == 0.8
+    res = tmp_path / "results"
+    jobs = {"rocm-kl-b1-s0": (40, 30), "rocm-js-b1-s0": (40, 30), "rocm-kl-b1-s1": (50, 30), "ddpo-s0": (100, 90)}
+    for run, (job_s, steps_s) in jobs.items():
+        (res / "benchmarks/train").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"s": [job_s]}).to_csv(res / f"benchmarks/train/{run}.tsv", sep="\t", index=False)
+        (res / "runs" / run).mkdir(parents=True)
+        pd.DataFrame({"step": [1, 2], "wall_s": [steps_s / 2, steps_s]}).to_csv(res / "runs" / run / "log.csv",
+                                                                               index=False)
+    pd.DataFrame({"s": [10.0]}).to_csv(res / "benchmarks/evaluate.tsv", sep="\t", index=False)
+    out = mod.project(res, measured)
+    assert out["groups"] == {"rocm, seed 0": 2, "rocm, confirmatory seeds": 1, "ddpo, seed 0": 1}
+    # rocm seed 0: 2 runs at 0.8 -> each 10 + 30 * 0.8; the lone confirmatory run and ddpo unchanged
+    assert math.isclose(out["by_method"]["rocm"]["projected_s"], 2 * (10 + 24) + 50)
+    assert math.isclose(out["train_projected_s"], 2 * 34 + 50 + 100)
+    assert math.isclose(out["all_job_s"], 230 + 10) and math.isclose(out["all_projected_s"], 218 + 10)
