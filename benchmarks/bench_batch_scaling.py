@@ -6,15 +6,17 @@ cost of these small models is far from linear in the batch, so this is the lever
 training jobs. Its ceiling is what one run costs when its batch is R times the default's, divided by R: the samples
 of R runs in every call, with none of the per-run adapter arithmetic a real batched model would add (so the real
 gain is at most this). This benchmark trains each method for a few steps at R = 1, 3 and 8 times the default
-config's batch (ROCM and RLCM ``batch_size``, DDPO and DPOK ``batch_size``, D3PO ``prompts_per_step``; DPOK's
-``policy_batch_size`` too, since its updates draw a fixed number of buffer minibatches), through the pipeline's own
+config's batch (ROCM and RLCM ``batch_size``, DDPO and DPOK ``batch_size``, D3PO ``prompts_per_step``; the number
+of updates per step kept, so each update takes R runs' samples: DPOK's ``policy_batch_size`` times R, D3PO's
+``num_minibatches`` fixed at its one update per pair of one run), through the pipeline's own
 ``train_run``, single-threaded, and reports seconds per step and per run-step (seconds per step / R).
 
-    python benchmarks/bench_batch_scaling.py [--sandbox results/models/sandbox] [--runs 1 3 8] [--steps 5]
-        [--methods rocm rocm-b0 rlcm ddpo d3po dpok]
+    python benchmarks/bench_batch_scaling.py [--sandbox results/models/sandbox] [--runs 1 3 8] [--steps 6]
+        [--rounds 3] [--methods rocm rocm-b0 rlcm ddpo d3po dpok] [--project results]
 
 ``rocm`` is ROCM at KL beta = 10 (the default's regularised runs), ``rocm-b0`` at beta = 0. The first two steps of
-each are warm-up; the median of the others is reported. Needs the sandbox models (`snakemake --cores 2
+of each run are warm-up; the median of the others, pooled over ``--rounds`` interleaved rounds (this machine's speed
+drifts within minutes), is reported. Needs the sandbox models (`snakemake --cores 2
 results/models/sandbox/quality.json`). Results: results/benchmarks/batch_scaling.json (or --out).
 
 ``--project RESULTS`` (a finished workflow run's results folder, e.g. ``results``) projects that run's training
@@ -46,8 +48,10 @@ def batch_overrides(method: str, runs: int, config: dict) -> dict:
     b = config["baselines"]
     if method in ("rocm", "rocm-b0"):
         return {"train": {"batch_size": config["train"]["batch_size"] * runs}}
-    if method == "d3po":
-        return {"baselines": {"d3po": {"prompts_per_step": b["d3po"]["prompts_per_step"] * runs}}}
+    if method == "d3po":  # one update per pair of each run (num_minibatches unset): R pairs per update
+        pairs = b["d3po"]["prompts_per_step"]
+        return {"baselines": {"d3po": {"prompts_per_step": pairs * runs,
+                                       "num_minibatches": b["d3po"].get("num_minibatches") or pairs}}}
     block = {"batch_size": b[method]["batch_size"] * runs}
     if method == "dpok":
         from rocm_rlhf.training.dpok import DPOK
@@ -120,7 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", default=str(REPO / "results/prompts/train.csv"))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--runs", nargs="+", type=int, default=[1, 3, 8])
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the timed steps of all are pooled")
     ap.add_argument("--out", default=str(REPO / "results/benchmarks/batch_scaling.json"))
     ap.add_argument("--project", help="a finished run's results folder: project its training job-seconds")
     ap.add_argument("--measured", help="with --project: reuse this batch_scaling.json instead of measuring")
@@ -152,32 +157,43 @@ def main(argv=None) -> int:
     base = load_config(REPO / "config/config.yaml", overrides={"device": "cpu"})
     prompts = read_prompts(args.prompts)["prompt"].tolist()
     work = Path(args.out).with_suffix("")
-    res = {"benchmark": "batch_scaling", "steps": args.steps, "threads": 1,
+    res = {"benchmark": "batch_scaling", "steps": args.steps, "rounds": args.rounds, "threads": 1,
            "machine": f"{platform.machine()} python {platform.python_version()} torch {torch.__version__}",
            "methods": {}}
+    timed = {(m, r): [] for m in args.methods for r in args.runs}
+    totals = {(m, r): [] for m in args.methods for r in args.runs}
+    queries = {}
+    for rnd in range(args.rounds):  # interleaved rounds: this machine's speed drifts within minutes
+        for method in args.methods:
+            name = method.split("-")[0]
+            model = sbx / ("teacher" if catalogue.generator(name) == "diffusion" else "lcm")
+            kw = {"rocm": {"divergence": "kl", "beta": 10.0},
+                  "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
+            for r in args.runs:
+                over = merged({"device": "cpu", "train": {"steps": args.steps, "checkpoint_every": 10**6}},
+                              batch_overrides(method, r, base))
+                cfg = load_config(REPO / "config/config.yaml", overrides=over)
+                per_step = make_method(name, cfg, **kw).queries_per_step() or cfg["train"]["batch_size"]
+                queries[method, r] = per_step
+                cfg = load_config(REPO / "config/config.yaml",
+                                  overrides=merged(over, {"baselines": {"reward_queries": per_step * args.steps}}))
+                run_dir = work / f"{method}-x{r}"
+                shutil.rmtree(run_dir, ignore_errors=True)
+                t0 = time.perf_counter()
+                train_run(cfg, method=name, run_id=f"{method}-x{r}", seed=0, run_dir=run_dir, model_id=str(model),
+                          reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
+                          prompts=prompts, **kw)
+                wall = pd.read_csv(run_dir / "log.csv")["wall_s"].tolist()
+                timed[method, r] += [b - a for a, b in zip(wall[1:], wall[2:])]  # steps 3.. (2 warm-up)
+                totals[method, r].append(time.perf_counter() - t0)
+                print(f"round {rnd + 1}: {method} x{r}: {statistics.median(timed[method, r][-(args.steps - 2):]):.3f} "
+                      f"s per step", flush=True)
     for method in args.methods:
-        name = method.split("-")[0]
-        model = sbx / ("teacher" if catalogue.generator(name) == "diffusion" else "lcm")
-        kw = {"rocm": {"divergence": "kl", "beta": 10.0}, "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
         rows = {}
         for r in args.runs:
-            over = merged({"device": "cpu", "train": {"steps": args.steps, "checkpoint_every": 10**6}},
-                          batch_overrides(method, r, base))
-            cfg = load_config(REPO / "config/config.yaml", overrides=over)
-            per_step = make_method(name, cfg, **kw).queries_per_step() or cfg["train"]["batch_size"]
-            cfg = load_config(REPO / "config/config.yaml",
-                              overrides=merged(over, {"baselines": {"reward_queries": per_step * args.steps}}))
-            run_dir = work / f"{method}-x{r}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            t0 = time.perf_counter()
-            train_run(cfg, method=name, run_id=f"{method}-x{r}", seed=0, run_dir=run_dir, model_id=str(model),
-                      reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
-                      prompts=prompts, **kw)
-            wall = pd.read_csv(run_dir / "log.csv")["wall_s"].tolist()
-            step_s = statistics.median(b - a for a, b in zip(wall[1:], wall[2:]))
-            rows[r] = {"queries_per_step": per_step, "s_per_step": step_s, "s_per_run_step": step_s / r,
-                       "total_s": time.perf_counter() - t0}
-            print(method, r, rows[r], flush=True)
+            step_s = statistics.median(timed[method, r])  # over every round's timed steps
+            rows[r] = {"queries_per_step": queries[method, r], "s_per_step": step_s, "s_per_run_step": step_s / r,
+                       "timed_steps": len(timed[method, r]), "total_s": sum(totals[method, r])}
         one = rows.get(1)
         for r, row in rows.items():
             row["per_run_step_vs_one_run"] = row["s_per_run_step"] / one["s_per_run_step"] if one else None
