@@ -25,7 +25,6 @@ import json
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,39 +59,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from bench_rocm_step import build_random_sandbox_lcm
+    from bench_rocm_step import rocm_step_setup
 
     from rocm_rlhf.infra.utils import write_json
-    from rocm_rlhf.models import load_lcm_pipeline
-    from rocm_rlhf.rewards import Scorer
     from rocm_rlhf.samplers import consistency
-    from rocm_rlhf.training.lora import add_lora
-    from rocm_rlhf.training.loop import Context, CountingScorer, TrainSettings
     from rocm_rlhf.training.rocm import ROCM
 
-    lcm, tmp = Path(args.lcm), None
-    if not (lcm / "model_index.json").exists():
-        tmp = tempfile.TemporaryDirectory()
-        lcm, source = build_random_sandbox_lcm(Path(tmp.name) / "lcm"), "random UNet of the sandbox architecture"
-    else:
-        source = str(args.lcm)
-    pipe = load_lcm_pipeline(lcm)
-    params = add_lora(pipe.unet, 16, 32, ["to_q", "to_k", "to_v", "to_out.0"], seed=0)
-    with torch.no_grad():  # a trained-looking adapter (B != 0), so the reference differs from the policy
-        for p in params:
-            p.normal_(0, 0.01)
+    pipe, params, ctx, source, tmp = rocm_step_setup(args.lcm, args.batch, args.steps, lr=0.0)  # a fixed state
     unet = pipe.unet
     ours = consistency.adapter_disabled
-
-    class Brightness(Scorer):  # a cheap differentiable reward, so the benchmark times the sampler
-        def forward(self, images, prompts):
-            return images.mean((1, 2, 3))
-
-    settings = TrainSettings(steps=10**6, batch_size=args.batch, lr=1e-4, seed=0, num_steps=args.steps,
-                             guidance_scale=3.0, checkpoint_every=10**6)
-    ctx = Context(pipe=pipe, params=params, reward=CountingScorer(Brightness()),
-                  prompts=["a large red circle on the left", "a small blue square at the top"], settings=settings,
-                  device=torch.device("cpu"), optimizer=torch.optim.SGD(params, lr=0.0))  # lr 0: a fixed state
     methods = {"beta_0.1": ROCM(divergence="kl", beta=0.1), "beta_0": ROCM(divergence="none", beta=0.0)}
     switches = {"diffusers": diffusers_switch, "adapter_layers": ours}
 

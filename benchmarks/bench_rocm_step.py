@@ -50,36 +50,26 @@ def build_random_sandbox_lcm(path: Path) -> Path:
     return path
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lcm", default=str(REPO / "results/models/sandbox/lcm"))
-    ap.add_argument("--unet", choices=["sandbox", "dreamshaper-tiny"], default="sandbox")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=4, help="sampler steps K")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "results/benchmarks/rocm_step.json"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
+def rocm_step_setup(lcm_path: str, batch: int, sampler_steps: int, unet: str = "sandbox", lr: float = 1e-4):
+    """What the ROCM step benchmarks time: the LCM at ``lcm_path`` (a random one of the sandbox's architecture if it
+    is missing; ``unet="dreamshaper-tiny"`` swaps in a random UNet of the LCM Dreamshaper v7 architecture) with a
+    trained-looking LoRA adapter (rank 16, alpha 32, B != 0, so the divergence is not trivially zero) and a training
+    Context with a cheap differentiable reward (the images' brightness, so the sampler is what is timed). Returns
+    (pipe, params, ctx, source, tmp), ``tmp`` the temporary folder of a random LCM or None; ``lr`` 0 keeps the
+    state fixed (plain SGD)."""
     from rocm_rlhf.models import load_lcm_pipeline
     from rocm_rlhf.rewards import Scorer
-    from rocm_rlhf.samplers.common import encode_prompts
-    from rocm_rlhf.samplers.consistency import adapter_disabled, guidance_embedding
     from rocm_rlhf.training.lora import add_lora
     from rocm_rlhf.training.loop import Context, CountingScorer, TrainSettings
-    from rocm_rlhf.training.rocm import ROCM
 
-    lcm = Path(args.lcm)
-    tmp = None
+    lcm, tmp = Path(lcm_path), None
     if not (lcm / "model_index.json").exists():
         tmp = tempfile.TemporaryDirectory()
-        lcm = build_random_sandbox_lcm(Path(tmp.name) / "lcm")
-        source = "random UNet of the sandbox architecture"
+        lcm, source = build_random_sandbox_lcm(Path(tmp.name) / "lcm"), "random UNet of the sandbox architecture"
     else:
-        source = str(args.lcm)
+        source = str(lcm_path)
     pipe = load_lcm_pipeline(lcm)
-    if args.unet == "dreamshaper-tiny":
+    if unet == "dreamshaper-tiny":
         from diffusers import UNet2DConditionModel
 
         sys.path.insert(0, str(REPO / "benchmarks"))
@@ -99,11 +89,32 @@ def main(argv=None) -> int:
         def forward(self, images, prompts):
             return images.mean((1, 2, 3))
 
-    settings = TrainSettings(steps=10**6, batch_size=args.batch, lr=1e-4, seed=0, num_steps=args.steps,
+    settings = TrainSettings(steps=10**6, batch_size=batch, lr=lr, seed=0, num_steps=sampler_steps,
                              guidance_scale=3.0, checkpoint_every=10**6)
+    optimizer = torch.optim.AdamW(params, lr=lr) if lr else torch.optim.SGD(params, lr=0.0)
     ctx = Context(pipe=pipe, params=params, reward=CountingScorer(Brightness()),
                   prompts=["a large red circle on the left", "a small blue square at the top"], settings=settings,
-                  device=torch.device("cpu"), optimizer=torch.optim.AdamW(params, lr=1e-4))
+                  device=torch.device("cpu"), optimizer=optimizer)
+    return pipe, params, ctx, source, tmp
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lcm", default=str(REPO / "results/models/sandbox/lcm"))
+    ap.add_argument("--unet", choices=["sandbox", "dreamshaper-tiny"], default="sandbox")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=4, help="sampler steps K")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(REPO / "results/benchmarks/rocm_step.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from rocm_rlhf.samplers.common import encode_prompts
+    from rocm_rlhf.samplers.consistency import adapter_disabled, guidance_embedding
+    from rocm_rlhf.training.rocm import ROCM
+
+    pipe, params, ctx, source, tmp = rocm_step_setup(args.lcm, args.batch, args.steps, unet=args.unet)
     methods = {"beta_0.1": ROCM(divergence="kl", beta=0.1), "beta_0": ROCM(divergence="none", beta=0.0)}
 
     def time_step(method, i):
