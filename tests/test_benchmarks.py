@@ -112,3 +112,17 @@ def test_batch_scaling_projection(tmp_path):
     assert math.isclose(out["by_method"]["rocm"]["projected_s"], 2 * (10 + 24) + 50)
     assert math.isclose(out["train_projected_s"], 2 * 34 + 50 + 100)
     assert math.isclose(out["all_job_s"], 230 + 10) and math.isclose(out["all_projected_s"], 218 + 10)
+
+
+def test_adapter_switch_benchmark_checks_the_same_gradients(tmp_path):
+    """bench_adapter_switch (and the setup it shares with bench_rocm_step) runs on a random sandbox LCM, and the
+    reference switch it replaced gives the same loss and bit-identical gradients as the one in use."""
+    out = tmp_path / "adapter_switch.json"
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_adapter_switch.py"), "--lcm",
+                          str(tmp_path / "none"), "--batch", "2", "--steps", "2", "--repeats", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["model"] == "random UNet of the sandbox architecture" and data["adapter_layers"] > 0
+    assert all(v["loss_equal"] and v["gradients_bit_identical"] for v in data["same_result"].values())
+    assert set(data["step_s_median"]) == {"beta_0.1", "beta_0"}
