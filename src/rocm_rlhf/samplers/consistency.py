@@ -5,7 +5,8 @@ outside the graph, so the chain is a differentiable function of the UNet's param
 policy step ``N(sqrt(abar_{t_{n+1}}) x0_n, (1 - abar_{t_{n+1}}) I)``; the last evaluation is regularised as if it
 re-noised to its own timestep (``final_step``); the reference policy is the UNet with its LoRA adapter disabled.
 API: :func:`consistency_sample` -> :class:`ConsistencyTrajectory`, :func:`consistency_transition`,
-:func:`divergence_per_step`, :func:`draw_noise`, :func:`lcm_timesteps`, :func:`adapter_disabled` (:func:`adapter_layers`).
+:func:`divergence_per_step`, :func:`draw_noise`, :func:`lcm_timesteps`, :func:`adapter_disabled`,
+:func:`adapter_layers`.
 The chain's equations and the last-step convention: docs/method.md, section 'The sampler and ROCM's objective'.
 """
 
@@ -95,8 +96,8 @@ def adapter_layers(unet) -> list:
     """The UNet's peft adapter layers (``BaseTunerLayer``), in module order: the layers diffusers'
     ``disable_adapters``/``enable_adapters`` switch. Found once per UNet and set of adapters and kept on the UNet, so
     that switching the reference on and off in every sampler step does not walk the module tree (and re-check peft's
-    version from its package metadata) each time, as diffusers' methods do: 6.2 ms a switch on the sandbox UNet, 1.2
-    ms here (benchmarks/bench_adapter_switch.py)."""
+    version from its package metadata) each time, as diffusers' methods do: about a third of their time per switch on
+    the sandbox UNet (benchmarks/bench_adapter_switch.py)."""
     key = tuple(getattr(unet, "peft_config", {}) or {})
     cached = unet.__dict__.get("_rocm_adapter_layers")
     if cached is None or cached[0] != key:
