@@ -22,7 +22,8 @@ results/models/sandbox/quality.json`). Results: results/benchmarks/batch_scaling
 ``--project RESULTS`` (a finished workflow run's results folder, e.g. ``results``) projects that run's training
 job-seconds had the runs of each method that the workflow can start together been trained as one batched model:
 the seed-0 runs of a method (ROCM's betas, divergences and targets; a baseline's learning-rate grid) in one group,
-its confirmatory seeds in another, a group's per-run step cost the measured factor at its size (interpolated
+its other seeds in another (the default's sweep is at seed 0 and its confirmatory seeds 1 and 2; with more sweep seeds
+those join the confirmatory group, which overstates the group), a group's per-run step cost the measured factor at its size (interpolated
 linearly between the measured sizes, the largest measured one beyond them). Only a run's training steps (its
 ``log.csv`` wall clock) are scaled; its loading, probe and checkpoints are kept. An estimate of the ceiling, not a
 measurement.
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -58,14 +58,6 @@ def batch_overrides(method: str, runs: int, config: dict) -> dict:
 
         block["policy_batch_size"] = b["dpok"].get("policy_batch_size", DPOK.policy_batch_size) * runs
     return {"baselines": {method: block}}
-
-
-def merged(a: dict, b: dict) -> dict:
-    """``a`` updated by ``b``, recursively (as config files merge)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def factor(measured: dict, method: str, runs: int) -> float:
@@ -103,7 +95,8 @@ def project(results: Path, measured: dict) -> dict:
     out = {"results": str(results), "groups": {f"{m}, {g}": n for (m, g), n in sizes.items()}, "by_method": {}}
     for j in jobs:
         if j["kind"] not in measured["methods"]:
-            raise SystemExit(f"{j['run']}: no measurement of {j['kind']}; measure it (--methods)")
+            raise SystemExit(f"{j['run']}: no measurement of {j['kind']} in the measured file; this benchmark measures "
+                             f"{', '.join(METHODS)} (--methods)")
         f = factor(measured, j["kind"], sizes[j["group"]])
         j["projected_s"] = j["job_s"] - j["steps_s"] + j["steps_s"] * f
         m = out["by_method"].setdefault(j["group"][0], {"runs": 0, "job_s": 0.0, "steps_s": 0.0, "projected_s": 0.0})
@@ -146,11 +139,13 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from rocm_rlhf import runs as catalogue
     from rocm_rlhf.infra.config import load_config
     from rocm_rlhf.infra.utils import write_json
     from rocm_rlhf.prompts import read_prompts
-    from rocm_rlhf.training.run import make_method, train_run
+    from rocm_rlhf.training.run import make_method
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_methods import sandbox_train_run
 
     torch.set_num_threads(1)
     sbx = Path(args.sandbox)
@@ -166,23 +161,20 @@ def main(argv=None) -> int:
     for rnd in range(args.rounds):  # interleaved rounds: this machine's speed drifts within minutes
         for method in args.methods:
             name = method.split("-")[0]
-            model = sbx / ("teacher" if catalogue.generator(name) == "diffusion" else "lcm")
             kw = {"rocm": {"divergence": "kl", "beta": 10.0},
                   "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
             for r in args.runs:
-                over = merged({"device": "cpu", "train": {"steps": args.steps, "checkpoint_every": 10**6}},
-                              batch_overrides(method, r, base))
+                over = batch_overrides(method, r, base)
+                over["device"] = "cpu"
+                over.setdefault("train", {}).update(steps=args.steps, checkpoint_every=10**6)
                 cfg = load_config(REPO / "config/config.yaml", overrides=over)
                 per_step = make_method(name, cfg, **kw).queries_per_step() or cfg["train"]["batch_size"]
                 queries[method, r] = per_step
-                cfg = load_config(REPO / "config/config.yaml",
-                                  overrides=merged(over, {"baselines": {"reward_queries": per_step * args.steps}}))
+                over.setdefault("baselines", {})["reward_queries"] = per_step * args.steps  # args.steps steps each
+                cfg = load_config(REPO / "config/config.yaml", overrides=over)
                 run_dir = work / f"{method}-x{r}"
-                shutil.rmtree(run_dir, ignore_errors=True)
                 t0 = time.perf_counter()
-                train_run(cfg, method=name, run_id=f"{method}-x{r}", seed=0, run_dir=run_dir, model_id=str(model),
-                          reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
-                          prompts=prompts, **kw)
+                sandbox_train_run(cfg, name, f"{method}-x{r}", run_dir, sbx, prompts, **kw)
                 wall = pd.read_csv(run_dir / "log.csv")["wall_s"].tolist()
                 timed[method, r] += [b - a for a, b in zip(wall[1:], wall[2:])]  # steps 3.. (2 warm-up)
                 totals[method, r].append(time.perf_counter() - t0)

@@ -29,6 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 from rocm_rlhf import runs  # noqa: E402  (torch-free: --help stays fast)
 
 
+def sandbox_train_run(cfg: dict, method: str, run_id: str, run_dir: Path, sandbox: Path, prompts: list[str], **kw):
+    """``train_run`` of the catalogue's ``method`` at seed 0 in a fresh ``run_dir``, on the sandbox model it
+    fine-tunes (the diffusion teacher or the LCM), rewarded by the sandbox's ``proxy_pick``; ``kw``: the method's
+    own arguments (ROCM: divergence, beta)."""
+    from rocm_rlhf.training.run import train_run
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    model = sandbox / ("teacher" if runs.generator(method) == "diffusion" else "lcm")
+    return train_run(cfg, method=method, run_id=run_id, seed=0, run_dir=run_dir, model_id=str(model),
+                     reward_name="proxy_pick", reward_kwargs={"model_id": str(sandbox / "rewards/proxy_pick")},
+                     prompts=prompts, **kw)
+
+
 def _log_prob_batch(text: str):
     """``--log-prob-batch``: a positive integer, ``none`` (None) or ``config``."""
     if text.lower() in ("none", "null"):
@@ -59,7 +72,6 @@ def main(argv=None) -> int:
 
     from rocm_rlhf.infra.config import load_config
     from rocm_rlhf.prompts import read_prompts
-    from rocm_rlhf.training.run import train_run
 
     torch.set_num_threads(1)
     sbx = Path(args.sandbox)
@@ -74,16 +86,12 @@ def main(argv=None) -> int:
            "log_prob_batch": args.log_prob_batch, "methods": {}}
     for method in args.methods:
         run_dir = work / method
-        shutil.rmtree(run_dir, ignore_errors=True)
         name = method.split("-")[0]
-        model = sbx / ("teacher" if runs.generator(name) == "diffusion" else "lcm")
         kw = {"rocm": {"divergence": "kl", "beta": 0.1}, "rocm-b0": {"divergence": "none", "beta": 0.0}}.get(method, {})
         if name in runs.BASELINES and args.log_prob_batch != "config":
             kw = {"log_prob_batch": args.log_prob_batch}
         t0 = time.perf_counter()
-        train_run(cfg, method=name, run_id=method, seed=0, run_dir=run_dir, model_id=str(model),
-                  reward_name="proxy_pick", reward_kwargs={"model_id": str(sbx / "rewards/proxy_pick")},
-                  prompts=prompts, **kw)
+        sandbox_train_run(cfg, name, method, run_dir, sbx, prompts, **kw)
         total = time.perf_counter() - t0
         log = pd.read_csv(run_dir / "log.csv")
         first = log["reward_mean"].head(3).mean()

@@ -15,7 +15,6 @@ results/benchmarks/hybrid_gradient_norms.json. A measurement, not a test: the nu
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
@@ -79,8 +78,9 @@ def main(argv=None) -> int:
            "batch": settings.batch_size, "images_per_prompt": cfg["score_function"]["images_per_prompt"],
            "median": {"pathwise": med[0], "score_function": med[1], "whole": med[2]},
            "ratio_score_function_to_pathwise": [r["score_function"] / r["pathwise"] for r in rows], "steps": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    from rocm_rlhf.infra.utils import write_json
+
+    write_json(args.out, out)  # atomic, creating the folder
     print(f"median over {args.steps} steps: pathwise {med[0]:.2f}, score-function term {med[1]:.2f}, whole "
           f"{med[2]:.2f}; score-function / pathwise per step: "
           f"{', '.join(f'{x:.1f}' for x in out['ratio_score_function_to_pathwise'])}")

@@ -126,3 +126,28 @@ def test_adapter_switch_benchmark_checks_the_same_gradients(tmp_path):
     assert data["model"] == "random UNet of the sandbox architecture" and data["adapter_layers"] > 0
     assert all(v["loss_equal"] and v["gradients_bit_identical"] for v in data["same_result"].values())
     assert set(data["step_s_median"]) == {"beta_0.1", "beta_0"}
+
+
+def test_batch_scaling_puts_r_runs_through_each_update():
+    """bench_batch_scaling's stand-in for R runs in one model: R times the samples per step and per update, the same
+    number of updates per step, for every method (read from the methods the config builds)."""
+    from rocm_rlhf.infra.config import load_config
+    from rocm_rlhf.training.run import make_method
+
+    mod = _load("bench_batch_scaling")
+    base = load_config(REPO / "config/config.yaml")
+
+    def shape(method, r):
+        name = method.split("-")[0]
+        cfg = load_config(REPO / "config/config.yaml", overrides=mod.batch_overrides(method, r, base))
+        m = make_method(name, cfg, **({"divergence": "kl", "beta": 10.0} if name == "rocm" else {}))
+        per_step = m.queries_per_step() or cfg["train"]["batch_size"]
+        updates = {"rlcm": getattr(m, "num_minibatches", 1), "ddpo": getattr(m, "num_minibatches", 1),
+                   "d3po": m.updates_per_pass() if name == "d3po" else 1,
+                   "dpok": getattr(m, "policy_updates", 1)}.get(name, 1)
+        per_update = m.policy_batch_size if name == "dpok" else per_step / updates
+        return per_step, updates, per_update
+
+    for method in mod.METHODS:
+        one, three = shape(method, 1), shape(method, 3)
+        assert three[0] == 3 * one[0] and three[1] == one[1] and three[2] == 3 * one[2], method
