@@ -17,35 +17,19 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_workflow import run_workflow  # noqa: E402
 
 
 def run_variant(fork_server: bool, overlay: str | None, target: str, cores: int) -> dict:
-    wd = Path(tempfile.mkdtemp(prefix=f"bench-fs-{'on' if fork_server else 'off'}-"))
-    configs = [str(REPO / "config" / "config.yaml")] + ([str(Path(overlay).resolve())] if overlay else [])
-    cmd = [sys.executable, "-m", "snakemake", target, "--snakefile", str(REPO / "Snakefile"), "--directory", str(wd),
-           "--cores", str(cores), "--configfile", *configs, "--config", f"fork_server={fork_server}"]
-    t0 = time.time()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    wall = time.time() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"snakemake failed (fork_server={fork_server}) in {wd}:\n{res.stderr[-4000:]}")
-    results = next(p.parent for p in wd.glob("results/**/benchmarks") if p.is_dir())
-    per_rule: dict[str, list[float]] = defaultdict(list)
-    for tsv in (results / "benchmarks").rglob("*.tsv"):
-        rule = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
-        per_rule[rule].append(float(tsv.read_text().splitlines()[1].split("\t")[0]))
-    return {"fork_server": fork_server, "wall_s": round(wall, 1), "workdir": str(wd), "results": str(results),
-            "job_seconds": round(sum(sum(v) for v in per_rule.values()), 1),
-            "rules": {r: {"jobs": len(v), "seconds": round(sum(v), 1), "median": round(statistics.median(v), 2)}
-                      for r, v in sorted(per_rule.items())}}
+    """One run of the whole workflow from scratch with the fork server on or off (bench_workflow.run_workflow)."""
+    res = run_workflow("on" if fork_server else "off", [overlay] if overlay else [], target, cores,
+                       config=[f"fork_server={fork_server}"])
+    return {"fork_server": fork_server, **{k: v for k, v in res.items() if k not in ("label", "overlays", "config")}}
 
 
 def same_outputs(a: Path, b: Path) -> dict:

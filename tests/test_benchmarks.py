@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -151,3 +152,23 @@ def test_batch_scaling_puts_r_runs_through_each_update():
     for method in mod.METHODS:
         one, three = shape(method, 1), shape(method, 3)
         assert three[0] == 3 * one[0] and three[1] == one[1] and three[2] == 3 * one[2], method
+
+
+def test_workflow_benchmark_times_each_variant_and_refuses_a_bad_one_before_any_run(tmp_path):
+    """bench_workflow (the speed issue's side-by-side runs of whole configs, and bench_fork_server's runner): a
+    variant's wall clock and the job-seconds of its rules, on the ci overlay's first sandbox job; a variant naming a
+    missing overlay stops it before anything runs."""
+    script = REPO / "benchmarks" / "bench_workflow.py"
+    out = tmp_path / "wf.json"
+    bad = subprocess.run([sys.executable, str(script), "--variant", "a=config/ci.yaml", "--variant",
+                          "b=config/nope.yaml", "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "config/nope.yaml" in bad.stderr and not out.exists()
+    proc = subprocess.run([sys.executable, str(script), "--variant", "ci=config/ci.yaml", "--target",
+                           "results/ci/models/sandbox/vae.json", "--limit-min", "10", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    run = res["runs"][0]
+    assert run["rules"]["sandbox"]["jobs"] == 1 and 0 < run["rules"]["sandbox"]["seconds"] < run["wall_s"]
+    assert res["summary"]["ci"]["within_limit"] and res["summary"]["ci"]["wall_ratio_to_first"] == 1.0
+    assert not Path(run["workdir"]).exists()  # removed without --keep
