@@ -220,3 +220,25 @@ def test_fig_adaptive_beta_draws_every_target_with_the_fixed_beta_and_the_target
     assert kl_targets == pytest.approx([0.003, 0.01])  # the horizontal target lines
     with pytest.raises(ValueError, match="adaptive-beta runs"):
         fig_adaptive_beta(logs[logs["arm"] == "rocm-kl-b10"], tmp_path / "none")
+
+
+def test_the_adaptive_overlay_is_the_design_its_committed_results_came_from():
+    """The default run has no adaptive arm (it would take it past 20 minutes); config/adaptive.yaml adds the target
+    grid for every divergence of the default and trains for 100 steps, the design of the committed
+    paper_figures/adaptive/ (the default's outputs before it went to 40 steps: its chosen targets are there)."""
+    from pathlib import Path
+
+    from rocm_rlhf.infra.config import load_config, output_dirs
+
+    repo = Path(__file__).resolve().parents[1]
+    default = load_config(repo / "config" / "config.yaml")
+    assert runs.target_grid(default) == {} and default["train"]["steps"] < 100
+    overlay = load_config(repo / "config" / "config.yaml", repo / "config" / "adaptive.yaml")
+    assert output_dirs(overlay)["figures"] == "paper_figures/adaptive"
+    assert set(runs.target_grid(overlay)) == set(default["rocm"]["divergences"])
+    assert (overlay["train"]["steps"], overlay["train"]["checkpoint_every"]) == (100, 20)
+    committed = runs.read_chosen_targets(repo / "paper_figures" / "adaptive" / "data" / "chosen.csv")
+    assert set(committed) == set(default["rocm"]["divergences"])
+    for name, folder in (("adaptive", "adaptive"), ("nondiff", "nondiff")):  # both committed at 100 steps
+        cfg = load_config(repo / "config" / "config.yaml", repo / "config" / f"{name}.yaml")
+        assert cfg["train"]["steps"] == 100 and (repo / "paper_figures" / folder / "table1.md").exists()

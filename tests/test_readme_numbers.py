@@ -18,7 +18,8 @@ def _results_section() -> str:
 
 def _committed_numbers() -> list[float]:
     files = [*FIGS.glob("*.md"), *FIGS.glob("*.csv"), *(FIGS / "data").glob("*"), *(FIGS / "replication").rglob("*.*"),
-             *(FIGS / "nondiff").rglob("*.md"), *(FIGS / "nondiff").rglob("*.csv")]
+             *(FIGS / "nondiff").rglob("*.md"), *(FIGS / "nondiff").rglob("*.csv"),
+             *(FIGS / "adaptive").rglob("*.md"), *(FIGS / "adaptive").rglob("*.csv")]
     return [float(x) for f in files for x in NUMBER.findall(f.read_text(encoding="utf-8"))]
 
 
