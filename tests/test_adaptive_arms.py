@@ -239,6 +239,6 @@ def test_the_adaptive_overlay_is_the_design_its_committed_results_came_from():
     assert (overlay["train"]["steps"], overlay["train"]["checkpoint_every"]) == (100, 20)
     committed = runs.read_chosen_targets(repo / "paper_figures" / "adaptive" / "data" / "chosen.csv")
     assert set(committed) == set(default["rocm"]["divergences"])
-    for name, folder in (("adaptive", "adaptive"), ("nondiff", "nondiff")):  # both committed at 100 steps
+    for name, folder in (("adaptive", "adaptive"), ("nondiff", "nondiff"), ("replication", "replication")):  # 100 steps
         cfg = load_config(repo / "config" / "config.yaml", repo / "config" / f"{name}.yaml")
         assert cfg["train"]["steps"] == 100 and (repo / "paper_figures" / folder / "table1.md").exists()
