@@ -25,11 +25,14 @@ def dry_run(*args: str, cwd=REPO) -> dict[str, int]:
     return counts
 
 
-def test_dry_run_default_config(tmp_path):
-    """The jobs known before any result; the chosen settings' confirmatory runs are planned after choose_settings."""
-    counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
-                     "--configfile", str(REPO / "config/config.yaml"))
-    n_sweep = 1 + 4 * 3 + 4 * 3  # seed 0: beta = 0 + 4 divergences x (3 betas + 3 adaptive-beta targets)
+@pytest.mark.parametrize("overlay", [None, "adaptive.yaml"])
+def test_dry_run_default_config(tmp_path, overlay):
+    """The jobs known before any result; the chosen settings' confirmatory runs are planned after choose_settings.
+    The default sweeps no adaptive beta; config/adaptive.yaml (the default until it went to 40 steps) adds it."""
+    configs = [str(REPO / "config/config.yaml")] + ([str(REPO / "config" / overlay)] if overlay else [])
+    counts = dry_run("--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"), "--configfile", *configs)
+    adaptive = overlay is not None
+    n_sweep = 1 + 4 * 3 + (4 * 3 if adaptive else 0)  # seed 0: beta = 0 + 4 divergences x 3 betas (+ 3 targets)
     n_rocm = n_sweep + 2  # + beta = 0 at the confirmatory seeds 1 and 2
     n_baselines = 4 * 3  # four baselines x three learning rates at seed 0 (seeds 1 and 2 of the chosen one later)
     n_runs = n_rocm + n_baselines + 2  # + the base LCM and the base diffusion model
@@ -39,7 +42,8 @@ def test_dry_run_default_config(tmp_path):
                 "evaluate": n_runs, "choose_settings": 1, "collect_scores": n_splits, "stats": 1, "table1": 1,
                 "table_tuning": 1, "table_divergence_beta": 1, "fig_beta_sweep": 1, "fig_efficiency": 1,
                 "fig_training_curves": 1, "table_efficiency": 1, "fig_divergence_gallery": 1,
-                "table_adaptive_beta": 1, "fig_adaptive_beta": 1,  # beyond the paper: the adaptive beta
+                # beyond the paper: the adaptive beta, in config/adaptive.yaml only
+                "table_adaptive_beta": 1 if adaptive else None, "fig_adaptive_beta": 1 if adaptive else None,
                 "publish_results": 9,  # 2 score tables, 2 statistics, chosen betas, probe curves, sandbox quality, study
                 "build_study": 1, "simulate_study": 1, "analyze_study": 1}  # the preference study (simulated raters)
     for rule, n in expected.items():
