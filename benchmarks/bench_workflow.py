@@ -29,13 +29,10 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+from rocm_rlhf import runs  # noqa: E402  (torch-free: --help stays fast)
+
 DEFAULT_VARIANTS = ["before=config/adaptive.yaml", "default="]
-
-
-def _method(run_id: str) -> str:
-    """The training method of a run id (``rocm-kl-b10-s0`` -> ``rocm``, ``rocm_sf-kl-b1-s0`` -> ``rocm_sf``,
-    ``ddpo-lr0.003-s1`` -> ``ddpo``)."""
-    return run_id.split("-")[0]
 
 
 def run_workflow(label: str, overlays: list[str], target: str = "all", cores: int = 2,
@@ -60,7 +57,7 @@ def run_workflow(label: str, overlays: list[str], target: str = "all", cores: in
         seconds = float(tsv.read_text().splitlines()[1].split("\t")[0])
         per_rule[rule].append(seconds)
         if rule == "train":
-            per_method[_method(tsv.stem)].append(seconds)
+            per_method[runs.parse_run(tsv.stem).method].append(seconds)
     return {"label": label, "overlays": overlays, "config": config or [], "wall_s": round(wall, 1),
             "workdir": str(wd), "results": str(results),
             "job_seconds": round(sum(sum(v) for v in per_rule.values()), 1),

@@ -225,20 +225,30 @@ def test_fig_adaptive_beta_draws_every_target_with_the_fixed_beta_and_the_target
 def test_the_adaptive_overlay_is_the_design_its_committed_results_came_from():
     """The default run has no adaptive arm (it would take it past 20 minutes); config/adaptive.yaml adds the target
     grid for every divergence of the default and trains for 100 steps, the design of the committed
-    paper_figures/adaptive/ (the default's outputs before it went to 40 steps: its chosen targets are there)."""
+    paper_figures/adaptive/ (the default's outputs before it went to 40 steps). Each config's steps, batch and
+    checkpoint period are checked against the held-out probe its committed curves.csv holds (probed at step 0 and at
+    every checkpoint, ``steps * batch_size`` reward queries at the end), and the overlay's targets against the
+    candidates of its committed choice."""
     from pathlib import Path
 
     from rocm_rlhf.infra.config import load_config, output_dirs
 
     repo = Path(__file__).resolve().parents[1]
     default = load_config(repo / "config" / "config.yaml")
-    assert runs.target_grid(default) == {} and default["train"]["steps"] < 100
+    assert runs.target_grid(default) == {}
     overlay = load_config(repo / "config" / "config.yaml", repo / "config" / "adaptive.yaml")
     assert output_dirs(overlay)["figures"] == "paper_figures/adaptive"
     assert set(runs.target_grid(overlay)) == set(default["rocm"]["divergences"])
-    assert (overlay["train"]["steps"], overlay["train"]["checkpoint_every"]) == (100, 20)
-    committed = runs.read_chosen_targets(repo / "paper_figures" / "adaptive" / "data" / "chosen.csv")
-    assert set(committed) == set(default["rocm"]["divergences"])
-    for name, folder in (("adaptive", "adaptive"), ("nondiff", "nondiff"), ("replication", "replication")):  # 100 steps
-        cfg = load_config(repo / "config" / "config.yaml", repo / "config" / f"{name}.yaml")
-        assert cfg["train"]["steps"] == 100 and (repo / "paper_figures" / folder / "table1.md").exists()
+    chosen = pd.read_csv(repo / "paper_figures" / "adaptive" / "data" / "chosen.csv")
+    targets = chosen[(chosen["method"] == "rocm") & chosen["beta"].isna()].set_index("divergence")["candidates"]
+    assert {d: str(c).split() for d, c in targets.items()} == runs.target_grid(overlay)
+    for overlay_file in (None, "adaptive.yaml", "nondiff.yaml"):
+        cfg = load_config(repo / "config" / "config.yaml",
+                          *([repo / "config" / overlay_file] if overlay_file else []))
+        t = cfg["train"]
+        curves = pd.read_csv(repo / output_dirs(cfg)["figures"] / "data" / "curves.csv")
+        rocm = curves[curves["method"] == "rocm"]
+        assert sorted(rocm["step"].unique()) == list(range(0, t["steps"] + 1, t["checkpoint_every"])), overlay_file
+        assert rocm["reward_queries"].max() == t["steps"] * t["batch_size"], overlay_file
+    replication = load_config(repo / "config" / "config.yaml", repo / "config" / "replication.yaml")
+    assert replication["train"]["steps"] == overlay["train"]["steps"]  # it replicates the 100-step design
